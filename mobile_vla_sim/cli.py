@@ -21,15 +21,135 @@ def main() -> None:
 
 # --- generate ---------------------------------------------------------------------------------
 # (section owned by the datasets work)
+@main.command()
+@click.option("--episodes", type=int, default=500, show_default=True, help="Episodes (balanced left/right).")
+@click.option("--out", type=click.Path(file_okay=False), default="data/sim", show_default=True,
+              help="Output folder; re-running the same command resumes it.")
+@click.option("--difficulty", type=click.Choice(["easy", "medium", "hard", "mix"]), default="mix", show_default=True,
+              help="mix = easy:medium:hard 2:3:2.")
+@click.option("--workers", type=int, default=0, help="Worker processes [default: one per CPU].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=int, default=224, show_default=True, help="Square camera image side (px).")
+@click.option("--drive", type=click.Choice(["diff", "omni"]), default="diff", show_default=True)
+@click.option("--noise-std", type=float, default=0.0, show_default=True,
+              help="Noise on the executed expert action; the clean label is stored as `action_labels`.")
+@click.option("--control", type=click.Choice(["continuous", "pulse"]), default="continuous", show_default=True,
+              help="Match the env used for eval; pulse = the real robot's stop-and-go.")
+def generate(**options) -> None:
+    """Write scripted-expert demonstrations as real-layout HDF5 episodes plus a dataset.json manifest."""
+    from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+
+    try:
+        summary = generate_dataset(GenerateConfig(**options))
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted: finished episodes are kept in {options['out']}; run the same command "
+                        "again to resume") from None
+    click.echo(summary)
+
 
 # --- train ------------------------------------------------------------------------------------
 # (section owned by the policies work)
 
 # --- eval / train-rl ---------------------------------------------------------------------------
 # (section owned by the evaluation work)
+from pathlib import Path  # noqa: E402
+
+
+@main.command("eval")
+@click.option("--policy", required=True, help="A .ckpt from `mvla-sim train`, expert, random, constant, "
+              "always-left, always-right or sb3:PATH.zip.")
+@click.option("--difficulty", default="all", show_default=True, help="easy, medium, hard, all or a comma list.")
+@click.option("--task", default="both", show_default=True, help="left, right or both.")
+@click.option("--episodes", default=10, show_default=True, help="Episodes per (difficulty, task).")
+@click.option("--seed", default=0, show_default=True, help="Base seed of the fixed episode set.")
+@click.option("--workers", default=1, show_default=True, help="Env worker processes.")
+@click.option("--envs-per-worker", default=4, show_default=True, help="Concurrent episodes per worker.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True,
+              help="Folder for results.json, episodes.csv, summary.md, trajectories.png.")
+@click.option("--video-dir", type=click.Path(path_type=Path), help="Write mp4 rollout videos here.")
+@click.option("--video-all", is_flag=True, help="A video for every episode (default: the first 2 per group).")
+@click.option("--offline-data", type=click.Path(path_type=Path), help="Dataset for offline metrics (val split).")
+@click.option("--drive", type=click.Choice(["diff", "omni"]), default="diff", show_default=True)
+@click.option("--control", type=click.Choice(["continuous", "pulse"]), default="continuous", show_default=True)
+@click.option("--action-latency", default=0, show_default=True, help="Steps between an action and its effect.")
+@click.option("--action-scale", default=1.0, show_default=True, help="Multiply every action by this.")
+@click.option("--camera-noise", default=0.0, show_default=True, help="Pixel noise std (0-255 scale).")
+@click.option("--image-size", default=224, show_default=True, help="Camera image side in pixels.")
+@click.option("--device", default="cpu", show_default=True)
+def eval_cmd(policy, difficulty, task, episodes, seed, workers, envs_per_worker, out, video_dir, video_all,
+             offline_data, drive, control, action_latency, action_scale, camera_noise, image_size, device) -> None:
+    """Score a policy closed-loop on a fixed, seeded episode set (plus offline metrics with --offline-data)."""
+    from mobile_vla_sim.eval.rollout import EnvConfig
+    from mobile_vla_sim.eval.run import EvalConfig, evaluate
+
+    env = EnvConfig(drive=drive, control=control, image_size=image_size, action_latency=action_latency,
+                    action_scale=action_scale, camera_noise=camera_noise)
+    cfg = EvalConfig(policy=policy, difficulty=difficulty, task=task, episodes=episodes, seed=seed, workers=workers,
+                     envs_per_worker=envs_per_worker, out=out, video_dir=video_dir, video_all=video_all,
+                     offline_data=offline_data, device=device, env=env)
+    try:
+        result = evaluate(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    click.echo(result.paths["summary.md"].read_text())
+    click.echo(f"{len(result.records)} episodes, {result.episodes_per_min:.1f} episodes/min; results in {out}")
+    if result.interrupted:
+        click.echo(f"Interrupted: the {len(result.records)} finished episodes are saved in {out}.", err=True)
+        sys.exit(130)
+
+
+@main.command("train-rl")
+@click.option("--timesteps", default=200_000, show_default=True)
+@click.option("--difficulty", default="easy", show_default=True, type=click.Choice(["easy", "medium", "hard"]))
+@click.option("--drive", type=click.Choice(["diff", "omni"]), default="diff", show_default=True)
+@click.option("--n-envs", default=4, show_default=True, help="Envs PPO collects from.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("ppo.zip"), show_default=True)
+def train_rl_cmd(timesteps, difficulty, drive, n_envs, seed, out) -> None:
+    """Train a PPO reference policy on the privileged state; score it with `eval --policy sb3:OUT`."""
+    from mobile_vla_sim.policies.rl import RLConfig, train_rl
+
+    try:
+        path, interrupted = train_rl(RLConfig(out=out, timesteps=timesteps, difficulty=difficulty, drive=drive,
+                                              seed=seed, n_envs=n_envs))
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    click.echo(f"{'Interrupted: model so far saved' if interrupted else 'Saved'} to {path}; "
+               f"evaluate it with `mvla-sim eval --policy sb3:{path}`")
+
 
 # --- compare ----------------------------------------------------------------------------------
 # (section owned by the comparison work)
+@main.command()
+@click.argument("checkpoint_a", type=click.Path())
+@click.argument("checkpoint_b", type=click.Path())
+@click.option("--data", type=click.Path(file_okay=False), required=True,
+              help="Dataset folder; both policies are probed on the same windows of its val split.")
+@click.option("--eval", "eval_dirs", type=click.Path(file_okay=False), nargs=2, default=None,
+              metavar="A_RESULTS_DIR B_RESULTS_DIR", help="`mvla-sim eval --out` folders of A and B (closed loop).")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/compare", show_default=True)
+@click.option("--max-windows", type=int, default=64, show_default=True, help="Validation windows probed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Window sampling and t-SNE seed.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of the McNemar test.")
+def compare(checkpoint_a, checkpoint_b, data, eval_dirs, out, max_windows, seed, alpha) -> None:
+    """Compare two checkpoints (e.g. frozen vs LoRA): representations, losses, success, hypotheses H1-H3."""
+    from mobile_vla_sim.eval.compare import CompareConfig, compare as run_compare
+
+    try:
+        cfg = CompareConfig(checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, data=data,
+                            eval_dirs=tuple(eval_dirs) if eval_dirs else None, out=out, max_windows=max_windows,
+                            seed=seed, alpha=alpha)
+        result = run_compare(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    except KeyboardInterrupt:
+        raise UserError("interrupted: nothing was written; run the same command again") from None
+    for name, h in result["hypotheses"].items():
+        click.echo(f"{name} {h['measure']}: {h['value']:.4f} {h['op']} {h['threshold']} -> "
+                   f"{'holds' if h['holds'] else 'does not hold'}")
+    click.echo(f"report: {cfg.out / 'report.md'}")
 
 # --- quickstart -------------------------------------------------------------------------------
 

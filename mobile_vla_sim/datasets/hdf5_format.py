@@ -1,0 +1,204 @@
+"""The real project's on-disk episode layout (SPEC §2): one gzip HDF5 file per episode.
+
+Core datasets and attributes are exactly the real robot's, so a loader written for the real data reads the
+synthetic data unchanged; simulation extras (poses, privileged states, clean expert labels, seed, difficulty,
+success...) are *additional* datasets and attributes. Frame 0 is `episode_start` with a zero action; frame k >= 1
+holds the k-th action and the image captured after it (ARCHITECTURE.md, "Dataset contract").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mobile_vla_sim.datasets.errors import CorruptEpisodeError, DatasetError
+
+#: Real attribute values carried over unchanged.
+ACTION_CHUNK_SIZE = 8
+INSTRUCTION_DTYPE = "S256"
+COLOR_ORDER = "RGB"
+EVENT_START, EVENT_ACTION, EVENT_STOP = "episode_start", "start_action", "stop_action"
+GZIP_LEVEL = 4  # level 4 is ~2x faster than 9 on images for a few % more bytes
+
+_CORE_DATASETS = ("images", "actions", "action_event_types", "language_instruction")
+#: Optional float32 extras: name -> expected trailing shape (None = any).
+_EXTRA_DATASETS = {"robot_poses": (3,), "states": None, "action_labels": (3,)}
+
+_NAME_RE = re.compile(
+    r"^episode_(?P<date>\d{8})_(?P<time>\d{6})"
+    r"_(?P<scenario>(?P<num_boxes>\d+)box_(?P<layout>hori|vert)_(?P<side>left|right))"
+    r"(?:_(?P<variant>core|variant))?(?:_(?P<distance>close|medium|far))?"
+    r"(?:_(?P<difficulty>easy|medium|hard))?(?:_(?P<tag>[A-Za-z0-9]+))?(?:\.h5)?$"
+)
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode in memory. `attrs` holds every HDF5 attribute (real and simulation ones) not promoted to a field."""
+
+    images: np.ndarray  # (T, H, W, 3) uint8 RGB
+    actions: np.ndarray  # (T, 3) float32 [linear_x, linear_y, angular_z], executed
+    instruction: str
+    name: str  # file stem, also the `episode_name` attribute
+    event_types: list[str] = field(default_factory=list)  # (T,) episode_start / start_action / stop_action
+    task: str | None = None  # "left" | "right"
+    difficulty: str | None = None
+    seed: int | None = None  # scene seed given to env.reset (shared by a left/right pair)
+    scenario: str | None = None  # e.g. "1box_hori_left"
+    success: bool | None = None
+    robot_poses: np.ndarray | None = None  # (T, 3) float32 x, y, yaw
+    states: np.ndarray | None = None  # (T, STATE_DIM) float32 privileged env state
+    action_labels: np.ndarray | None = None  # (T, 3) float32 clean expert labels (only when noise was injected)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.actions))
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Training targets: the clean expert labels when noise was injected, else the executed actions."""
+        return self.action_labels if self.action_labels is not None else self.actions
+
+
+def episode_file_name(*, date: str, time: str, num_boxes: int, side: str, variant: str, distance: str,
+                      difficulty: str, tag: str) -> str:
+    """`episode_YYYYMMDD_HHMMSS_<n>box_hori_<side>_<variant>_<distance>_<difficulty>_<tag>.h5`."""
+    name = f"episode_{date}_{time}_{num_boxes}box_hori_{side}_{variant}_{distance}_{difficulty}_{tag}.h5"
+    parse_episode_name(name)  # refuse to write names our own (and the real) loader cannot parse
+    return name
+
+
+def parse_episode_name(name: str | os.PathLike) -> dict[str, Any]:
+    """Fields of a real or synthetic episode file name: date, time, scenario, num_boxes, layout, side, variant...
+
+    Fields absent from the name (real files have no difficulty or tag) are None.
+    """
+    stem = Path(name).name
+    match = _NAME_RE.match(stem)
+    if match is None:
+        raise DatasetError(f"episode file name {stem!r} does not follow "
+                           "'episode_YYYYMMDD_HHMMSS_<n>box_<hori|vert>_<left|right>[_<core|variant>][_<distance>]"
+                           "[_<difficulty>][_<tag>].h5'; rename it or regenerate the dataset")
+    fields = match.groupdict()
+    fields["num_boxes"] = int(fields["num_boxes"])
+    return fields
+
+
+def _check_record(record: EpisodeRecord) -> None:
+    images, actions = np.asarray(record.images), np.asarray(record.actions)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetError(f"images must be uint8 (T, H, W, 3), got {images.dtype} {images.shape}")
+    if actions.ndim != 2 or actions.shape[1] != 3 or len(actions) != len(images):
+        raise DatasetError(f"actions must be (T, 3) with T={len(images)} frames, got {actions.shape}")
+    if not np.isfinite(actions).all():
+        raise DatasetError("actions contain NaN or inf; fix the policy/expert that produced them")
+    if record.event_types and len(record.event_types) != len(images):
+        raise DatasetError(f"event_types has {len(record.event_types)} entries for {len(images)} frames")
+    if len(record.instruction.encode("utf-8")) > 256:
+        raise DatasetError("instruction is longer than 256 bytes, the real layout's S256 limit; shorten it")
+    for key, trailing in _EXTRA_DATASETS.items():
+        value = getattr(record, key)
+        if value is not None and (len(value) != len(images) or (trailing and value.shape[1:] != trailing)):
+            raise DatasetError(f"{key} must have {len(images)} rows{' of shape ' + str(trailing) if trailing else ''},"
+                               f" got {np.shape(value)}")
+
+
+def default_event_types(num_frames: int) -> list[str]:
+    """The real recorder's events for stop-and-go pulses: `episode_start`, then one `start_action` per pulse."""
+    return [EVENT_START] + [EVENT_ACTION] * (num_frames - 1)
+
+
+def write_episode(path: str | os.PathLike, record: EpisodeRecord) -> Path:
+    """Write `record` to `path` atomically: a temporary file in the same folder, then a rename.
+
+    A crash or Ctrl-C therefore never leaves a partial `.h5`; only a `*.tmp` that `generate` removes on resume.
+    """
+    _check_record(record)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    images = np.ascontiguousarray(record.images)
+    gzip = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), **gzip)
+            f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
+            events = record.event_types or default_event_types(len(images))
+            f.create_dataset("action_event_types", data=events, dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("language_instruction", data=np.array([record.instruction.encode("utf-8")],
+                                                                    dtype=INSTRUCTION_DTYPE))
+            for key in _EXTRA_DATASETS:
+                value = getattr(record, key)
+                if value is not None:
+                    f.create_dataset(key, data=np.asarray(value, dtype=np.float32), **gzip)
+            attrs = {
+                "action_chunk_size": ACTION_CHUNK_SIZE,
+                "obstacle_layout_type": "hori",
+                **record.attrs,
+                "episode_name": path.stem,
+                "num_frames": len(images),
+                "color_order": COLOR_ORDER,
+            }
+            for key in ("task", "difficulty", "seed", "scenario", "success"):
+                if getattr(record, key) is not None:
+                    attrs[key] = getattr(record, key)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def corrupt_episode_error(path: Path, err: Exception) -> CorruptEpisodeError:
+    """The one message for an unreadable episode file, with the fix."""
+    return CorruptEpisodeError(f"{path} is corrupt or truncated ({str(err).splitlines()[0]}); delete it and "
+                               "re-run `mvla-sim generate` to regenerate it")
+
+
+def _attr(value: Any) -> Any:
+    """HDF5 attributes come back as numpy scalars/bytes; give plain Python values."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> EpisodeRecord:
+    """Read one episode (real or synthetic). `load_images=False` skips the image decompression (metadata scans)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"episode file {path} does not exist; check the path or regenerate the dataset")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [key for key in _CORE_DATASETS if key not in f]
+            if missing:
+                raise CorruptEpisodeError(f"{path} lacks dataset(s) {', '.join(missing)}: not an episode file of the "
+                                          "real layout; delete it and re-run `mvla-sim generate`")
+            attrs = {key: _attr(value) for key, value in f.attrs.items()}
+            actions = f["actions"][()].astype(np.float32)
+            images = f["images"][()] if load_images else np.empty((len(actions), 0, 0, 3), np.uint8)
+            extras = {key: f[key][()].astype(np.float32) if key in f else None for key in _EXTRA_DATASETS}
+            events = [_attr(e) for e in f["action_event_types"][()]]
+            instruction = _attr(f["language_instruction"][0])
+    except (OSError, KeyError, IndexError, TypeError) as err:
+        raise corrupt_episode_error(path, err) from err
+    if len(images) != len(actions):
+        raise CorruptEpisodeError(f"{path} has {len(images)} images but {len(actions)} actions; regenerate it")
+    try:
+        parsed = parse_episode_name(path.name)
+    except DatasetError:
+        parsed = {}
+    return EpisodeRecord(
+        images=images, actions=actions, instruction=instruction, name=path.stem, event_types=events,
+        task=attrs.pop("task", parsed.get("side")), difficulty=attrs.pop("difficulty", parsed.get("difficulty")),
+        seed=attrs.pop("seed", None), scenario=attrs.pop("scenario", parsed.get("scenario")),
+        success=attrs.pop("success", None), attrs=attrs, **extras,
+    )

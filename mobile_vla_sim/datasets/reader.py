@@ -1,0 +1,76 @@
+"""`EpisodeDataset`: the episodes of a dataset folder (generated or real), listed eagerly and loaded lazily."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from mobile_vla_sim.datasets.errors import DatasetError, NoEpisodesError
+from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, corrupt_episode_error, read_episode
+from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
+
+
+def _split_key(path: Path, seed: Any) -> str:
+    """Scene seed when the file has one; otherwise the name without its side, so left/right pairs stay together."""
+    return str(seed) if seed is not None else re.sub(r"_(left|right)(?=_|\.h5$)", "", path.name)
+
+
+def scan_episode(path: Path) -> dict[str, Any]:
+    """Manifest-style entry of one file from its attributes only (no image decompression)."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            num_frames = int(attrs.get("num_frames", len(f["actions"])))
+    except (OSError, KeyError) as err:
+        raise corrupt_episode_error(path, err) from err
+    seed = attrs.get("seed")
+    seed = int(seed) if seed is not None else None
+    success = attrs.get("success")
+    return {"file": path.name, "seed": seed, "num_frames": num_frames,
+            "success": bool(success) if success is not None else None,
+            "split": assign_split(_split_key(path, seed))}
+
+
+class EpisodeDataset:
+    """Episodes of `root` in a split: `len`, lazy `ds[i] -> EpisodeRecord`, `.paths`, `.entries`, `.manifest`.
+
+    With a `dataset.json` the manifest's list and splits are used; on a plain folder of episode files (e.g. the
+    real data) every `*.h5` is listed and split by a hash of its seed (or name). Failed expert episodes are kept
+    on disk; `only_success=True` drops them here. An empty split is an empty dataset; an empty folder is an error.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "all", only_success: bool = False):
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        self.root, self.split = Path(root), split
+        if not self.root.is_dir():
+            raise NoEpisodesError(f"dataset folder {self.root} does not exist; run `mvla-sim generate --out "
+                                  f"{self.root}` first")
+        self.manifest = load_manifest(self.root)
+        if self.manifest is not None:
+            entries = self.manifest["episodes"]
+        else:
+            entries = [scan_episode(p) for p in sorted(self.root.glob("*.h5"))]
+        if not entries:
+            raise NoEpisodesError(f"no episode files (*.h5) in {self.root}; run `mvla-sim generate --out "
+                                  f"{self.root}` or point to a folder of episodes")
+        self.entries = [e for e in entries if (split == "all" or e["split"] == split)
+                        and not (only_success and e.get("success") is False)]
+        self.paths = [self.root / e["file"] for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> EpisodeRecord:
+        return read_episode(self.paths[i])
+
+    def num_frames(self, i: int) -> int:
+        """Frames of episode i without reading its images."""
+        return int(self.entries[i]["num_frames"])
+
+    def __repr__(self) -> str:
+        return f"EpisodeDataset({str(self.root)!r}, split={self.split!r}, episodes={len(self)})"

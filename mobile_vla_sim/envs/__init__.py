@@ -1,0 +1,34 @@
+"""Simulation: scenario sampling, difficulty table, PyBullet world, the Gymnasium env and the scripted expert.
+
+Importing this package registers `MobileVLA/Nav-v0` (one id; task, difficulty and drive are keyword
+arguments of `gymnasium.make`). PyBullet is only imported when the env or the expert is first used.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES, difficulty_table_markdown
+from mobile_vla_sim.envs.instructions import INSTRUCTION_TEMPLATES, instruction_for
+
+ENV_ID = "MobileVLA/Nav-v0"
+
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point="mobile_vla_sim.envs.nav_env:NavEnv")
+
+__all__ = ["ENV_ID", "NavEnv", "ScriptedExpert", "DIFFICULTIES", "INSTRUCTION_TEMPLATES", "instruction_for",
+           "difficulty_table_markdown", "decode_state"]
+
+
+def __getattr__(name: str):
+    """Lazy exports: keep `import mobile_vla_sim` free of PyBullet until an env is made."""
+    if name == "NavEnv":
+        from mobile_vla_sim.envs.nav_env import NavEnv
+        return NavEnv
+    if name == "ScriptedExpert":
+        from mobile_vla_sim.envs.expert import ScriptedExpert
+        return ScriptedExpert
+    if name == "decode_state":
+        from mobile_vla_sim.envs.state import decode_state
+        return decode_state
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

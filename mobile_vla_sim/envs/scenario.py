@@ -1,0 +1,135 @@
+"""A scene as plain data, sampled from (seed, difficulty) only, so left and right share every scene."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobile_vla_sim.envs.difficulty import DISTANCE_M, Difficulty, get_difficulty
+from mobile_vla_sim.envs.instructions import check_task
+
+#: Robot centre stops this far in front of the bottle (m); success inside GOAL_RADIUS of that point.
+GOAL_OFFSET = 0.4
+GOAL_RADIUS = 0.25
+#: Room behind the start and beyond the bottle before the robot counts as out of the arena (m).
+ARENA_MARGIN = 0.8
+
+FLOOR_TEXTURES = ("tile_grey.png", "tile_beige.png", "tile_small.png", "concrete.png")
+WALL_TEXTURES = (None, "plaster.png")
+_BOX_RGB = np.array([0.62, 0.60, 0.56])      # grey cardboard
+_FLOOR_RGB = np.array([1.0, 1.0, 1.0])       # tint applied on top of the tile texture
+_WALL_RGB = np.array([0.95, 0.95, 0.93])
+_LIGHT_DIR = np.array([0.4, 0.3, 1.0])
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned obstacle box: centre (x, y) on the floor and half extents (m)."""
+
+    x: float
+    y: float
+    hx: float
+    hy: float
+    hz: float
+    rgb: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Distractor:
+    """Clutter (a cylinder or a cube) that counts as an obstacle for collisions."""
+
+    x: float
+    y: float
+    radius: float
+    height: float
+    shape: str                      # "cylinder" | "cube"
+    rgb: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that makes one episode's scene; the env builds the PyBullet world from it."""
+
+    difficulty: str
+    distance: str                    # close | medium | far
+    variant: str                     # core | variant
+    boxes: tuple[Box, ...]
+    bottle: tuple[float, float]
+    start: tuple[float, float, float]  # x, y, yaw
+    half_width: float                # corridor half width: walls at y = +-half_width
+    distractors: tuple[Distractor, ...]
+    floor_texture: str
+    wall_texture: str | None
+    floor_rgb: tuple[float, float, float]
+    wall_rgb: tuple[float, float, float]
+    light_direction: tuple[float, float, float]
+    light_ambient: float
+    light_diffuse: float
+    camera_height: float             # offset added to the nominal camera height (m)
+    camera_pitch: float              # offsets added to the nominal camera angles (rad)
+    camera_yaw: float
+
+    @property
+    def goal(self) -> np.ndarray:
+        """Point in front of the bottle (on the robot's side) where the robot should stop."""
+        return np.array([self.bottle[0] - GOAL_OFFSET, self.bottle[1]])
+
+    @property
+    def x_bounds(self) -> tuple[float, float]:
+        """Arena extent along the corridor; outside it the episode ends as out of bounds."""
+        return self.start[0] - ARENA_MARGIN, self.bottle[0] + ARENA_MARGIN
+
+    def name(self, task: str) -> str:
+        """Real-data scenario name, e.g. `1box_hori_left`."""
+        return f"{len(self.boxes)}box_hori_{check_task(task)}"
+
+
+def _jitter(rng: np.random.Generator, rgb: np.ndarray, amount: float) -> tuple[float, float, float]:
+    return tuple(float(c) for c in np.clip(rgb + rng.uniform(-amount, amount, 3), 0.0, 1.0))
+
+
+def sample_scenario(rng: np.random.Generator, difficulty: str | Difficulty) -> Scenario:
+    """Draw a scene; the same generator state and difficulty always give the same scene."""
+    d = get_difficulty(difficulty)
+    distance = str(rng.choice(d.distances))
+    boxes, x = [], DISTANCE_M[distance]
+    for _ in range(d.n_boxes):
+        hx, hy = rng.uniform(*d.box_half_x), rng.uniform(*d.box_half_y)
+        box_rgb = _jitter(rng, _BOX_RGB, d.color_jitter)
+        boxes.append(Box(x=float(x), y=float(rng.uniform(-d.box_lateral, d.box_lateral)), hx=float(hx), hy=float(hy),
+                         hz=float(rng.uniform(0.11, 0.15)), rgb=box_rgb))
+        x += hx + rng.uniform(0.75, 0.95)
+    last = boxes[-1]
+    bottle = (float(last.x + last.hx + rng.uniform(0.95, 1.2)), float(rng.uniform(-d.box_lateral, d.box_lateral)))
+    half_width = max(abs(b.y) + b.hy for b in boxes) + float(rng.uniform(*d.side_gap))
+    start = (float(rng.uniform(-d.start_xy_noise, d.start_xy_noise)),
+             float(rng.uniform(-d.start_xy_noise, d.start_xy_noise)),
+             float(rng.uniform(-d.start_yaw_noise, d.start_yaw_noise)))
+    distractors = tuple(_sample_distractor(rng, bottle, half_width) for _ in range(rng.integers(
+        d.n_distractors[0], d.n_distractors[1] + 1)))
+    textured = d.random_textures
+    light = _LIGHT_DIR + rng.uniform(-d.light_jitter, d.light_jitter, 3) * np.array([2.0, 2.0, 0.5])
+    return Scenario(
+        difficulty=d.name, distance=distance, variant=d.variant, boxes=tuple(boxes), bottle=bottle, start=start,
+        half_width=float(half_width), distractors=distractors,
+        floor_texture=str(rng.choice(FLOOR_TEXTURES)) if textured else FLOOR_TEXTURES[0],
+        wall_texture=WALL_TEXTURES[rng.integers(len(WALL_TEXTURES))] if textured else None,
+        floor_rgb=_jitter(rng, _FLOOR_RGB - d.color_jitter, d.color_jitter),
+        wall_rgb=_jitter(rng, _WALL_RGB, d.color_jitter),
+        light_direction=tuple(float(v) for v in light),
+        light_ambient=float(0.6 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        light_diffuse=float(0.4 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        camera_height=float(rng.uniform(-d.camera_height_noise, d.camera_height_noise)),
+        camera_pitch=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),
+        camera_yaw=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),
+    )
+
+
+def _sample_distractor(rng: np.random.Generator, bottle: tuple[float, float], half_width: float) -> Distractor:
+    """Clutter behind the bottle, in view for the whole episode but never on either way around the boxes."""
+    radius, height = float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.1, 0.4))
+    x = rng.uniform(bottle[0] + 0.25, bottle[0] + 0.7)
+    y = rng.uniform(-half_width + radius, half_width - radius)
+    return Distractor(x=float(x), y=float(y), radius=radius, height=height,
+                      shape=str(rng.choice(["cylinder", "cube"])), rgb=tuple(float(c) for c in rng.uniform(0.1, 0.9, 3)))

@@ -1,0 +1,234 @@
+"""The PyBullet world of one env: corridor, boxes, bottle, clutter and a differential-drive robot.
+
+Each `BulletWorld` owns its own DIRECT client (never the module-global one), so several envs can live in
+one process. The world is rebuilt with `resetSimulation` on every reset: that costs a few ms and makes an
+episode depend on its scenario only (no contact caches or ids carried over), which gives bit-identical
+replays across processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from importlib.resources import files
+
+import numpy as np
+import pybullet as p
+from pybullet_utils import bullet_client
+
+from mobile_vla_sim.envs.scenario import Scenario
+
+ASSETS = files("mobile_vla_sim.assets")
+PHYSICS_HZ = 240
+#: Seconds one env step drives the robot (the real robot's key pulse).
+CONTROL_PERIOD = 0.4
+#: In pulse mode: seconds of braking after each pulse before the image is taken.
+BRAKE_TIME = 0.15
+#: Contacts are polled every this many substeps (30 Hz): cheap, and a robot cannot tunnel through a box at 0.5 m/s.
+CONTACT_EVERY = 8
+
+WHEEL_RADIUS = 0.05
+WHEEL_BASE = 0.29          # distance between the wheel centres (m)
+WHEEL_FORCE = 3.0          # motor torque limit per wheel (N m)
+#: Half width of the robot footprint (wheels included) and the radius of the circle enclosing it (m).
+ROBOT_HALF_WIDTH = 0.16
+ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
+
+CAMERA_HEIGHT = 0.35       # m above the floor
+CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast)
+CAMERA_PITCH = -0.17       # rad, slightly down so the floor in front is in view
+CAMERA_FOV = 90.0          # vertical field of view, degrees (wide angle, like the real camera)
+
+_BOTTLE_RADIUS, _BOTTLE_HEIGHT = 0.035, 0.22
+_WALL_HALF_HEIGHT = 0.5
+
+
+class BulletWorld:
+    """Builds a scenario, drives the robot for one control period, and renders camera/top-down images."""
+
+    def __init__(self, image_size: int = 224, renderer: str = "tiny", drive: str = "diff"):
+        if renderer not in ("tiny", "egl"):
+            raise ValueError(f"unknown renderer {renderer!r}: use 'tiny' (CPU) or 'egl' (OpenGL, fast on a GPU)")
+        self.image_size, self.drive = int(image_size), drive
+        self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+        self._renderer = p.ER_TINY_RENDERER
+        if renderer == "egl":
+            spec = importlib.util.find_spec("eglRenderer")
+            if spec is None or spec.origin is None:
+                raise ValueError("renderer='egl' needs pybullet's eglRenderer plugin; use renderer='tiny'")
+            self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
+            self._renderer = p.ER_BULLET_HARDWARE_OPENGL
+        self._projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
+        self.scenario: Scenario | None = None
+        self.robot = -1
+        self._wheels: list[int] = []
+        self._obstacles: frozenset[int] = frozenset()
+
+    # ---- scene -------------------------------------------------------------------------------
+    def build(self, scenario: Scenario) -> None:
+        """Replace the whole world with `scenario` and put the robot at its start pose, at rest."""
+        c = self.client
+        c.resetSimulation()
+        c.setPhysicsEngineParameter(fixedTimeStep=1.0 / PHYSICS_HZ, deterministicOverlappingPairs=1)
+        c.setGravity(0, 0, -9.81)
+        self.scenario = scenario
+        self._floor(scenario)
+        x0, x1 = scenario.x_bounds
+        wall_tex = self._texture(scenario.wall_texture)
+        obstacles = []
+        length = (x1 - x0) / 2 + 0.6
+        for side in (-1.0, 1.0):
+            obstacles.append(self._box((x0 + x1) / 2, side * (scenario.half_width + 0.025), _WALL_HALF_HEIGHT,
+                                       (length, 0.025, _WALL_HALF_HEIGHT), scenario.wall_rgb, wall_tex))
+        # The corridor's far end, just past the arena bound, so the camera never looks into the void.
+        obstacles.append(self._box(x1 + 0.3, 0.0, _WALL_HALF_HEIGHT, (0.025, scenario.half_width, _WALL_HALF_HEIGHT),
+                                   scenario.wall_rgb, wall_tex))
+        for b in scenario.boxes:
+            obstacles.append(self._box(b.x, b.y, b.hz, (b.hx, b.hy, b.hz), b.rgb))
+        obstacles.append(self._bottle(*scenario.bottle))
+        for d in scenario.distractors:
+            if d.shape == "cube":
+                obstacles.append(self._box(d.x, d.y, d.height / 2, (d.radius, d.radius, d.height / 2), d.rgb))
+            else:
+                obstacles.append(self._cylinder(d.x, d.y, d.radius, d.height, d.rgb, collide=True))
+        self._obstacles = frozenset(obstacles)
+        self._spawn_robot(scenario.start)
+
+    def _floor(self, s: Scenario) -> None:
+        c = self.client
+        half = 15.0  # a 30 m quad whose UVs repeat every metre (one texture image = 1 m of tiles)
+        verts = [[half, -half, 0], [half, half, 0], [-half, half, 0], [-half, -half, 0]]
+        uvs = [[2 * half, 0], [2 * half, 2 * half], [0, 2 * half], [0, 0]]
+        vis = c.createVisualShape(p.GEOM_MESH, vertices=verts, indices=[0, 1, 2, 0, 2, 3], uvs=uvs,
+                                  normals=[[0, 0, 1]] * 4, rgbaColor=[*s.floor_rgb, 1])
+        floor = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE), vis)
+        c.changeVisualShape(floor, -1, textureUniqueId=self._texture(s.floor_texture))
+        c.changeDynamics(floor, -1, lateralFriction=1.0)
+
+    def _texture(self, name: str | None) -> int:
+        return -1 if name is None else self.client.loadTexture(str(ASSETS / "textures" / name))
+
+    def _box(self, x, y, z, half, rgb, texture: int = -1) -> int:
+        c = self.client
+        body = c.createMultiBody(0, c.createCollisionShape(p.GEOM_BOX, halfExtents=half),
+                                 c.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=[*rgb, 1]),
+                                 basePosition=[x, y, z])
+        if texture >= 0:
+            c.changeVisualShape(body, -1, textureUniqueId=texture)
+        return body
+
+    def _cylinder(self, x, y, radius, height, rgb, collide: bool, z0: float = 0.0) -> int:
+        c = self.client
+        col = c.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height) if collide else -1
+        vis = c.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=[*rgb, 1])
+        return c.createMultiBody(0, col, vis, basePosition=[x, y, z0 + height / 2])
+
+    def _bottle(self, x: float, y: float) -> int:
+        """A dark PET bottle with a green cap (the cap is visual only)."""
+        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=_BOTTLE_HEIGHT)
+        return self._cylinder(x, y, _BOTTLE_RADIUS, _BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+
+    def _spawn_robot(self, start: tuple[float, float, float]) -> None:
+        c = self.client
+        x, y, yaw = start
+        self.robot = c.loadURDF(str(ASSETS / "robot.urdf"), [x, y, WHEEL_RADIUS + 1e-3],
+                                c.getQuaternionFromEuler([0, 0, yaw]))
+        names = {c.getJointInfo(self.robot, j)[1].decode(): j for j in range(c.getNumJoints(self.robot))}
+        self._wheels = [names["left_wheel_joint"], names["right_wheel_joint"]]
+        for caster in ("front_caster_joint", "rear_caster_joint"):
+            c.changeDynamics(self.robot, names[caster], lateralFriction=0.0, rollingFriction=0.0, spinningFriction=0.0)
+        for w in self._wheels:
+            c.changeDynamics(self.robot, w, lateralFriction=1.0)
+        # Omni mode moves the base directly, so the wheels spin freely there instead of fighting it.
+        force = WHEEL_FORCE if self.drive == "diff" else 0.0
+        c.setJointMotorControlArray(self.robot, self._wheels, p.VELOCITY_CONTROL, targetVelocities=[0, 0],
+                                    forces=[force, force])
+        for _ in range(PHYSICS_HZ // 10):  # settle on the casters
+            c.stepSimulation()
+
+    # ---- motion ------------------------------------------------------------------------------
+    def drive_for(self, command: np.ndarray, duration: float, brake_time: float = 0.0) -> bool:
+        """Apply `[linear_x, linear_y, angular_z]` for `duration` s, then brake for `brake_time` s.
+
+        diff: wheel velocity targets from the unicycle model (linear_y is ignored), motors do the rest.
+        omni: the base velocity is set every substep (a holonomic base has no simpler physical model here),
+        so contacts still stop it but wheel slip is not modelled. Returns whether the robot touched an obstacle.
+        """
+        collided = self._run(command, int(round(duration * PHYSICS_HZ)))
+        if brake_time > 0:
+            collided |= self._run(np.zeros(3), int(round(brake_time * PHYSICS_HZ)))
+        return collided
+
+    def _run(self, command: np.ndarray, substeps: int) -> bool:
+        c = self.client
+        vx, vy, wz = (float(v) for v in command)
+        if self.drive == "diff":
+            half = wz * WHEEL_BASE / 2
+            c.setJointMotorControlArray(self.robot, self._wheels, p.VELOCITY_CONTROL,
+                                        targetVelocities=[(vx - half) / WHEEL_RADIUS, (vx + half) / WHEEL_RADIUS],
+                                        forces=[WHEEL_FORCE, WHEEL_FORCE])
+        collided = False
+        for k in range(substeps):
+            if self.drive == "omni":
+                yaw = self.pose()[2]
+                cy, sy = math.cos(yaw), math.sin(yaw)
+                vz = c.getBaseVelocity(self.robot)[0][2]
+                c.resetBaseVelocity(self.robot, [cy * vx - sy * vy, sy * vx + cy * vy, vz], [0, 0, wz])
+            c.stepSimulation()
+            if (k + 1) % CONTACT_EVERY == 0 or k == substeps - 1:
+                collided = collided or self.touching()
+        return collided
+
+    def touching(self) -> bool:
+        """Whether the robot is in contact with a wall, box, the bottle or clutter right now."""
+        return any(cp[2] in self._obstacles for cp in self.client.getContactPoints(bodyA=self.robot))
+
+    def pose(self) -> tuple[float, float, float]:
+        """Robot (x, y, yaw) in the world frame."""
+        pos, orn = self.client.getBasePositionAndOrientation(self.robot)
+        qx, qy, qz, qw = orn
+        return pos[0], pos[1], math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+
+    def velocity(self) -> tuple[float, float, float]:
+        """Robot (forward, left, yaw rate) velocity in its own frame."""
+        lin, ang = self.client.getBaseVelocity(self.robot)
+        yaw = self.pose()[2]
+        cy, sy = math.cos(yaw), math.sin(yaw)
+        return cy * lin[0] + sy * lin[1], -sy * lin[0] + cy * lin[1], ang[2]
+
+    # ---- images ------------------------------------------------------------------------------
+    def camera_image(self) -> np.ndarray:
+        """The robot's forward camera, uint8 RGB (S, S, 3)."""
+        s = self.scenario
+        x, y, yaw = self.pose()
+        yaw_c, pitch = yaw + s.camera_yaw, CAMERA_PITCH + s.camera_pitch
+        eye = [x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw), CAMERA_HEIGHT + s.camera_height]
+        target = [eye[0] + math.cos(pitch) * math.cos(yaw_c), eye[1] + math.cos(pitch) * math.sin(yaw_c),
+                  eye[2] + math.sin(pitch)]
+        view = self.client.computeViewMatrix(eye, target, [0, 0, 1])
+        return self._render(self.image_size, self.image_size, view, self._projection)
+
+    def topdown_image(self, width: int = 320, height: int = 240) -> np.ndarray:
+        """A bird's-eye view of the whole arena (x to the right, +y = left of the robot up), for videos."""
+        s = self.scenario
+        x0, x1 = s.x_bounds
+        span = max((x1 - x0) * height / width, 2 * s.half_width + 0.3)
+        fov = 50.0
+        eye_z = span / 2 / math.tan(math.radians(fov / 2)) + 0.3
+        cx = (x0 + x1) / 2
+        view = self.client.computeViewMatrix([cx, 0, eye_z], [cx, 0, 0], [0, 1, 0])
+        proj = self.client.computeProjectionMatrixFOV(fov, width / height, 0.1, eye_z + 1)
+        return self._render(width, height, view, proj)
+
+    def _render(self, width: int, height: int, view, proj) -> np.ndarray:
+        s = self.scenario
+        _, _, rgba, _, _ = self.client.getCameraImage(
+            width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
+            lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
+            flags=p.ER_NO_SEGMENTATION_MASK)
+        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client = None

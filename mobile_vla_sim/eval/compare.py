@@ -1,0 +1,392 @@
+"""Frozen vs LoRA (or any two checkpoints): representations, offline and closed-loop performance, hypotheses.
+
+Answers the real project's open question (SPEC §2) with one report. Both policies are probed on the
+*same* windows of the validation split, so every representation measure is paired; closed-loop success is
+compared on the *same* seeded episodes with the exact McNemar test.
+
+Hypotheses of the real project, evaluated on the measured numbers:
+
+* H1: context similarity > 0.8, where "context similarity" is the mean per-token cosine similarity of the
+  Kosmos-2 context vectors (64 latent tokens per frame) of A and B on the same frames.
+* H2: latent difference > 0.3, where "latent difference" is ``1 − mean cosine(h_n(A), h_n(B))`` over the
+  same windows (h_n: last LSTM layer's final hidden state).
+* H3: ``|val loss(A) − val loss(B)| < 0.01``, both losses measured here on the same validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mobile_vla_sim.eval.episodes import DIFFICULTIES
+from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.eval.metrics import summarize as summarize_records
+from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.report import _json_safe, _success_cell, read_results
+from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_representations, mcnemar_exact
+
+H1_MIN_CONTEXT_COSINE = 0.8
+H2_MIN_LATENT_DIFFERENCE = 0.3
+H3_MAX_LOSS_DIFFERENCE = 0.01
+
+#: Representation name → (features key, token axis averaged for pooled values and CKA, report title).
+REPRESENTATIONS: dict[str, tuple[str, int | None, str]] = {
+    "context": ("context", 2, "Context vectors (Kosmos-2 image features, per latent token)"),
+    "action_token": ("action_token", None, "Action-token hidden state (LSTM input, per frame)"),
+    "h_n": ("h_n", None, "LSTM final hidden state h_n (per window)"),
+}
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and where to write the report."""
+
+    checkpoint_a: Path
+    checkpoint_b: Path
+    data: Path
+    #: `mvla-sim eval --out` directories of A and B; None = closed-loop part "not run".
+    eval_dirs: tuple[Path, Path] | None = None
+    out: Path = Path("runs/compare")
+    #: Validation windows probed for features (same windows for both policies).
+    max_windows: int = 64
+    seed: int = 0
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        self.checkpoint_a, self.checkpoint_b = Path(self.checkpoint_a), Path(self.checkpoint_b)
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.eval_dirs is not None:
+            if len(self.eval_dirs) != 2:
+                raise EvalError(f"eval_dirs needs two result directories (A then B), got {len(self.eval_dirs)}")
+            self.eval_dirs = (Path(self.eval_dirs[0]), Path(self.eval_dirs[1]))
+        if self.max_windows < 2:
+            raise EvalError(f"max_windows must be at least 2 to compare representations, got {self.max_windows}")
+        if not 0.0 < self.alpha < 1.0:
+            raise EvalError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+# --- probing the two policies ------------------------------------------------------------------
+
+
+@dataclass
+class PolicyProbe:
+    """What one checkpoint produced on the shared validation windows."""
+
+    label: str
+    features: dict[str, Any]
+    offline: dict[str, float]
+    checkpoint_val_loss: float | None
+
+
+def _label(path: Path, metadata: dict) -> str:
+    mode = metadata.get("mode") if isinstance(metadata, dict) else None
+    return f"{mode} ({path.stem})" if mode and mode not in path.stem else path.stem
+
+
+def probe_checkpoint(path: Path, episodes, cfg: CompareConfig) -> PolicyProbe:
+    """Load a checkpoint and measure it on the validation windows (features) and episodes (offline loss)."""
+    from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
+    from mobile_vla_sim.policies.features import evaluate_offline_loss, extract_features
+
+    policy = load_policy_checkpoint(path)
+    try:
+        metadata = getattr(policy, "metadata", {}) or {}
+        features = extract_features(policy, episodes, max_windows=cfg.max_windows, seed=cfg.seed)
+        offline = {k: float(v) for k, v in evaluate_offline_loss(policy, episodes).items()}
+    finally:
+        policy.close()
+    val_loss = metadata.get("val_loss")
+    return PolicyProbe(_label(path, metadata), features, offline, None if val_loss is None else float(val_loss))
+
+
+def _check_same_windows(a: dict, b: dict) -> None:
+    for key in ("episode", "frame"):
+        if not np.array_equal(np.asarray(a[key]), np.asarray(b[key])):
+            raise EvalError(f"the two checkpoints were probed on different windows ('{key}' differs); "
+                            "use checkpoints with the same window length and the same --data")
+
+
+# --- closed loop ---------------------------------------------------------------------------------
+
+
+def _episode_key(r: EpisodeRecord) -> tuple:
+    return (int(r.seed), r.difficulty, r.task, int(r.index))
+
+
+def _success_table(records: Sequence[EpisodeRecord]) -> dict[str, dict]:
+    """Closed-loop summary (success with Wilson 95% CI, SPL, failure modes) per difficulty and overall."""
+    groups: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    for r in records:
+        groups[r.difficulty].append(r)
+    order = [d for d in DIFFICULTIES if d in groups] + sorted(set(groups) - set(DIFFICULTIES))
+    table = {d: summarize_records(groups[d]) for d in order}
+    table["all"] = summarize_records(records)
+    return table
+
+
+def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0.05) -> dict:
+    """Success per difficulty for A and B, and the exact McNemar test on the episodes both ran."""
+    if eval_dirs is None:
+        return {"status": "not run"}
+    (_, recs_a), (_, recs_b) = (read_results(d) for d in eval_dirs)
+    by_key_b = {_episode_key(r): r for r in recs_b}
+    shared = [(r, by_key_b[_episode_key(r)]) for r in recs_a if _episode_key(r) in by_key_b]
+    paired: dict[str, Any] = {}
+    groups: dict[str, list] = defaultdict(list)
+    for pair in shared:
+        groups[pair[0].difficulty].append(pair)
+    for name, pairs in [*((d, groups[d]) for d in DIFFICULTIES if d in groups), ("all", shared)]:
+        if pairs:
+            test = mcnemar_exact(np.array([a.success for a, _ in pairs]), np.array([b.success for _, b in pairs]))
+            paired[name] = test.to_dict(alpha)
+    return {"status": "run", "episodes_a": len(recs_a), "episodes_b": len(recs_b), "shared_episodes": len(shared),
+            "success_a": _success_table(recs_a), "success_b": _success_table(recs_b), "mcnemar": paired}
+
+
+# --- hypotheses ----------------------------------------------------------------------------------
+
+
+def evaluate_hypotheses(reps: dict[str, RepresentationComparison], loss_a: float, loss_b: float) -> dict:
+    """H1-H3 of the real project on the measured numbers, each with its value, threshold and verdict."""
+    context_cos = float(reps["context"].per_token_cosine.mean())
+    latent_diff = 1.0 - float(reps["h_n"].per_token_cosine.mean())
+    loss_diff = abs(loss_a - loss_b)
+    rows = {
+        "H1": ("context similarity (mean per-token cosine)", context_cos, ">", H1_MIN_CONTEXT_COSINE,
+               context_cos > H1_MIN_CONTEXT_COSINE),
+        "H2": ("latent difference (1 - mean cosine of h_n)", latent_diff, ">", H2_MIN_LATENT_DIFFERENCE,
+               latent_diff > H2_MIN_LATENT_DIFFERENCE),
+        "H3": ("abs(val loss A - val loss B)", loss_diff, "<", H3_MAX_LOSS_DIFFERENCE,
+               loss_diff < H3_MAX_LOSS_DIFFERENCE),
+    }
+    return {k: {"measure": m, "value": v, "op": op, "threshold": t, "holds": bool(h)}
+            for k, (m, v, op, t, h) in rows.items()}
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+
+def _tsne(points: np.ndarray, seed: int) -> np.ndarray | None:
+    """2-D t-SNE embedding; perplexity shrunk for few points (it must stay below the sample count)."""
+    from sklearn.manifold import TSNE
+
+    n = len(points)
+    if n < 4:
+        return None
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3.0)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+
+
+def _plot_histogram(ax, values: np.ndarray, title: str, xlabel: str, threshold: float | None = None,
+                    threshold_label: str = "") -> None:
+    values = np.asarray(values, dtype=float)
+    lo, hi = float(values.min()), float(values.max())
+    pad = max(0.02, 0.05 * (hi - lo))
+    ax.hist(values, bins=min(50, max(10, values.size // 10)), range=(lo - pad, hi + pad), color="tab:blue", alpha=0.8)
+    ax.axvline(values.mean(), color="black", linestyle="-", label=f"mean {values.mean():.3f}")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:red", linestyle="--", label=threshold_label)
+    ax.set(title=title, xlabel=xlabel, ylabel="count")
+    ax.legend(fontsize=8, loc="best")
+
+
+def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels: tuple[str, str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    _plot_histogram(axes[0], rep.per_token_cosine, "Per-token cosine of context vectors", "cosine similarity",
+                    H1_MIN_CONTEXT_COSINE, f"H1 threshold {H1_MIN_CONTEXT_COSINE}")
+    per_token = rep.per_token_cosine.reshape(-1, tokens)
+    mean, std = per_token.mean(0), per_token.std(0)
+    idx = np.arange(tokens)
+    axes[1].plot(idx, mean, color="tab:blue", label="mean over frames")
+    axes[1].fill_between(idx, mean - std, mean + std, color="tab:blue", alpha=0.25, label="± 1 std")
+    axes[1].axhline(H1_MIN_CONTEXT_COSINE, color="tab:red", linestyle="--", label="H1 threshold")
+    axes[1].set(title="Cosine by latent token index", xlabel="latent token index", ylabel="cosine similarity")
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"Context vectors: {labels[0]} vs {labels[1]}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_latent(reps: dict[str, RepresentationComparison], path: Path, labels: tuple[str, str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    h_n = reps["h_n"]
+    _plot_histogram(axes[0], h_n.per_token_cosine, "Cosine of h_n per window", "cosine similarity",
+                    1.0 - H2_MIN_LATENT_DIFFERENCE, f"H2: cosine {1 - H2_MIN_LATENT_DIFFERENCE:.1f} = difference "
+                    f"{H2_MIN_LATENT_DIFFERENCE}")
+    _plot_histogram(axes[1], h_n.per_token_euclidean, "Euclidean distance of h_n per window", "distance")
+    _plot_histogram(axes[2], reps["action_token"].per_token_cosine, "Cosine of action-token state per frame",
+                    "cosine similarity")
+    fig.suptitle(f"Latent states: {labels[0]} vs {labels[1]}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_tsne(h_a: np.ndarray, h_b: np.ndarray, tasks: np.ndarray, labels: tuple[str, str], seed: int,
+               path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    embedding = _tsne(np.concatenate([h_a, h_b]).astype(np.float64), seed)
+    if embedding is None:
+        return False
+    n = len(h_a)
+    policy = np.array([labels[0]] * n + [labels[1]] * n)
+    task = np.concatenate([tasks, tasks])
+    markers = {labels[0]: "o", labels[1]: "^"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
+    for ax, colour_by, title in ((axes[0], task, "coloured by task side"), (axes[1], policy, "coloured by policy")):
+        for i, value in enumerate(dict.fromkeys(colour_by)):
+            for name, marker in markers.items():
+                sel = (colour_by == value) & (policy == name)
+                if sel.any():
+                    label = f"{value} ({name})" if colour_by is task else str(value)
+                    ax.scatter(*embedding[sel].T, s=22, marker=marker, color=f"C{i}", alpha=0.75, label=label)
+        ax.set(title=title, xlabel="t-SNE 1", ylabel="t-SNE 2")
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    fig.suptitle(f"t-SNE of LSTM h_n: {labels[0]} (o) and {labels[1]} (^) on the same windows")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(result: dict) -> str:
+    """Markdown report of a `compare` result (tables and the embedded plots)."""
+    a, b = result["labels"]
+    out = [f"# Policy comparison: {a} (A) vs {b} (B)", "",
+           f"- A: `{result['checkpoints'][0]}`", f"- B: `{result['checkpoints'][1]}`",
+           f"- data: `{result['data']}` (val split), {result['windows']} windows, seed {result['seed']}", "",
+           "## Hypotheses", "",
+           _table(["", "measure", "value", "threshold", "verdict"],
+                  [[k, h["measure"], h["value"], f"{h['op']} {h['threshold']}",
+                    "holds" if h["holds"] else "does not hold"] for k, h in result["hypotheses"].items()]),
+           "", "## Offline performance (validation split)", "",
+           _table(["", "val loss", "RMSE", "val loss in checkpoint"],
+                  [[f"A: {a}", *(result["offline"]["a"][k] for k in ("loss", "rmse", "checkpoint_val_loss"))],
+                   [f"B: {b}", *(result["offline"]["b"][k] for k in ("loss", "rmse", "checkpoint_val_loss"))]]),
+           "", "## Closed-loop success", ""]
+    closed = result["closed_loop"]
+    if closed["status"] != "run":
+        out.append("Closed-loop comparison: **not run** (pass `--eval A_RESULTS_DIR B_RESULTS_DIR`).")
+    else:
+        rows = [[d, _success_cell(closed["success_a"][d]) if d in closed["success_a"] else "-",
+                 _success_cell(closed["success_b"][d]) if d in closed["success_b"] else "-"]
+                for d in dict.fromkeys([*closed["success_a"], *closed["success_b"]])]
+        out += [_table(["difficulty", f"A: {a} success [95% Wilson CI] (k/n)", f"B: {b} success [95% Wilson CI] (k/n)"],
+                       rows), "",
+                f"Exact McNemar test on the {closed['shared_episodes']} episodes both policies ran "
+                "(matched by seed, difficulty, task, index):", ""]
+        out.append(_table(["difficulty", "pairs", "both succeed", "only A", "only B", "both fail", "p-value",
+                           "significant"],
+                          [[d, t["n"], t["both_success"], t["only_a"], t["only_b"], t["both_fail"], t["p_value"],
+                            f"{'yes' if t['significant'] else 'no'} (alpha {t['alpha']})"]
+                           for d, t in closed["mcnemar"].items()]))
+    out += ["", "## Representations", "",
+            "Cosine, Euclidean and KL are per feature vector (per latent token for context vectors), then averaged; "
+            "'pooled' averages the tokens of a frame first. KL: softmax over the feature dimension, symmetric "
+            "(KL(A||B) + KL(B||A)) / 2, nats. Pearson: correlation of the two mean feature vectors. "
+            "CKA: linear CKA (Kornblith et al. 2019) over pooled vectors.", ""]
+    rows = []
+    for name, rep in result["representations"].items():
+        rows.append([name, rep["cosine_per_token"]["mean"], rep["cosine_pooled"]["mean"],
+                     rep["euclidean_per_token"]["mean"], f"{rep['mean_norm_a']:.3g} / {rep['mean_norm_b']:.3g}",
+                     rep["kl_symmetric_per_token"]["mean"], rep["pearson_mean_features"], rep["linear_cka"]])
+    out.append(_table(["representation", "cosine (per token)", "cosine (pooled)", "Euclidean", "norm A / B",
+                       "KL (sym.)", "Pearson (mean feat.)", "linear CKA"], rows))
+    out += ["", "## Plots", ""]
+    for title, name in (("Context-vector similarity", "context"), ("Latent-state similarity", "latent"),
+                        ("t-SNE of h_n", "tsne")):
+        if name in result["plots"]:
+            out += [f"### {title}", "", f"![{title}]({result['plots'][name]})", ""]
+    if "tsne" not in result["plots"]:
+        out += ["t-SNE: not drawn (fewer than 4 points).", ""]
+    return "\n".join(out)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def _check_inputs(cfg: CompareConfig) -> None:
+    for name, path in (("checkpoint A", cfg.checkpoint_a), ("checkpoint B", cfg.checkpoint_b)):
+        if not path.exists():
+            raise FileNotFoundError(f"{name} not found: {path}; train one with `mvla-sim train`")
+    if not cfg.data.is_dir():
+        raise FileNotFoundError(f"dataset directory not found: {cfg.data}; create one with `mvla-sim generate`")
+    for path in cfg.eval_dirs or ():
+        if not path.is_dir():
+            raise FileNotFoundError(f"eval results directory not found: {path}; run `mvla-sim eval --out {path}`")
+
+
+def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareConfig) -> dict:
+    """Everything after probing: measures, closed loop, hypotheses, plots, `report.md` and `compare.json`."""
+    closed_loop = closed_loop_comparison(cfg.eval_dirs, cfg.alpha)
+    fa, fb = probe_a.features, probe_b.features
+    _check_same_windows(fa, fb)
+    labels = (probe_a.label, probe_b.label)
+    if labels[0] == labels[1]:
+        labels = (f"A: {labels[0]}", f"B: {labels[1]}")
+    reps = {name: compare_representations(fa[key], fb[key], token_axis=axis)
+            for name, (key, axis, _) in REPRESENTATIONS.items()}
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    plots = {"context": "context_similarity.png", "latent": "latent_similarity.png", "tsne": "tsne_h_n.png"}
+    _plot_context(reps["context"], np.asarray(fa["context"]).shape[2], cfg.out / plots["context"], labels)
+    _plot_latent(reps, cfg.out / plots["latent"], labels)
+    if not _plot_tsne(np.asarray(fa["h_n"]), np.asarray(fb["h_n"]), np.asarray(fa["task"]).astype(str), labels,
+                      cfg.seed, cfg.out / plots["tsne"]):
+        del plots["tsne"]
+
+    result = _json_safe({
+        "labels": list(labels),
+        "checkpoints": [str(cfg.checkpoint_a), str(cfg.checkpoint_b)],
+        "data": str(cfg.data),
+        "seed": cfg.seed,
+        "windows": int(len(np.asarray(fa["h_n"]))),
+        "hypotheses": evaluate_hypotheses(reps, probe_a.offline["loss"], probe_b.offline["loss"]),
+        "offline": {side: {**p.offline, "checkpoint_val_loss": p.checkpoint_val_loss}
+                    for side, p in (("a", probe_a), ("b", probe_b))},
+        "closed_loop": closed_loop,
+        "representations": {name: rep.to_dict() for name, rep in reps.items()},
+        "plots": plots,
+    })
+    (cfg.out / "compare.json").write_text(json.dumps(result, indent=2))
+    (cfg.out / "report.md").write_text(render_report(result))
+    return result
+
+
+def compare(cfg: CompareConfig, progress: bool = True) -> dict:
+    """Compare two checkpoints; writes `report.md`, `compare.json` and PNG plots to `cfg.out`, returns the numbers."""
+    from mobile_vla_sim.datasets.reader import EpisodeDataset
+
+    _check_inputs(cfg)
+    closed_loop_comparison(cfg.eval_dirs, cfg.alpha)  # fail on bad result files before the slow part
+    episodes = EpisodeDataset(cfg.data, split="val")
+    paths = tqdm([cfg.checkpoint_a, cfg.checkpoint_b], desc="probing checkpoints", disable=not progress)
+    probe_a, probe_b = (probe_checkpoint(path, episodes, cfg) for path in paths)
+    return write_comparison(probe_a, probe_b, cfg)

@@ -1,0 +1,91 @@
+"""Closed-loop metrics: Wilson intervals, SPL, aggregates by task/difficulty, instruction grounding."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mobile_vla_sim.eval.records import EpisodeRecord
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def spl(success: bool, shortest_path_length: float, path_length: float) -> float:
+    """Success weighted by path length, S * l / max(p, l) (Anderson et al. 2018)."""
+    if not success or not np.isfinite(shortest_path_length) or shortest_path_length <= 0:
+        return 0.0
+    return float(shortest_path_length / max(path_length, shortest_path_length))
+
+
+def _rate(flags: Sequence[bool]) -> dict:
+    k, n = int(sum(bool(f) for f in flags)), len(flags)
+    lo, hi = wilson_interval(k, n)
+    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def _mean(values: Iterable[float]) -> float:
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else float("nan")
+
+
+def summarize(records: Sequence[EpisodeRecord]) -> dict:
+    """Success rate with its Wilson 95% CI plus SPL, failure-mode rates and means for a group of episodes."""
+    return {
+        "episodes": len(records),
+        "success": _rate([r.success for r in records]),
+        "spl": _mean(r.spl for r in records),
+        "collision_rate": _rate([r.collision for r in records])["rate"],
+        "wrong_side_rate": _rate([r.wrong_side for r in records])["rate"],
+        "timeout_rate": _rate([r.timeout for r in records])["rate"],
+        "out_of_bounds_rate": _rate([r.out_of_bounds for r in records])["rate"],
+        "mean_final_distance": _mean(r.final_distance for r in records),
+        "mean_steps": _mean(r.steps for r in records),
+        "nan_actions": int(sum(r.nan_actions for r in records)),
+        "clipped_actions": int(sum(r.clipped_actions for r in records)),
+    }
+
+
+def grounding(records: Sequence[EpisodeRecord]) -> dict:
+    """Instruction grounding on paired scenes (same difficulty and index, left and right).
+
+    `both_success` is how often the policy succeeds at both instructions in one scene; `same_side` is how
+    often it goes around the box on the same side whatever the instruction says (the grounding failure).
+    """
+    pairs: dict[tuple[str, int], dict[str, EpisodeRecord]] = defaultdict(dict)
+    for r in records:
+        pairs[(r.difficulty, r.index)][r.task] = r
+    complete = [p for p in pairs.values() if "left" in p and "right" in p]
+    both = [p["left"].success and p["right"].success for p in complete]
+    same = [p["left"].side_taken == p["right"].side_taken != "none" for p in complete]
+    return {"pairs": len(complete), "both_success": _rate(both), "same_side": _rate(same)}
+
+
+def aggregate(records: Sequence[EpisodeRecord]) -> dict:
+    """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty."""
+    by_diff: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    by_task: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    by_both: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    for r in records:
+        by_diff[r.difficulty].append(r)
+        by_task[r.task].append(r)
+        by_both[f"{r.difficulty}/{r.task}"].append(r)
+    return {
+        "overall": summarize(records),
+        "by_difficulty": {d: summarize(rs) for d, rs in by_diff.items()},
+        "by_task": {t: summarize(rs) for t, rs in by_task.items()},
+        "by_difficulty_task": {k: summarize(rs) for k, rs in by_both.items()},
+        "grounding": {"overall": grounding(records), **{d: grounding(rs) for d, rs in by_diff.items()}},
+    }

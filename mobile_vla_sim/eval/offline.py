@@ -1,0 +1,83 @@
+"""Offline metrics on held-out demonstrations, computed through the policy's own interface.
+
+Each val episode is one slot: the policy is `reset` with the episode's instruction and fed its frames one at a
+time through `act_batch` (all episodes batched), so it windows frames exactly as in closed loop. The prediction
+after image t is compared with the recorded `actions[t + 1]` (the clean expert label where noise was injected)
+in the dims of the policy's action layout. A dataset without a val split falls back to all episodes (reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.policies.base import Policy
+
+DIM_NAMES = ("linear_x", "linear_y", "angular_z")
+#: Targets smaller than this (m/s or rad/s) have no meaningful sign and are left out of sign agreement.
+SIGN_EPS = 1e-3
+
+
+@dataclass
+class OfflineMetrics:
+    data: str
+    split: str
+    episodes: int
+    frames: int
+    rmse: float
+    rmse_per_dim: dict[str, float]
+    mae: float
+    sign_agreement: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def offline_metrics(policy: Policy, data: str | Path, split: str = "val", max_episodes: int | None = None,
+                    batch_episodes: int = 32) -> OfflineMetrics:
+    """RMSE (overall and per dim), MAE and sign agreement of `policy` on a dataset split."""
+    from mobile_vla_sim.datasets.reader import EpisodeDataset
+
+    ds = EpisodeDataset(data, split=split)
+    if len(ds) == 0:
+        ds = EpisodeDataset(data, split="all") if split == "val" else ds
+    if len(ds) == 0:
+        raise EvalError(f"{data} has no episodes in split {split!r}; generate more episodes or use --offline-data "
+                        "with a dataset that has a val split")
+    n = len(ds) if max_episodes is None else min(max_episodes, len(ds))
+    dims = list(LAYOUT_DIMS[policy.drive])
+    preds, targets = [], []
+    for start in range(0, n, batch_episodes):
+        episodes = [ds[i] for i in range(start, min(n, start + batch_episodes))]
+        p, t = _predict(policy, episodes, dims)
+        preds.append(p)
+        targets.append(t)
+    pred, target = np.concatenate(preds), np.concatenate(targets)
+    err = pred - target
+    sig = np.abs(target) > SIGN_EPS
+    return OfflineMetrics(
+        data=str(data), split=ds.split, episodes=n, frames=len(pred),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        rmse_per_dim={DIM_NAMES[d]: float(np.sqrt(np.mean(err[:, j] ** 2))) for j, d in enumerate(dims)},
+        mae=float(np.mean(np.abs(err))),
+        sign_agreement=float(np.mean(np.sign(pred[sig]) == np.sign(target[sig]))) if sig.any() else float("nan"))
+
+
+def _predict(policy: Policy, episodes: list, dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Feed frames 0..T-2 of every episode (slot = episode) and pair each prediction with actions[t + 1]."""
+    for slot, ep in enumerate(episodes):
+        policy.reset(ep.instruction, slot=slot)
+    preds, targets = [], []
+    for t in range(max(len(ep.actions) for ep in episodes) - 1):
+        live = [i for i, ep in enumerate(episodes) if t + 1 < len(ep.actions)]
+        obs = {"image": np.stack([episodes[i].images[t] for i in live])}
+        if all(getattr(episodes[i], "states", None) is not None for i in live):
+            obs["state"] = np.stack([episodes[i].states[t] for i in live]).astype(np.float32)
+        action = np.asarray(policy.act_batch(obs, live), dtype=np.float64)
+        preds.append(action)
+        targets.append(np.stack([np.asarray(episodes[i].targets[t + 1], dtype=np.float64)[dims] for i in live]))
+    return np.concatenate(preds), np.concatenate(targets)

@@ -1,0 +1,59 @@
+"""Per-episode result record: what one closed-loop episode produced, flat enough for a CSV row."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+#: Record fields that are lists (kept in results.json, left out of episodes.csv).
+_LIST_FIELDS = ("trajectory", "obstacles", "goal")
+
+
+@dataclass
+class EpisodeRecord:
+    """Outcome of one episode. `side_taken` is where the robot passed the first box: left, right or none."""
+
+    index: int
+    seed: int
+    difficulty: str
+    task: str
+    instruction: str = ""
+    scenario: str = ""
+    success: bool = False
+    collision: bool = False
+    wrong_side: bool = False
+    out_of_bounds: bool = False
+    timeout: bool = False
+    final_distance: float = float("nan")
+    path_length: float = 0.0
+    shortest_path_length: float = float("nan")
+    spl: float = 0.0
+    steps: int = 0
+    nan_actions: int = 0
+    clipped_actions: int = 0
+    side_taken: str = "none"
+    video: str = ""
+    #: Robot poses (x, y, yaw) from reset to the end, for plots.
+    trajectory: list[list[float]] = field(default_factory=list)
+    #: World (cx, cy, hx, hy) of each box and (x, y) of the goal, for plots and the side test.
+    obstacles: list[list[float]] = field(default_factory=list)
+    goal: list[float] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.difficulty}/{self.task}/{self.index:04d}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def csv_row(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in _LIST_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EpisodeRecord":
+        floats = {f.name for f in fields(cls) if f.type == "float"}
+        names = {f.name for f in fields(cls)}
+        # results.json stores NaN as null
+        return cls(**{k: (float("nan") if v is None and k in floats else v) for k, v in data.items() if k in names})
+
+
+CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord) if f.name not in _LIST_FIELDS)

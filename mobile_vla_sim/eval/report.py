@@ -1,0 +1,170 @@
+"""Result files of one evaluation: results.json, episodes.csv, summary.md and a trajectory plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from mobile_vla_sim import __version__
+from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
+
+OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
+                   "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
+
+
+def outcome(record: EpisodeRecord) -> str:
+    """The one word that best describes how an episode ended."""
+    for name in ("success", "collision", "wrong_side", "out_of_bounds"):
+        if getattr(record, name):
+            return name
+    return "timeout"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    """NaN is not JSON: write it as null so any JSON reader can load the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _pct(rate: float | None) -> str:
+    return "–" if rate is None or not math.isfinite(rate) else f"{100 * rate:.0f}%"
+
+
+def _success_cell(stats: dict) -> str:
+    s = stats["success"]
+    lo, hi = s["ci95"]
+    return f"{_pct(s['rate'])} [{_pct(lo)}, {_pct(hi)}] ({s['k']}/{s['n']})"
+
+
+def _grounding_cell(g: dict) -> str:
+    if not g or not g["pairs"]:
+        return "–"
+    return f"{_pct(g['both_success']['rate'])} both / {_pct(g['same_side']['rate'])} same side"
+
+
+def summary_rows(policy: str, aggregates: dict) -> list[str]:
+    """Markdown table rows (one per difficulty, then overall) for one policy's aggregates."""
+    rows = []
+    groups = [*aggregates["by_difficulty"].items(), ("all", aggregates["overall"])]
+    for name, stats in groups:
+        g = aggregates["grounding"].get("overall" if name == "all" else name, {})
+        spl = stats["spl"]
+        rows.append(f"| {policy} | {name} | {_success_cell(stats)} | {'–' if not math.isfinite(spl) else f'{spl:.2f}'} | "
+                    f"{_pct(stats['collision_rate'])} | {_pct(stats['wrong_side_rate'])} | "
+                    f"{_pct(stats['timeout_rate'])} | {_grounding_cell(g)} |")
+    return rows
+
+
+SUMMARY_HEADER = ("| policy | difficulty | success [95% CI] | SPL | collisions | wrong side | timeouts | grounding (paired scenes) |\n"
+                  "|---|---|---|---|---|---|---|---|")
+
+
+def offline_table(policy: str, offline: dict) -> str:
+    """Markdown table of offline metrics on held-out demonstrations."""
+    dims = ", ".join(f"{k} {v:.3f}" for k, v in offline["rmse_per_dim"].items())
+    return ("| policy | frames | RMSE | RMSE per dim | MAE | sign agreement |\n|---|---|---|---|---|---|\n"
+            f"| {policy} | {offline['frames']} | {offline['rmse']:.3f} | {dims} | {offline['mae']:.3f} | "
+            f"{_pct(offline['sign_agreement'])} |")
+
+
+def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "") -> str:
+    """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given."""
+    parts = [f"# Evaluation of `{policy}`", "", *([note, ""] if note else []), SUMMARY_HEADER, *summary_rows(policy, aggregates), "",
+             "Success: Wilson 95% interval. SPL: success weighted by path length (Anderson et al. 2018). "
+             "Grounding: on scenes run with both instructions, how often both succeed / how often the robot "
+             "goes around the same side whatever the instruction."]
+    if offline:
+        parts += ["", f"## Offline metrics ({offline['split']} split of `{offline['data']}`)", "",
+                  offline_table(policy, offline)]
+    return "\n".join(parts) + "\n"
+
+
+def write_csv(path: Path, records: Sequence[EpisodeRecord]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r.csv_row() for r in records)
+    os.replace(tmp, path)
+
+
+def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str = "") -> None:
+    """Top-down plot of every trajectory, one panel per difficulty, coloured by outcome (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    difficulties = list(dict.fromkeys(r.difficulty for r in records)) or ["none"]
+    fig, axes = plt.subplots(1, len(difficulties), figsize=(4.2 * len(difficulties), 4.6), squeeze=False)
+    for ax, diff in zip(axes[0], difficulties):
+        for r in (r for r in records if r.difficulty == diff):
+            if r.trajectory:
+                xs, ys = zip(*[(p[0], p[1]) for p in r.trajectory])
+                ax.plot(xs, ys, color=OUTCOME_COLOURS[outcome(r)], lw=0.9, alpha=0.6)
+            for ox, oy, *_ in r.obstacles:
+                ax.plot(ox, oy, "s", color="0.45", ms=5, alpha=0.3)
+            if r.goal:
+                ax.plot(r.goal[0], r.goal[1], "*", color="k", ms=6, alpha=0.3)
+        ax.set_title(diff)
+        ax.set_xlabel("x [m]")
+        ax.set_ylabel("y [m] (+y left)")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, label=n.replace("_", " ")) for n, c in OUTCOME_COLOURS.items()]
+    handles += [Line2D([], [], marker="s", ls="", color="0.45", label="box"),
+                Line2D([], [], marker="*", ls="", color="k", label="goal")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title or "Trajectories by outcome")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord], aggregates: dict,
+                  offline: dict | None = None, interrupted: bool = False, throughput: dict | None = None) -> dict:
+    """Write results.json, episodes.csv, summary.md and trajectories.png into `out_dir`; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in ("results.json", "episodes.csv", "summary.md", "trajectories.png")}
+    payload = {"package": "mobile-vla-sim", "version": __version__, "policy": policy, "config": config,
+               "interrupted": interrupted, "throughput": throughput or {}, "aggregates": aggregates,
+               "offline": offline, "episodes": [r.to_dict() for r in records]}
+    _atomic_write(paths["results.json"], json.dumps(_json_safe(payload), indent=1))
+    write_csv(paths["episodes.csv"], records)
+    note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
+    _atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
+    plot_trajectories(paths["trajectories.png"], records, title=f"{policy}: trajectories by outcome")
+    return paths
+
+
+def read_results(path: str | Path) -> tuple[dict, list[EpisodeRecord]]:
+    """Load a results.json (or the directory holding it): the payload and its episode records."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise EvalError(f"no evaluation results at {path}: run `mvla-sim eval --out DIR` first")
+    try:
+        payload = json.loads(path.read_text())
+        records = [EpisodeRecord.from_dict(e) for e in payload["episodes"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EvalError(f"{path} is not a valid results.json ({exc}); re-run `mvla-sim eval`") from exc
+    return payload, records

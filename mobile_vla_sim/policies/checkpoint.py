@@ -1,0 +1,116 @@
+"""One-file VLA checkpoints in safetensors format: tensors plus a JSON config in the header metadata.
+
+Stored: action head, action token, normalisation scale, LoRA weights when present, and for the `tiny` backbone its
+(random-init) weights too, so a tiny checkpoint is self-contained. A hub/local backbone is referenced by id or path.
+Loading reads safetensors only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mobile_vla_sim import __version__
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.policies.backbone import TINY, BackboneNotFoundError, load_backbone
+from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel
+
+FORMAT = "mobile-vla-sim/vla"
+FORMAT_VERSION = 1
+_BACKBONE = "backbone."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: missing, not safetensors, not ours, or its backbone is unavailable."""
+
+
+def _backbone_tensors(model: VLAModel) -> dict[str, torch.Tensor]:
+    """All backbone weights for `tiny` (self-contained), else only the LoRA adapters (the base comes from its id)."""
+    state = model.backbone.model.state_dict()
+    keep = (lambda k: True) if model.backbone.spec == TINY else (lambda k: "lora_" in k)
+    return {_BACKBONE + k: v for k, v in state.items() if keep(k)}
+
+
+def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, Any]) -> Path:
+    """Write `model` and `info` (mode, losses, epoch, drive...) to `path` atomically."""
+    path = Path(path)
+    tensors = {"action_token": model.action_token, "scale": model.scale,
+               **{"head." + k: v for k, v in model.head.state_dict().items()}, **_backbone_tensors(model)}
+    config = {
+        "format_version": FORMAT_VERSION, "package_version": __version__, "backbone": model.backbone.spec,
+        "head": {**vars(model.head_cfg), "dims": list(model.head_cfg.dims)},
+        "lora": model.lora.to_dict() if model.lora else None, "scale": model.scale.tolist(), **info,
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(config)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and config of a checkpoint, validated; one-line `CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; train one with `mvla-sim train --out {path}`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors file or is corrupt ({str(exc).splitlines()[0][:80]}); "
+                              "re-train it with `mvla-sim train` (pickled .ckpt/.pt files are never loaded)") from exc
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a mobile-vla-sim VLA checkpoint "
+                              f"(format {metadata.get('format')!r}); use a file written by `mvla-sim train`")
+    try:
+        config = json.loads(metadata["config"])
+        missing = [k for k in ("backbone", "head", "lora", "drive", "mode") if k not in config]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has a damaged config ({exc}); re-train it with `mvla-sim train`") from exc
+    return tensors, config
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VLAModel, dict[str, Any]]:
+    """Rebuild the `VLAModel` of a checkpoint (in eval mode) and return it with its config."""
+    tensors, config = read_checkpoint(path)
+    try:
+        backbone = load_backbone(config["backbone"], device)
+    except BackboneNotFoundError as exc:
+        raise CheckpointError(f"{path} needs backbone {config['backbone']!r}, which cannot be loaded: {exc}") from exc
+    head_cfg = HeadConfig(**config["head"])
+    if tuple(head_cfg.dims) != LAYOUT_DIMS.get(config["drive"]):
+        raise CheckpointError(f"{path}: head dims {head_cfg.dims} do not match drive {config['drive']!r}")
+    model = VLAModel(backbone, head_cfg, tensors["scale"])
+    if config["lora"]:
+        model.add_lora(LoraSettings(**config["lora"]))
+    try:
+        model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        model.action_token.data.copy_(tensors["action_token"])
+        stored = {k[len(_BACKBONE):]: v for k, v in tensors.items() if k.startswith(_BACKBONE)}
+        result = model.backbone.model.load_state_dict(stored, strict=False)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not fit its own config ({str(exc).splitlines()[0][:120]}); "
+                              "re-train it with `mvla-sim train`") from exc
+    expected = set(_backbone_tensors(model))
+    if result.unexpected_keys or {_BACKBONE + k for k in stored} != expected:
+        raise CheckpointError(f"{path}: backbone weights do not match backbone {config['backbone']!r} "
+                              f"({len(result.unexpected_keys)} unexpected); re-train it with `mvla-sim train`")
+    model.requires_grad_(False)
+    return model.to(device).eval(), config
+
+
+def load_policy_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The evaluation `Policy` (`VLAPolicy`) of a checkpoint."""
+    from mobile_vla_sim.policies.vla_policy import VLAPolicy  # the policy module builds on this one
+
+    return VLAPolicy(*load_checkpoint(path, device))

@@ -1,0 +1,78 @@
+"""A tiny, offline Kosmos-2: small `Kosmos2Config`, BPE tokenizer trained on the instruction vocabulary, CLIP processor.
+
+The hub is unreachable on the project's machines and the real model is 1.66 B parameters, so tests, CI and quick
+experiments use this stand-in. It has the real architecture (vision ViT, 64 latent query tokens, text decoder,
+`image_embeds_position_mask`), so every code path that works on it works on `microsoft/kosmos-2-patch14-224`.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor, PreTrainedTokenizerFast
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+TINY_SEED = 0
+TINY_IMAGE_SIZE = 224
+#: The real model's number of latent query (image) tokens; kept so context vectors have the real shape (64, D).
+LATENT_QUERY_NUM = 64
+#: Same order as XLM-R / Kosmos-2, so `pad_token_id=1`, `bos=0`, `eos=2` of `Kosmos2TextConfig` hold.
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: SPEC §2 instruction templates plus general navigation words, so paraphrases tokenize into known pieces.
+CORPUS = [
+    "Navigate around obstacles and reach the front of the beverage bottle on the left",
+    "Navigate around obstacles and reach the front of the beverage bottle on the right",
+    "Navigate around the obstacle on the left side and reach the cup",
+    "Navigate around the obstacle on the right side and reach the cup",
+    "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can",
+    "left right side sides front back behind ahead forward backward straight around past beside near far close",
+    "medium easy hard obstacle obstacles wall walls corridor floor door target goal object robot camera green cap",
+    "please then and or but with without of in on at by from into onto reach arrive find approach avoid keep",
+    "Go around the box on the left. Go around the box on the right! Drive past the obstacle, then stop.",
+]
+
+
+def build_tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer (sentencepiece-style `▁` word marks, like Kosmos-2's) trained on `CORPUS`; deterministic."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation))
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", padding_side="right")
+
+
+def build_tiny_processor(image_size: int = TINY_IMAGE_SIZE) -> Kosmos2Processor:
+    """The Kosmos-2 processor (adds `<image>`, `</image>`, grounding and patch-index tokens) over the tiny tokenizer."""
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                            crop_size={"height": image_size, "width": image_size},
+                                            image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    return Kosmos2Processor(image_processor, build_tiny_tokenizer())
+
+
+def tiny_config(vocab_size: int, image_size: int = TINY_IMAGE_SIZE) -> Kosmos2Config:
+    """~0.8 M parameters: 2-layer ViT (hidden 64, patch 32) and 2-layer text decoder (embed 128), 64 latent queries."""
+    return Kosmos2Config(
+        text_config={"vocab_size": vocab_size, "embed_dim": 128, "layers": 2, "ffn_dim": 256, "attention_heads": 4,
+                     "max_position_embeddings": 256, "dropout": 0.0, "attention_dropout": 0.0,
+                     "activation_dropout": 0.0},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 32},
+        latent_query_num=LATENT_QUERY_NUM,
+    )
+
+
+def build_tiny_kosmos(seed: int = TINY_SEED) -> tuple[Kosmos2Model, Kosmos2Processor]:
+    """Random-init tiny Kosmos-2 and its processor; the same `seed` gives the same weights."""
+    processor = build_tiny_processor()
+    with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG stream
+        torch.manual_seed(seed)
+        model = Kosmos2Model(tiny_config(len(processor.tokenizer)))
+    return model, processor

@@ -1,0 +1,153 @@
+"""The VLA model: Kosmos-2 backbone → action-token feature per frame → LSTM over a window → tanh MLP action chunks.
+
+Matches the real project (SPEC §2): window 8, LSTM hidden 512 × 4 layers, `fwd_pred_next_n` = 10 future actions
+predicted at every frame of the window, Huber loss on actions normalised to [-1, 1] by a per-dim scale stored with
+the model. At inference the first action of the chunk predicted at the last frame is executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from mobile_vla_sim.policies.backbone import Backbone, Prefix
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+@dataclass
+class HeadConfig:
+    """Action head shape and the dataset dims it predicts (`LAYOUT_DIMS[drive]`)."""
+
+    window: int = 8
+    chunk: int = 10
+    hidden: int = 512
+    layers: int = 4
+    dims: tuple[int, ...] = (0, 2)
+
+    def __post_init__(self) -> None:
+        self.dims = tuple(int(d) for d in self.dims)
+        for key in ("window", "chunk", "hidden", "layers"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"head {key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA on Kosmos-2 linear layers (vision and text): the real project's planned r=8, alpha=16."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = field(default=LORA_TARGETS)
+
+    def __post_init__(self) -> None:
+        self.targets = tuple(self.targets)
+        unknown = sorted(set(self.targets) - set(LORA_TARGETS))
+        if unknown or not self.targets:
+            raise ValueError(f"LoRA targets {unknown or '[]'} are not valid; choose among {', '.join(LORA_TARGETS)}")
+        if self.r < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.r}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "targets": list(self.targets)}
+
+
+class ActionHead(nn.Module):
+    """LSTM over per-frame features; at every frame a tanh MLP predicts `chunk` normalised future actions."""
+
+    def __init__(self, input_dim: int, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.lstm = nn.LSTM(input_dim, cfg.hidden, cfg.layers, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
+                                 nn.Linear(cfg.hidden, cfg.chunk * len(cfg.dims)), nn.Tanh())
+
+    def forward(self, feats: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, W, D), frame_mask (B, W) → predictions (B, W, chunk, dims) and h_n (B, hidden).
+
+        Windows are left-padded (the episode start); padded frames enter the LSTM as zeros, at train and test time.
+        """
+        out, (h_n, _) = self.lstm(feats * frame_mask.unsqueeze(-1).to(feats.dtype))
+        pred = self.mlp(out).view(*out.shape[:2], self.cfg.chunk, len(self.cfg.dims))
+        return pred, h_n[-1]
+
+
+class VLAModel(nn.Module):
+    """Backbone + learnable action token + action head + the action normalisation scale."""
+
+    def __init__(self, backbone: Backbone, head_cfg: HeadConfig, scale: torch.Tensor | np.ndarray):
+        super().__init__()
+        scale = torch.as_tensor(np.asarray(scale, dtype=np.float32))
+        if scale.shape != (len(head_cfg.dims),) or not torch.isfinite(scale).all() or (scale <= 0).any():
+            raise ValueError(f"action scale must be {len(head_cfg.dims)} positive finite values, got {scale.tolist()}")
+        self.backbone = backbone
+        self.head_cfg = head_cfg
+        self.lora: LoraSettings | None = None
+        std = float(getattr(backbone.model.config.text_config, "init_std", 0.02))
+        self.action_token = nn.Parameter(torch.randn(backbone.hidden_size) * std)
+        self.head = ActionHead(backbone.hidden_size, head_cfg)
+        self.register_buffer("scale", scale)
+
+    # --- training modes ----------------------------------------------------------------------------------------
+    def freeze_backbone(self) -> None:
+        """Frozen mode: no VLM weight learns and dropout is off, so per-frame prefixes can be cached."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    def add_lora(self, settings: LoraSettings) -> None:
+        """Inject PEFT LoRA adapters into the backbone; only they (plus token and head) stay trainable."""
+        config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                            target_modules=list(settings.targets))
+        inject_adapter_in_model(config, self.backbone.model)
+        for name, p in self.backbone.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.lora = settings
+
+    def train(self, mode: bool = True) -> VLAModel:
+        super().train(mode)
+        if self.lora is None:  # a frozen backbone stays in eval mode
+            self.backbone.eval()
+        return self
+
+    # --- features ----------------------------------------------------------------------------------------------
+    def encode_frames(self, images: np.ndarray | torch.Tensor, instructions: list[str]
+                      ) -> tuple[torch.Tensor, Prefix]:
+        """Context vectors (N, 64, D) and decoder prefixes of N frames, each with its own instruction."""
+        context = self.backbone.image_features(self.backbone.pixel_values(images))
+        return context, self.backbone.prefix(context, instructions)
+
+    def action_features(self, prefix: Prefix) -> torch.Tensor:
+        """(N, D) head inputs: the decoder's last hidden state at the action token."""
+        return self.backbone.action_features(prefix, self.action_token)
+
+    def frame_features(self, images: np.ndarray | torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        return self.action_features(self.encode_frames(images, instructions)[1])
+
+    # --- actions -----------------------------------------------------------------------------------------------
+    def normalise(self, actions3: torch.Tensor) -> torch.Tensor:
+        """[..., 3] dataset actions → [..., len(dims)] in [-1, 1]."""
+        return (actions3[..., list(self.head_cfg.dims)] / self.scale).clamp(-1.0, 1.0)
+
+    def denormalise(self, pred: torch.Tensor) -> torch.Tensor:
+        """[..., len(dims)] normalised predictions → [..., 3] dataset actions (zeros outside the layout's dims)."""
+        out = pred.new_zeros(*pred.shape[:-1], 3)
+        out[..., list(self.head_cfg.dims)] = pred * self.scale
+        return out
+
+
+def chunk_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Huber loss over (B, W, chunk, dims), averaged over valid (frame, future step) pairs only."""
+    per = F.huber_loss(pred, target, reduction="none").mean(-1)
+    mask = mask.to(per.dtype)
+    return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,67 @@
+"""`VLAPolicy`: a trained VLA checkpoint behind the evaluation `Policy` interface, batched across slots."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mobile_vla_sim.envs.actions import from_action3
+from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
+from mobile_vla_sim.policies.vla import VLAModel
+
+__all__ = ["VLAPolicy", "load_policy_checkpoint"]
+
+
+class VLAPolicy(Policy):
+    """Per new frame: one backbone call for all slots, a per-slot window of action-token features, the LSTM head.
+
+    Executes the first action of the chunk predicted at the window's last frame, like the real project.
+    """
+
+    def __init__(self, model: VLAModel, metadata: dict[str, Any]):
+        self.model = model.eval()
+        self.metadata = metadata
+        self.drive = metadata["drive"]
+        self.name = f"vla-{metadata['mode']}"
+        self.window = model.head_cfg.window
+        self._instructions: dict[int, str] = {}
+        self._history: dict[int, deque[torch.Tensor]] = {}
+
+    def reset(self, instruction: str, slot: int = 0) -> None:
+        self._instructions[slot] = instruction
+        self._history[slot] = deque(maxlen=self.window)
+
+    def _windows(self, slots: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B, W, D) features and (B, W) frame mask, as in training windows."""
+        dim = self.model.backbone.hidden_size
+        feats = torch.zeros(len(slots), self.window, dim, device=self.model.scale.device)
+        mask = torch.zeros(len(slots), self.window, dtype=torch.bool, device=feats.device)
+        for i, slot in enumerate(slots):
+            hist = self._history[slot]
+            feats[i, self.window - len(hist):] = torch.stack(list(hist))
+            mask[i, self.window - len(hist):] = True
+        return feats, mask
+
+    @torch.no_grad()
+    def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        slots = list(slots)
+        missing = [s for s in slots if s not in self._instructions]
+        if missing:
+            raise ValueError(f"slots {missing} were never reset; call policy.reset(instruction, slot) first")
+        images = np.asarray(obs["image"])
+        if len(images) != len(slots):
+            raise ValueError(f"{len(images)} images for {len(slots)} slots; stack one observation per slot")
+        feats = self.model.frame_features(images, [self._instructions[s] for s in slots])
+        for slot, f in zip(slots, feats):
+            self._history[slot].append(f)
+        pred, _ = self.model.head(*self._windows(slots))
+        action3 = self.model.denormalise(pred[:, -1, 0]).cpu().numpy()
+        return from_action3(action3, self.drive).astype(np.float32)
+
+    def close(self) -> None:
+        self._history.clear()
+        self._instructions.clear()
