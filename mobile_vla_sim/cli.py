@@ -51,6 +51,43 @@ def generate(**options) -> None:
 
 # --- train ------------------------------------------------------------------------------------
 # (section owned by the policies work)
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder (`mvla-sim generate`).")
+@click.option("--mode", type=click.Choice(["frozen", "lora"]), default="frozen", show_default=True)
+@click.option("--backbone", default="microsoft/kosmos-2-patch14-224", show_default=True,
+              help="Hub id, local Kosmos-2 directory (model + processor), or `tiny` (offline, for tests).")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per step.")
+@click.option("--window", type=int, default=8, show_default=True, help="Frames the LSTM sees.")
+@click.option("--chunk", type=int, default=10, show_default=True, help="Future actions predicted (fwd_pred_next_n).")
+@click.option("--hidden", type=int, default=None, help="LSTM hidden size [default: 512; 128 with --backbone tiny].")
+@click.option("--lstm-layers", type=int, default=None, help="LSTM layers [default: 4; 2 with --backbone tiny].")
+@click.option("--lr-head", type=float, default=1e-4, show_default=True, help="Head and action-token learning rate.")
+@click.option("--lr-lora", type=float, default=1e-5, show_default=True, help="LoRA adapters' learning rate.")
+@click.option("--lora-r", type=int, default=8, show_default=True)
+@click.option("--lora-alpha", type=int, default=16, show_default=True)
+@click.option("--lora-targets", default="q_proj,k_proj,v_proj,out_proj,fc1,fc2", show_default=True,
+              help="Comma-separated among q_proj,k_proj,v_proj,out_proj,fc1,fc2.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="vla.ckpt", show_default=True,
+              help="Best checkpoint by val loss; an interrupted run resumes from `<out>.resume.pt`.")
+def train(lora_targets: str, **options) -> None:
+    """Train a Kosmos-2 + LSTM VLA policy, frozen or with LoRA, into one safetensors .ckpt."""
+    from mobile_vla_sim.policies.train import TrainConfig
+    from mobile_vla_sim.policies.train import train as train_policy
+
+    try:
+        cfg = TrainConfig(lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()), **options)
+        result = train_policy(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted: the best checkpoint so far is {options['out']} and finished epochs are in "
+                        f"{options['out']}.resume.pt; run the same command again to resume") from None
+    click.echo(f"best val loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; {result.trainable_params:,} "
+               f"trainable of {result.total_params:,} parameters; checkpoint {result.checkpoint}")
+
 
 # --- eval / train-rl ---------------------------------------------------------------------------
 # (section owned by the evaluation work)
@@ -77,15 +114,17 @@ from pathlib import Path  # noqa: E402
 @click.option("--action-scale", default=1.0, show_default=True, help="Multiply every action by this.")
 @click.option("--camera-noise", default=0.0, show_default=True, help="Pixel noise std (0-255 scale).")
 @click.option("--image-size", default=224, show_default=True, help="Camera image side in pixels.")
+@click.option("--max-steps", type=int, help="Step limit per episode (default: the difficulty's).")
 @click.option("--device", default="cpu", show_default=True)
 def eval_cmd(policy, difficulty, task, episodes, seed, workers, envs_per_worker, out, video_dir, video_all,
-             offline_data, drive, control, action_latency, action_scale, camera_noise, image_size, device) -> None:
+             offline_data, drive, control, action_latency, action_scale, camera_noise, image_size, max_steps,
+             device) -> None:
     """Score a policy closed-loop on a fixed, seeded episode set (plus offline metrics with --offline-data)."""
     from mobile_vla_sim.eval.rollout import EnvConfig
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
 
     env = EnvConfig(drive=drive, control=control, image_size=image_size, action_latency=action_latency,
-                    action_scale=action_scale, camera_noise=camera_noise)
+                    action_scale=action_scale, camera_noise=camera_noise, max_steps=max_steps)
     cfg = EvalConfig(policy=policy, difficulty=difficulty, task=task, episodes=episodes, seed=seed, workers=workers,
                      envs_per_worker=envs_per_worker, out=out, video_dir=video_dir, video_all=video_all,
                      offline_data=offline_data, device=device, env=env)

@@ -54,7 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = measure(args.episodes, args.image_size, args.drive, args.control, args.difficulties, args.seed)
     print(f"drive={args.drive} control={args.control} episodes={args.episodes} per cell")
-    print("| difficulty | task | success | collisions | wrong side | mean steps | SPL | s |\n|---|---|---|---|---|---|---|---|")
+    print("| difficulty | task | success | collisions | wrong side | mean steps | SPL | s |")
+    print("|---" * 8 + "|")
     for r in rows:
         print(f"| {r['difficulty']} | {r['task']} | {r['success']:.1%} | {r['collisions']} | {r['wrong_side']} | "
               f"{r['mean_steps']:.1f} | {r['spl']:.3f} | {r['seconds']:.0f} |")

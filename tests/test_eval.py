@@ -73,6 +73,15 @@ def test_nan_and_huge_actions_are_counted():
     assert aggregate(recs)["overall"]["nan_actions"] == recs[0].steps
 
 
+def test_ctrl_c_keeps_finished_episodes():
+    def interrupt_after_first(record):
+        raise KeyboardInterrupt
+
+    result = run_episodes(load_policy("expert"), episode_set(0, "easy", "both", 2), ENV, workers=2,
+                          progress=False, on_record=interrupt_after_first)
+    assert result.interrupted and 1 <= len(result.records) < 4 and all(r.success for r in result.records)
+
+
 def test_evaluate_writes_results_and_videos(tmp_path):
     cfg = EvalConfig(policy="expert", difficulty="easy", episodes=2, out=tmp_path / "out",
                      video_dir=tmp_path / "videos", videos_per_group=1, env=ENV)
@@ -124,3 +133,22 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_unknown_difficulty_library_error():
     with pytest.raises(EvalError, match="difficulty"):
         evaluate(EvalConfig(policy="expert", difficulty="impossible"), progress=False)
+
+
+def test_vla_checkpoint_eval_writes_videos_and_offline(tiny_checkpoints, tiny_dataset, tmp_path):
+    ckpt = str(tiny_checkpoints["lora"])
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "--policy", ckpt, "--difficulty", "hard", "--episodes", "1", "--image-size", "48",
+                               "--max-steps", "3",
+                               "--video-dir", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
+                               "--offline-data", str(tiny_dataset)])
+    assert res.exit_code == 0, res.output
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(payload["episodes"]) == 2 and payload["offline"]["frames"] > 0
+    assert "Offline metrics" in (tmp_path / "out" / "summary.md").read_text()
+    for ep in payload["episodes"]:
+        reader = imageio.get_reader(ep["video"])
+        assert reader.count_frames() == ep["steps"] + 1 == 4
+        reader.close()
+    res = runner.invoke(main, ["eval", "--policy", ckpt, "--drive", "omni", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--drive diff" in res.output and "Traceback" not in res.output

@@ -17,6 +17,7 @@ from mobile_vla_sim.datasets.errors import ConfigMismatchError, DatasetError
 from mobile_vla_sim.datasets.generate import GenerateConfig, episode_specs, generate_dataset
 from mobile_vla_sim.datasets.hdf5_format import parse_episode_name, read_episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset
+from mobile_vla_sim.datasets.windows import WindowDataset
 
 TINY = dict(difficulty="easy", image_size=48, seed=0)  # the content of the shared `tiny_dataset` fixture
 
@@ -138,3 +139,22 @@ def test_cli_generate_reports_and_refuses(tiny_dataset):
     refused = runner.invoke(main, [*args[:-1], "7"])
     assert refused.exit_code == 1 and "Error:" in refused.output and "seed=0 (now 7)" in refused.output
     assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_noise_keeps_clean_labels_in_omni_mode(tmp_path):
+    cfg = GenerateConfig(episodes=2, out=tmp_path / "noisy", workers=1, drive="omni", noise_std=0.2, **TINY)
+    generate_dataset(cfg, progress=False)
+    record = EpisodeDataset(cfg.out)[0]
+    assert record.attrs["drive"] == "omni" and record.action_labels.shape == record.actions.shape
+    assert not np.allclose(record.action_labels[1:], record.actions[1:])  # executed = label + noise
+    np.testing.assert_array_equal(record.targets, record.action_labels)
+
+
+def test_windows_over_generated_episodes(tiny_dataset):
+    episodes = EpisodeDataset(tiny_dataset, "train")
+    windows = WindowDataset(episodes, window=8, fwd_pred_next_n=10)
+    assert len(windows) == sum(episodes.num_frames(i) - 1 for i in range(len(episodes)))
+    first = windows[0]
+    assert first["images"].shape == (8, 48, 48, 3) and first["frame_mask"].tolist() == [False] * 7 + [True]
+    assert first["actions"].shape == (8, 10, 3) and first["action_mask"][-1].any()
+    np.testing.assert_array_equal(first["actions"][-1, 0].numpy(), episodes[0].actions[1])

@@ -10,16 +10,16 @@ import numpy as np
 OUT = Path(__file__).with_name("textures")
 
 
-def _tiles(rng: np.random.Generator, base, grout, per_metre: int = 2, size: int = 128, noise: float = 6.0) -> np.ndarray:
-    """Square floor tiles with grout lines; the image is 1 m x 1 m of floor (see floor.obj UVs)."""
+def _tiles(rng: np.random.Generator, base, grout, per_image: int = 4, size: int = 256, noise: float = 6.0) -> np.ndarray:
+    """Square floor tiles with grout lines; one image covers 2 m x 2 m of floor (pybullet_data plane.obj UVs)."""
     img = np.full((size, size, 3), base, np.float32) + rng.normal(0, noise, (size, size, 1))
-    for k in range(0, size, size // per_metre):
+    for k in range(0, size, size // per_image):
         img[k:k + 3, :] = grout
         img[:, k:k + 3] = grout
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _speckle(rng: np.random.Generator, base, noise: float, size: int = 128) -> np.ndarray:
+def _speckle(rng: np.random.Generator, base, noise: float, size: int = 256) -> np.ndarray:
     return np.clip(np.asarray(base, np.float32) + rng.normal(0, noise, (size, size, 1)), 0, 255).astype(np.uint8)
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     iio.imwrite(OUT / "tile_grey.png", _tiles(rng, [150, 150, 150], [105, 105, 105]))
     iio.imwrite(OUT / "tile_beige.png", _tiles(rng, [190, 175, 150], [130, 120, 105]))
-    iio.imwrite(OUT / "tile_small.png", _tiles(rng, [120, 125, 130], [80, 85, 90], per_metre=4))
+    iio.imwrite(OUT / "tile_small.png", _tiles(rng, [120, 125, 130], [80, 85, 90], per_image=8))
     iio.imwrite(OUT / "concrete.png", _speckle(rng, [140, 140, 140], 14))
     iio.imwrite(OUT / "plaster.png", _speckle(rng, [235, 235, 227], 8))
 

@@ -1,0 +1,11 @@
+"""Demonstrations on disk in the real project's HDF5 layout: format, `generate`, reader and training windows.
+
+Light imports only here; `datasets.generate` (PyBullet) and `datasets.windows` (torch) are imported explicitly.
+"""
+
+from mobile_vla_sim.datasets.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError, NoEpisodesError
+from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, parse_episode_name, read_episode, write_episode
+from mobile_vla_sim.datasets.reader import EpisodeDataset
+
+__all__ = ["ConfigMismatchError", "CorruptEpisodeError", "DatasetError", "EpisodeDataset", "EpisodeRecord",
+           "NoEpisodesError", "parse_episode_name", "read_episode", "write_episode"]

@@ -175,19 +175,20 @@ class EpisodeMaker:
         expert = self._expert_cls(drive=self.cfg.drive, noise_std=self.cfg.noise_std, seed=spec.expert_seed)
         expert.reset(spec.task)
         zero = np.zeros(3, np.float32)
-        images, states, poses, actions, labels = [obs["image"]], [obs["state"]], [info["robot_pose"]], [zero], [zero]
+        steps = [(obs, info["robot_pose"], zero, zero)]  # frame 0: episode_start, zero action
         done = False
         while not done:
             executed, label = expert.act_with_label(obs)
             obs, _, terminated, truncated, info = self.env.step(executed)
             done = terminated or truncated
-            images.append(obs["image"]), states.append(obs["state"]), poses.append(info["robot_pose"])
-            actions.append(to_action3(executed, self.cfg.drive)), labels.append(to_action3(label, self.cfg.drive))
+            steps.append((obs, info["robot_pose"], to_action3(executed, self.cfg.drive),
+                          to_action3(label, self.cfg.drive)))
+        observations, poses, actions, labels = zip(*steps)
         record = EpisodeRecord(
-            images=np.stack(images), actions=np.stack(actions), instruction=info["instruction"], name="",
-            task=spec.task, difficulty=spec.difficulty, seed=spec.scene_seed, scenario=info["scenario"],
-            success=bool(info["success"]), robot_poses=np.asarray(poses, np.float32),
-            states=np.asarray(states, np.float32),
+            images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
+            instruction=info["instruction"], name="", task=spec.task, difficulty=spec.difficulty,
+            seed=spec.scene_seed, scenario=info["scenario"], success=bool(info["success"]),
+            robot_poses=np.asarray(poses, np.float32), states=np.stack([o["state"] for o in observations]),
             action_labels=np.stack(labels) if self.cfg.noise_std > 0 else None)
         return record, info
 

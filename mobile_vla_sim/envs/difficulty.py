@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+
+def _knob(doc: str):
+    """A dataclass field documented for the README table."""
+    return field(metadata={"doc": doc})
 
 
 @dataclass(frozen=True)
@@ -10,22 +15,22 @@ class Difficulty:
     """Ranges are (low, high) sampled uniformly; tuples of names are sampled as choices."""
 
     name: str
-    n_boxes: int                          #: boxes to go around, staggered along the corridor
-    box_half_x: tuple[float, float]       #: box half depth (m, along the corridor)
-    box_half_y: tuple[float, float]       #: box half width (m, across the corridor)
-    distances: tuple[str, ...]            #: obstacle distance classes (see DISTANCE_M)
-    box_lateral: float                    #: box centre offset from the corridor axis, +- (m)
-    start_xy_noise: float                 #: start position noise, +- (m)
-    start_yaw_noise: float                #: start heading noise, +- (rad)
-    side_gap: tuple[float, float]         #: free width between the widest box edge and each wall (m): the clearance
-    n_distractors: tuple[int, int]        #: clutter objects along the walls / behind the bottle
-    color_jitter: float                   #: +- change of floor/wall/box colours (0 = fixed look)
-    random_textures: bool                 #: draw floor/wall textures from the texture set
-    light_jitter: float                   #: +- change of light direction and ambient/diffuse strength
-    camera_height_noise: float            #: +- camera height change (m)
-    camera_angle_noise: float             #: +- camera pitch/yaw change (rad)
-    actuation_noise: float                #: relative std of the executed velocity per step
-    max_steps: int                        #: default step limit (0.4 s control period)
+    n_boxes: int = _knob("boxes to go around, staggered along the corridor")
+    box_half_x: tuple[float, float] = _knob("box half depth (m, along the corridor)")
+    box_half_y: tuple[float, float] = _knob("box half width (m, across the corridor)")
+    distances: tuple[str, ...] = _knob("obstacle distance classes (see DISTANCE_M)")
+    box_lateral: float = _knob("box centre offset from the corridor axis, +- (m)")
+    start_xy_noise: float = _knob("start position noise, +- (m)")
+    start_yaw_noise: float = _knob("start heading noise, +- (rad)")
+    side_gap: tuple[float, float] = _knob("clearance: free width between the widest box edge and each wall (m)")
+    n_distractors: tuple[int, int] = _knob("clutter objects behind the bottle (collisions count)")
+    color_jitter: float = _knob("+- change of floor/wall/box colours (0 = fixed look)")
+    random_textures: bool = _knob("draw floor/wall textures from the texture set")
+    light_jitter: float = _knob("+- change of light direction and ambient/diffuse strength")
+    camera_height_noise: float = _knob("+- camera height change (m)")
+    camera_angle_noise: float = _knob("+- camera pitch/yaw change (rad)")
+    actuation_noise: float = _knob("relative std of the executed velocity per step")
+    max_steps: int = _knob("default step limit (0.4 s control period)")
 
     @property
     def variant(self) -> str:
@@ -67,10 +72,11 @@ def get_difficulty(difficulty: str | Difficulty) -> Difficulty:
 def difficulty_table_markdown() -> str:
     """The table above as Markdown (one column per level), for the README."""
     levels = list(DIFFICULTIES.values())
-    rows = ["| knob | " + " | ".join(d.name for d in levels) + " |", "|---" * (len(levels) + 1) + "|"]
+    rows = ["| knob | " + " | ".join(d.name for d in levels) + " | meaning |", "|---" * (len(levels) + 2) + "|"]
     for f in fields(Difficulty):
         if f.name != "name":
-            rows.append(f"| {f.name} | " + " | ".join(_fmt(getattr(d, f.name)) for d in levels) + " |")
+            values = " | ".join(_fmt(getattr(d, f.name)) for d in levels)
+            rows.append(f"| {f.name} | {values} | {f.metadata['doc']} |")
     return "\n".join(rows)
 
 
@@ -78,5 +84,6 @@ def _fmt(value) -> str:
     if isinstance(value, tuple):
         if len(value) == 2 and value[0] == value[1]:
             return _fmt(value[0])
-        return "–".join(_fmt(v) for v in value) if all(isinstance(v, (int, float)) for v in value) else ", ".join(value)
+        numeric = all(isinstance(v, (int, float)) for v in value)
+        return "–".join(_fmt(v) for v in value) if numeric else ", ".join(value)
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -50,7 +50,7 @@ class NavEnv(gym.Env):
             raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
         if max_steps is not None and int(max_steps) < 1:
             raise ValueError(f"max_steps must be a positive number of steps or None, got {max_steps}")
-        if int(action_latency) < 0 or not np.isfinite(action_scale) or camera_noise < 0 or not np.isfinite(camera_noise):
+        if int(action_latency) < 0 or not np.isfinite(action_scale) or not 0 <= camera_noise < np.inf:
             raise ValueError("action_latency must be >= 0 steps, action_scale finite, camera_noise >= 0 (0..255 scale)")
         instruction_for("left", instruction_template)  # validate early
         self.control, self.render_mode, self.image_size = control, render_mode, int(image_size)
@@ -114,7 +114,8 @@ class NavEnv(gym.Env):
         if self._d.actuation_noise > 0:
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
-        self._collision |= self._world.drive_for(command, CONTROL_PERIOD, BRAKE_TIME if self.control == "pulse" else 0.0)
+        brake = BRAKE_TIME if self.control == "pulse" else 0.0
+        self._collision |= self._world.drive_for(command, CONTROL_PERIOD, brake)
         pose = self._world.pose()
         self._steps += 1
         self._path_length += float(np.hypot(pose[0] - before[0], pose[1] - before[1]))

@@ -131,5 +131,5 @@ def _sample_distractor(rng: np.random.Generator, bottle: tuple[float, float], ha
     radius, height = float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.1, 0.4))
     x = rng.uniform(bottle[0] + 0.25, bottle[0] + 0.7)
     y = rng.uniform(-half_width + radius, half_width - radius)
-    return Distractor(x=float(x), y=float(y), radius=radius, height=height,
-                      shape=str(rng.choice(["cylinder", "cube"])), rgb=tuple(float(c) for c in rng.uniform(0.1, 0.9, 3)))
+    shape, rgb = str(rng.choice(["cylinder", "cube"])), tuple(float(c) for c in rng.uniform(0.1, 0.9, 3))
+    return Distractor(x=float(x), y=float(y), radius=radius, height=height, shape=shape, rgb=rgb)

@@ -11,21 +11,23 @@ from __future__ import annotations
 import importlib.util
 import math
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pybullet as p
+import pybullet_data
 from pybullet_utils import bullet_client
 
 from mobile_vla_sim.envs.scenario import Scenario
 
 ASSETS = files("mobile_vla_sim.assets")
-PHYSICS_HZ = 240
+PHYSICS_HZ = 120
 #: Seconds one env step drives the robot (the real robot's key pulse).
 CONTROL_PERIOD = 0.4
 #: In pulse mode: seconds of braking after each pulse before the image is taken.
 BRAKE_TIME = 0.15
 #: Contacts are polled every this many substeps (30 Hz): cheap, and a robot cannot tunnel through a box at 0.5 m/s.
-CONTACT_EVERY = 8
+CONTACT_EVERY = 4
 
 WHEEL_RADIUS = 0.05
 WHEEL_BASE = 0.29          # distance between the wheel centres (m)
@@ -44,20 +46,32 @@ _WALL_HALF_HEIGHT = 0.5
 
 
 class BulletWorld:
-    """Builds a scenario, drives the robot for one control period, and renders camera/top-down images."""
+    """Builds a scenario, drives the robot for one control period, and renders camera/top-down images.
+
+    `renderer="egl"` renders with OpenGL through pybullet's EGL plugin: fast on a GPU, but its shading and
+    textures differ from TinyRenderer (compare policies on one renderer), and pybullet crashes with two live
+    EGL clients in one process, so at most one EGL world may exist per process (one per vector-env worker).
+    """
+
+    _live_egl = 0
 
     def __init__(self, image_size: int = 224, renderer: str = "tiny", drive: str = "diff"):
         if renderer not in ("tiny", "egl"):
             raise ValueError(f"unknown renderer {renderer!r}: use 'tiny' (CPU) or 'egl' (OpenGL, fast on a GPU)")
+        if renderer == "egl" and BulletWorld._live_egl:
+            raise ValueError("only one renderer='egl' env can be open per process: close it first, "
+                             "or run one env per worker process (AsyncVectorEnv)")
         self.image_size, self.drive = int(image_size), drive
         self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
         self._renderer = p.ER_TINY_RENDERER
         if renderer == "egl":
             spec = importlib.util.find_spec("eglRenderer")
             if spec is None or spec.origin is None:
+                self.close()
                 raise ValueError("renderer='egl' needs pybullet's eglRenderer plugin; use renderer='tiny'")
             self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
+            BulletWorld._live_egl += 1
         self._projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
         self.scenario: Scenario | None = None
         self.robot = -1
@@ -96,11 +110,9 @@ class BulletWorld:
 
     def _floor(self, s: Scenario) -> None:
         c = self.client
-        half = 15.0  # a 30 m quad whose UVs repeat every metre (one texture image = 1 m of tiles)
-        verts = [[half, -half, 0], [half, half, 0], [-half, half, 0], [-half, -half, 0]]
-        uvs = [[2 * half, 0], [2 * half, 2 * half], [0, 2 * half], [0, 0]]
-        vis = c.createVisualShape(p.GEOM_MESH, vertices=verts, indices=[0, 1, 2, 0, 2, 3], uvs=uvs,
-                                  normals=[[0, 0, 1]] * 4, rgbaColor=[*s.floor_rgb, 1])
+        # pybullet_data's 30 m quad repeats its texture every 2 m; an in-memory mesh would crash the EGL plugin.
+        vis = c.createVisualShape(p.GEOM_MESH, fileName=str(Path(pybullet_data.getDataPath()) / "plane.obj"),
+                                  rgbaColor=[*s.floor_rgb, 1])
         floor = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE), vis)
         c.changeVisualShape(floor, -1, textureUniqueId=self._texture(s.floor_texture))
         c.changeDynamics(floor, -1, lateralFriction=1.0)
@@ -137,10 +149,11 @@ class BulletWorld:
         self._wheels = [names["left_wheel_joint"], names["right_wheel_joint"]]
         for caster in ("front_caster_joint", "rear_caster_joint"):
             c.changeDynamics(self.robot, names[caster], lateralFriction=0.0, rollingFriction=0.0, spinningFriction=0.0)
+        # Omni mode moves the base directly, so there the wheels neither grip nor drive instead of fighting it.
+        omni = self.drive == "omni"
         for w in self._wheels:
-            c.changeDynamics(self.robot, w, lateralFriction=1.0)
-        # Omni mode moves the base directly, so the wheels spin freely there instead of fighting it.
-        force = WHEEL_FORCE if self.drive == "diff" else 0.0
+            c.changeDynamics(self.robot, w, lateralFriction=0.0 if omni else 1.0)
+        force = 0.0 if omni else WHEEL_FORCE
         c.setJointMotorControlArray(self.robot, self._wheels, p.VELOCITY_CONTROL, targetVelocities=[0, 0],
                                     forces=[force, force])
         for _ in range(PHYSICS_HZ // 10):  # settle on the casters
@@ -232,3 +245,5 @@ class BulletWorld:
         if self.client is not None:
             self.client.disconnect()
             self.client = None
+            if self._renderer == p.ER_BULLET_HARDWARE_OPENGL:
+                BulletWorld._live_egl -= 1

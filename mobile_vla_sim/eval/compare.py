@@ -302,11 +302,15 @@ def render_report(result: dict) -> str:
                        rows), "",
                 f"Exact McNemar test on the {closed['shared_episodes']} episodes both policies ran "
                 "(matched by seed, difficulty, task, index):", ""]
-        out.append(_table(["difficulty", "pairs", "both succeed", "only A", "only B", "both fail", "p-value",
-                           "significant"],
-                          [[d, t["n"], t["both_success"], t["only_a"], t["only_b"], t["both_fail"], t["p_value"],
-                            f"{'yes' if t['significant'] else 'no'} (alpha {t['alpha']})"]
-                           for d, t in closed["mcnemar"].items()]))
+        if not closed["mcnemar"]:
+            out.append("No episode appears in both result files: evaluate both policies with the same "
+                       "`--seed`, difficulties and episode count to pair them.")
+        else:
+            out.append(_table(["difficulty", "pairs", "both succeed", "only A", "only B", "both fail", "p-value",
+                               "significant"],
+                              [[d, t["n"], t["both_success"], t["only_a"], t["only_b"], t["both_fail"], t["p_value"],
+                                f"{'yes' if t['significant'] else 'no'} (alpha {t['alpha']})"]
+                               for d, t in closed["mcnemar"].items()]))
     out += ["", "## Representations", "",
             "Cosine, Euclidean and KL are per feature vector (per latent token for context vectors), then averaged; "
             "'pooled' averages the tokens of a frame first. KL: softmax over the feature dimension, symmetric "

@@ -39,6 +39,14 @@ class EpisodeRecord:
     goal: list[float] = field(default_factory=list)
 
     @property
+    def outcome(self) -> str:
+        """The one word that best describes how the episode ended."""
+        for name in ("success", "collision", "wrong_side", "out_of_bounds"):
+            if getattr(self, name):
+                return name
+        return "timeout"
+
+    @property
     def key(self) -> str:
         return f"{self.difficulty}/{self.task}/{self.index:04d}"
 

@@ -17,14 +17,6 @@ OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side":
                    "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
 
 
-def outcome(record: EpisodeRecord) -> str:
-    """The one word that best describes how an episode ended."""
-    for name in ("success", "collision", "wrong_side", "out_of_bounds"):
-        if getattr(record, name):
-            return name
-    return "timeout"
-
-
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -65,7 +57,8 @@ def summary_rows(policy: str, aggregates: dict) -> list[str]:
     for name, stats in groups:
         g = aggregates["grounding"].get("overall" if name == "all" else name, {})
         spl = stats["spl"]
-        rows.append(f"| {policy} | {name} | {_success_cell(stats)} | {'–' if not math.isfinite(spl) else f'{spl:.2f}'} | "
+        spl_cell = "–" if spl is None or not math.isfinite(spl) else f"{spl:.2f}"
+        rows.append(f"| {policy} | {name} | {_success_cell(stats)} | {spl_cell} | "
                     f"{_pct(stats['collision_rate'])} | {_pct(stats['wrong_side_rate'])} | "
                     f"{_pct(stats['timeout_rate'])} | {_grounding_cell(g)} |")
     return rows
@@ -111,6 +104,7 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
     difficulties = list(dict.fromkeys(r.difficulty for r in records)) or ["none"]
     fig, axes = plt.subplots(1, len(difficulties), figsize=(4.2 * len(difficulties), 4.6), squeeze=False)
@@ -118,9 +112,9 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
         for r in (r for r in records if r.difficulty == diff):
             if r.trajectory:
                 xs, ys = zip(*[(p[0], p[1]) for p in r.trajectory])
-                ax.plot(xs, ys, color=OUTCOME_COLOURS[outcome(r)], lw=0.9, alpha=0.6)
-            for ox, oy, *_ in r.obstacles:
-                ax.plot(ox, oy, "s", color="0.45", ms=5, alpha=0.3)
+                ax.plot(xs, ys, color=OUTCOME_COLOURS[r.outcome], lw=0.9, alpha=0.6)
+            for ox, oy, hx, hy in r.obstacles:
+                ax.add_patch(Rectangle((ox - hx, oy - hy), 2 * hx, 2 * hy, color="0.45", alpha=0.15, lw=0))
             if r.goal:
                 ax.plot(r.goal[0], r.goal[1], "*", color="k", ms=6, alpha=0.3)
         ax.set_title(diff)
@@ -168,3 +162,12 @@ def read_results(path: str | Path) -> tuple[dict, list[EpisodeRecord]]:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise EvalError(f"{path} is not a valid results.json ({exc}); re-run `mvla-sim eval`") from exc
     return payload, records
+
+
+def results_table(result_dirs: Sequence[str | Path]) -> str:
+    """One markdown table over several evaluations (e.g. baselines and checkpoints on the same episode set)."""
+    rows = []
+    for path in result_dirs:
+        payload, _ = read_results(path)
+        rows += summary_rows(payload["policy"], payload["aggregates"])
+    return "\n".join([SUMMARY_HEADER, *rows]) + "\n"

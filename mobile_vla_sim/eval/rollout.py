@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -95,7 +96,7 @@ class EpisodeRunner:
         if done:
             self._finish(info, truncated)
         if self.video is not None:
-            status = ("SUCCESS" if rec.success else _failure(rec).upper()) if done else ""
+            status = rec.outcome.replace("_", " ").upper() if done else ""
             self.video.add(obs["image"], rec.trajectory, rec.steps, action, status)
             if done:
                 self.video.close()
@@ -123,13 +124,6 @@ class EpisodeRunner:
     def close(self) -> None:
         self.abort()
         self.env.close()
-
-
-def _failure(rec: EpisodeRecord) -> str:
-    for name in ("collision", "wrong_side", "out_of_bounds"):
-        if getattr(rec, name):
-            return name.replace("_", " ")
-    return "timeout"
 
 
 class EnvGroup:
@@ -241,8 +235,6 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
                  envs_per_worker: int = 4, video_paths: dict[str, str] | None = None, progress: bool = True,
                  on_record: Callable[[EpisodeRecord], None] | None = None) -> RolloutResult:
     """Run every spec once with `policy`; records come back in spec order. Ctrl-C keeps finished episodes."""
-    import time
-
     if workers < 1 or envs_per_worker < 1:
         raise ValueError(f"workers and envs_per_worker must be >= 1 (got {workers}, {envs_per_worker})")
     video_paths = video_paths or {}
@@ -270,10 +262,10 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
                 ids = sorted(running)
                 batch = {k: np.stack([running[s][k] for s in ids]) for k in running[ids[0]]}
                 actions = dict(zip(ids, policy.act_batch(batch, ids)))
-            # every slot gets a spare spec: used if its episode ends this round (or if it is idle)
+            # idle slots get the next specs; running slots a spare one, used if their episode ends this round
             spare = iter(queue)
             msgs: list[dict] = [{} for _ in conns]
-            for s in slots:
+            for s in sorted(slots, key=lambda s: s in running):
                 act = actions.get(s) if s in running else None
                 spec = next(spare, None)
                 if act is None and spec is None:

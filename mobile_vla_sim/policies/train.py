@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import future_actions, window_indices
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
-from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, Prefix, load_backbone
+from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, TINY, Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import save_checkpoint
 from mobile_vla_sim.policies.vla import (LORA_TARGETS, HeadConfig, LoraSettings, VLAModel, chunk_loss,
                                          count_parameters)
@@ -32,6 +32,9 @@ from mobile_vla_sim.policies.vla import (LORA_TARGETS, HeadConfig, LoraSettings,
 MODES = ("frozen", "lora")
 #: Held-out share of episodes when the dataset has no val split (e.g. a handful of real episodes).
 FALLBACK_VAL_FRACTION = 0.15
+#: LSTM (hidden, layers): the real project's, and a head sized to the tiny backbone (D=128) so CPU tests stay fast.
+REAL_HEAD = (512, 4)
+TINY_HEAD = (128, 2)
 
 
 @dataclass
@@ -45,8 +48,8 @@ class TrainConfig:
     batch_size: int = 16
     window: int = 8
     chunk: int = 10
-    hidden: int = 512
-    lstm_layers: int = 4
+    hidden: int | None = None  # None: 512 (SPEC §2), or TINY_HEAD's for the tiny backbone
+    lstm_layers: int | None = None  # None: 4 (SPEC §2), or TINY_HEAD's for the tiny backbone
     lr_head: float = 1e-4
     lr_lora: float = 1e-5
     weight_decay: float = 0.01
@@ -63,6 +66,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
+        hidden, layers = TINY_HEAD if self.backbone == TINY else REAL_HEAD
+        self.hidden = hidden if self.hidden is None else int(self.hidden)
+        self.lstm_layers = layers if self.lstm_layers is None else int(self.lstm_layers)
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         for key in ("epochs", "batch_size"):
