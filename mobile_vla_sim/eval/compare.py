@@ -35,6 +35,7 @@ from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_rep
 H1_MIN_CONTEXT_COSINE = 0.8
 H2_MIN_LATENT_DIFFERENCE = 0.3
 H3_MAX_LOSS_DIFFERENCE = 0.01
+COSINE_BOUNDS = (-1.0, 1.0)
 
 #: Representation name → (features key, token axis averaged for pooled values and CKA, report title).
 REPRESENTATIONS: dict[str, tuple[str, int | None, str]] = {
@@ -184,17 +185,35 @@ def _tsne(points: np.ndarray, seed: int) -> np.ndarray | None:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
 
-def _plot_histogram(ax, values: np.ndarray, title: str, xlabel: str, threshold: float | None = None,
-                    threshold_label: str = "") -> None:
-    values = np.asarray(values, dtype=float)
+def _plot_histogram(ax, values: np.ndarray, title: str, xlabel: str, bounds: tuple[float | None, float | None],
+                    threshold: float | None = None, threshold_label: str = "") -> None:
+    """Histogram binned over the data's own range, so near-identical values still show as a bar.
+
+    Bins and axis never leave `bounds` (cosine ≤ 1, distance ≥ 0); the axis widens to show the threshold.
+    """
+    values = np.clip(np.asarray(values, dtype=float), bounds[0], bounds[1])  # rounding can give cosine 1 + 1e-16
     lo, hi = float(values.min()), float(values.max())
-    pad = max(0.02, 0.05 * (hi - lo))
-    ax.hist(values, bins=min(50, max(10, values.size // 10)), range=(lo - pad, hi + pad), color="tab:blue", alpha=0.8)
-    ax.axvline(values.mean(), color="black", linestyle="-", label=f"mean {values.mean():.3f}")
+    min_width = 1e-3 * max(abs(lo), abs(hi), 1e-6)
+    if hi - lo < min_width:
+        lo, hi = lo - min_width / 2, hi + min_width / 2
+        if bounds[1] is not None and hi > bounds[1]:
+            lo, hi = lo - (hi - bounds[1]), bounds[1]
+        if bounds[0] is not None and lo < bounds[0]:
+            lo, hi = bounds[0], hi + (bounds[0] - lo)
+    bins = np.linspace(lo, hi, min(40, max(10, values.size // 10)) + 1)
+    ax.hist(values, bins=bins, color="tab:blue", alpha=0.85, zorder=3)
+    ax.axvline(values.mean(), color="black", linestyle=":", zorder=4,
+               label=f"mean {values.mean():.4g} (std {values.std():.2g})")
+    x0, x1 = lo, hi
     if threshold is not None:
         ax.axvline(threshold, color="tab:red", linestyle="--", label=threshold_label)
+        x0, x1 = min(x0, threshold), max(x1, threshold)
+    pad = 0.04 * (x1 - x0)
+    x0 = x0 - pad if bounds[0] is None else max(bounds[0], x0 - pad)
+    x1 = x1 + pad if bounds[1] is None else min(bounds[1], x1 + pad)
+    ax.set_xlim(x0, x1)
     ax.set(title=title, xlabel=xlabel, ylabel="count")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
 
 
 def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels: tuple[str, str]) -> None:
@@ -202,7 +221,7 @@ def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     _plot_histogram(axes[0], rep.per_token_cosine, "Per-token cosine of context vectors", "cosine similarity",
-                    H1_MIN_CONTEXT_COSINE, f"H1 threshold {H1_MIN_CONTEXT_COSINE}")
+                    COSINE_BOUNDS, H1_MIN_CONTEXT_COSINE, f"H1 threshold {H1_MIN_CONTEXT_COSINE}")
     per_token = rep.per_token_cosine.reshape(-1, tokens)
     mean, std = per_token.mean(0), per_token.std(0)
     idx = np.arange(tokens)
@@ -222,11 +241,12 @@ def _plot_latent(reps: dict[str, RepresentationComparison], path: Path, labels: 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     h_n = reps["h_n"]
     _plot_histogram(axes[0], h_n.per_token_cosine, "Cosine of h_n per window", "cosine similarity",
-                    1.0 - H2_MIN_LATENT_DIFFERENCE, f"H2: cosine {1 - H2_MIN_LATENT_DIFFERENCE:.1f} = difference "
-                    f"{H2_MIN_LATENT_DIFFERENCE}")
-    _plot_histogram(axes[1], h_n.per_token_euclidean, "Euclidean distance of h_n per window", "distance")
+                    COSINE_BOUNDS, 1.0 - H2_MIN_LATENT_DIFFERENCE,
+                    f"H2: cosine {1 - H2_MIN_LATENT_DIFFERENCE:.1f} = difference {H2_MIN_LATENT_DIFFERENCE}")
+    _plot_histogram(axes[1], h_n.per_token_euclidean, "Euclidean distance of h_n per window", "distance",
+                    (0.0, None))
     _plot_histogram(axes[2], reps["action_token"].per_token_cosine, "Cosine of action-token state per frame",
-                    "cosine similarity")
+                    "cosine similarity", COSINE_BOUNDS)
     fig.suptitle(f"Latent states: {labels[0]} vs {labels[1]}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
