@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -91,7 +92,6 @@ def train(lora_targets: str, **options) -> None:
 
 # --- eval / train-rl ---------------------------------------------------------------------------
 # (section owned by the evaluation work)
-from pathlib import Path  # noqa: E402
 
 
 @main.command("eval")
@@ -191,6 +191,26 @@ def compare(checkpoint_a, checkpoint_b, data, eval_dirs, out, max_windows, seed,
     click.echo(f"report: {cfg.out / 'report.md'}")
 
 # --- quickstart -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/quickstart"),
+              show_default=True, help="Everything goes below this folder; re-running resumes.")
+@click.option("--episodes", type=click.IntRange(min=8), default=60, show_default=True, help="Demonstrations to generate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Closed-loop episodes per (difficulty, task).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def quickstart(out: Path, episodes: int, epochs: int, eval_episodes: int, workers: int, seed: int) -> None:
+    """Generate demos, train tiny frozen + LoRA policies, evaluate them with baselines, compare: no download, CPU only."""
+    from mobile_vla_sim.quickstart import QuickstartConfig, run_quickstart
+
+    paths = run_quickstart(QuickstartConfig(out=out, episodes=episodes, epochs=epochs, eval_episodes=eval_episodes,
+                                            workers=workers, seed=seed), echo=click.echo)
+    click.echo("\nDone. Open:")
+    for name, path in paths.items():
+        click.echo(f"  {name:<18} {path}")
 
 
 if __name__ == "__main__":

@@ -113,3 +113,56 @@ def test_write_comparison_refuses_different_windows(tmp_path, base_features):
     cfg = CompareConfig(checkpoint_a=tmp_path / "a", checkpoint_b=tmp_path / "b", data=tmp_path, out=tmp_path)
     with pytest.raises(EvalError, match="different windows"):
         write_comparison(synthetic_probe("a", base_features, 0, 0, 0), synthetic_probe("b", other, 0, 0, 0), cfg)
+
+
+def test_compare_cli_end_to_end_on_tiny_checkpoints(tiny_checkpoints, tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from mobile_vla_sim.cli import main
+
+    outcomes = {(d, t, i): True for d in ("easy", "hard") for t in ("left", "right") for i in range(4)}
+    eval_a = write_results(tmp_path / "eval_frozen", outcomes)
+    eval_b = write_results(tmp_path / "eval_lora", {k: k[0] == "easy" for k in outcomes})
+    out = tmp_path / "report"
+    args = ["compare", str(tiny_checkpoints["frozen"]), str(tiny_checkpoints["lora"]), "--data", str(tiny_dataset),
+            "--eval", str(eval_a), str(eval_b), "--out", str(out), "--max-windows", "6"]
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    assert "H1 context similarity" in run.output and "report:" in run.output
+
+    result = json.loads((out / "compare.json").read_text())
+    report = (out / "report.md").read_text()
+    for section in REPORT_SECTIONS:
+        assert section in report
+    assert result["labels"] == ["frozen", "lora"] and result["windows"] == 6
+    for name in ("context", "action_token", "h_n"):
+        rep = result["representations"][name]
+        assert -1.0 <= rep["cosine_per_token"]["min"] <= rep["cosine_per_token"]["max"] <= 1.0 + 1e-9
+        assert 0.0 <= rep["linear_cka"] <= 1.0 + 1e-9 and rep["euclidean_per_token"]["min"] >= 0.0
+    assert result["representations"]["context"]["cosine_per_token"]["n"] == 6 * 8 * 64  # windows x frames x tokens
+    for side in ("a", "b"):  # the loss measured here is the validation loss training recorded
+        offline = result["offline"][side]
+        assert offline["loss"] == pytest.approx(offline["checkpoint_val_loss"], rel=1e-3) and offline["rmse"] > 0
+    h3 = result["hypotheses"]["H3"]
+    assert h3["value"] == pytest.approx(abs(result["offline"]["a"]["loss"] - result["offline"]["b"]["loss"]))
+    assert {h["holds"] for h in result["hypotheses"].values()} <= {True, False}
+    hard = result["closed_loop"]["mcnemar"]["hard"]
+    assert (hard["only_a"], hard["only_b"]) == (8, 0) and hard["significant"]
+    for png in result["plots"].values():
+        assert (out / png).stat().st_size > 10_000
+
+
+def test_compare_cli_reports_bad_input_in_one_line(tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from mobile_vla_sim.cli import main
+
+    missing = CliRunner().invoke(main, ["compare", str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt"),
+                                        "--data", str(tiny_dataset)])
+    assert missing.exit_code != 0 and "checkpoint A not found" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    bad = CliRunner().invoke(main, ["compare", str(corrupt), str(corrupt), "--data", str(tiny_dataset),
+                                    "--out", str(tmp_path / "out")])
+    assert bad.exit_code != 0 and "safetensors" in bad.output and "Traceback" not in bad.output

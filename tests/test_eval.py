@@ -39,7 +39,9 @@ def test_expert_succeeds_and_constant_fails():
     assert all(0.5 < r.spl <= 1.0 for r in expert)
     constant = _run("constant", n=3)
     assert not any(r.success for r in constant)
-    assert aggregate(constant)["grounding"]["overall"]["both_success"]["rate"] == 0.0
+    g = aggregate(constant)["grounding"]["overall"]
+    assert g["both_success"]["rate"] == 0.0 and g["same_path"]["rate"] == 1.0  # the instruction changes nothing
+    assert aggregate(expert)["grounding"]["overall"]["same_path"]["rate"] == 0.0
 
 
 def test_one_and_two_workers_give_identical_episodes():
@@ -53,6 +55,7 @@ def test_always_left_shows_grounding_failure():
     recs = _run("always-left", n=2)
     g = aggregate(recs)["grounding"]["overall"]
     assert g["pairs"] == 2 and g["same_side"]["rate"] == 1.0 and g["both_success"]["rate"] == 0.0
+    assert g["same_path"]["rate"] == 1.0
     assert all(r.success for r in recs if r.task == "left")
     assert all(not r.success and r.side_taken == "left" for r in recs if r.task == "right")
 

@@ -50,6 +50,12 @@ def test_aggregate_and_grounding():
     assert g["pairs"] == 2  # the hard episode has no right partner
     assert g["both_success"]["rate"] == pytest.approx(0.5)
     assert g["same_side"]["rate"] == pytest.approx(0.5)
+    assert g["same_path"]["rate"] == 0.0  # no trajectories recorded: nothing can match
+    straight = [[0.0, 0.0, 0.0], [0.4, 0.0, 0.0], [0.8, 0.01, 0.0]]
+    pair = [_rec(0, "left", False, "none", trajectory=straight), _rec(0, "right", False, "none", trajectory=straight[:2])]
+    assert grounding(pair)["same_path"]["rate"] == 1.0 and grounding(pair)["same_side"]["rate"] == 0.0
+    pair[1].trajectory = [[0.0, 0.0, 0.0], [0.4, -0.2, 0.0]]
+    assert grounding(pair)["same_path"]["rate"] == 0.0
 
 
 def test_episode_set_deterministic_and_paired():

@@ -2,6 +2,8 @@
 
 Importing this package registers `MobileVLA/Nav-v0` (one id; task, difficulty and drive are keyword
 arguments of `gymnasium.make`). PyBullet is only imported when the env or the expert is first used.
+In a fresh (spawned) worker process, `gymnasium.make("mobile_vla_sim:MobileVLA/Nav-v0", ...)` imports the
+package, and so registers the id, before making the env.
 """
 
 from __future__ import annotations

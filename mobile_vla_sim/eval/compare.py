@@ -185,32 +185,30 @@ def _tsne(points: np.ndarray, seed: int) -> np.ndarray | None:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
 
+def _axis_range(values: np.ndarray, bounds: tuple[float | None, float | None],
+                threshold: float | None) -> tuple[float, float]:
+    """x-range showing the data and the threshold, at least 5% of the values' magnitude wide, inside `bounds`."""
+    marks = [float(values.min()), float(values.max())] + ([threshold] if threshold is not None else [])
+    lo, hi = min(marks), max(marks)
+    width = max(hi - lo, 0.05 * max(abs(lo), abs(hi), 1e-6))
+    x0, x1 = (lo + hi - width) / 2 - 0.04 * width, (lo + hi + width) / 2 + 0.04 * width
+    if bounds[1] is not None and x1 > bounds[1]:
+        x0, x1 = x0 - (x1 - bounds[1]), bounds[1]
+    if bounds[0] is not None and x0 < bounds[0]:
+        x0, x1 = bounds[0], x1 + (bounds[0] - x0)
+    return (x0 if bounds[0] is None else max(x0, bounds[0]), x1 if bounds[1] is None else min(x1, bounds[1]))
+
+
 def _plot_histogram(ax, values: np.ndarray, title: str, xlabel: str, bounds: tuple[float | None, float | None],
                     threshold: float | None = None, threshold_label: str = "") -> None:
-    """Histogram binned over the data's own range, so near-identical values still show as a bar.
-
-    Bins and axis never leave `bounds` (cosine ≤ 1, distance ≥ 0); the axis widens to show the threshold.
-    """
+    """Histogram binned over the displayed range, so near-identical values still show as a visible bar."""
     values = np.clip(np.asarray(values, dtype=float), bounds[0], bounds[1])  # rounding can give cosine 1 + 1e-16
-    lo, hi = float(values.min()), float(values.max())
-    min_width = 1e-3 * max(abs(lo), abs(hi), 1e-6)
-    if hi - lo < min_width:
-        lo, hi = lo - min_width / 2, hi + min_width / 2
-        if bounds[1] is not None and hi > bounds[1]:
-            lo, hi = lo - (hi - bounds[1]), bounds[1]
-        if bounds[0] is not None and lo < bounds[0]:
-            lo, hi = bounds[0], hi + (bounds[0] - lo)
-    bins = np.linspace(lo, hi, min(40, max(10, values.size // 10)) + 1)
-    ax.hist(values, bins=bins, color="tab:blue", alpha=0.85, zorder=3)
+    x0, x1 = _axis_range(values, bounds, threshold)
+    ax.hist(values, bins=np.linspace(x0, x1, 41), color="tab:blue", alpha=0.85, zorder=3)
     ax.axvline(values.mean(), color="black", linestyle=":", zorder=4,
                label=f"mean {values.mean():.4g} (std {values.std():.2g})")
-    x0, x1 = lo, hi
     if threshold is not None:
         ax.axvline(threshold, color="tab:red", linestyle="--", label=threshold_label)
-        x0, x1 = min(x0, threshold), max(x1, threshold)
-    pad = 0.04 * (x1 - x0)
-    x0 = x0 - pad if bounds[0] is None else max(bounds[0], x0 - pad)
-    x1 = x1 + pad if bounds[1] is None else min(bounds[1], x1 + pad)
     ax.set_xlim(x0, x1)
     ax.set(title=title, xlabel=xlabel, ylabel="count")
     ax.legend(fontsize=8, loc="best", framealpha=0.9)

@@ -10,6 +10,9 @@ import numpy as np
 
 from mobile_vla_sim.eval.records import EpisodeRecord
 
+#: Two runs whose positions never differ by more than this (m) followed the same path.
+SAME_PATH_TOL = 0.05
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one."""
@@ -61,8 +64,10 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict:
 def grounding(records: Sequence[EpisodeRecord]) -> dict:
     """Instruction grounding on paired scenes (same difficulty and index, left and right).
 
-    `both_success` is how often the policy succeeds at both instructions in one scene; `same_side` is how
-    often it goes around the box on the same side whatever the instruction says (the grounding failure).
+    `both_success`: how often the policy succeeds at both instructions in one scene. `same_side`: how often it
+    goes around the first box on the same side whatever the instruction says. `same_path`: how often the left and
+    right runs follow the same path (within SAME_PATH_TOL): the instruction had no effect at all, as with a
+    policy collapsed to the mean action even when it never gets past the box.
     """
     pairs: dict[tuple[str, int], dict[str, EpisodeRecord]] = defaultdict(dict)
     for r in records:
@@ -70,7 +75,18 @@ def grounding(records: Sequence[EpisodeRecord]) -> dict:
     complete = [p for p in pairs.values() if "left" in p and "right" in p]
     both = [p["left"].success and p["right"].success for p in complete]
     same = [p["left"].side_taken == p["right"].side_taken != "none" for p in complete]
-    return {"pairs": len(complete), "both_success": _rate(both), "same_side": _rate(same)}
+    same_path = [_same_path(p["left"].trajectory, p["right"].trajectory) for p in complete]
+    return {"pairs": len(complete), "both_success": _rate(both), "same_side": _rate(same),
+            "same_path": _rate(same_path)}
+
+
+def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bool:
+    """Whether two pose sequences stay within SAME_PATH_TOL metres of each other over their common length."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return False
+    gap = np.asarray(a[:n], dtype=float)[:, :2] - np.asarray(b[:n], dtype=float)[:, :2]
+    return bool(np.hypot(gap[:, 0], gap[:, 1]).max() < SAME_PATH_TOL)
 
 
 def aggregate(records: Sequence[EpisodeRecord]) -> dict:

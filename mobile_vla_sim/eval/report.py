@@ -47,7 +47,8 @@ def _success_cell(stats: dict) -> str:
 def _grounding_cell(g: dict) -> str:
     if not g or not g["pairs"]:
         return "–"
-    return f"{_pct(g['both_success']['rate'])} both / {_pct(g['same_side']['rate'])} same side"
+    return (f"{_pct(g['both_success']['rate'])} both / {_pct(g['same_side']['rate'])} same side / "
+            f"{_pct(g['same_path']['rate'])} same path")
 
 
 def summary_rows(policy: str, aggregates: dict) -> list[str]:
@@ -80,8 +81,9 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
     """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given."""
     parts = [f"# Evaluation of `{policy}`", "", *([note, ""] if note else []), SUMMARY_HEADER, *summary_rows(policy, aggregates), "",
              "Success: Wilson 95% interval. SPL: success weighted by path length (Anderson et al. 2018). "
-             "Grounding: on scenes run with both instructions, how often both succeed / how often the robot "
-             "goes around the same side whatever the instruction."]
+             "Grounding: on scenes run with both instructions, how often both succeed / the robot goes around the "
+             "same side whatever the instruction / the left and right runs follow the same path (the instruction "
+             "is ignored)."]
     if offline:
         parts += ["", f"## Offline metrics ({offline['split']} split of `{offline['data']}`)", "",
                   offline_table(policy, offline)]

@@ -18,6 +18,7 @@ TINY_SEED = 0
 #: Half the real 224 px (CPU cost of preprocessing and patching is 4x lower); patch 16 keeps 7x7 patches as 224/32.
 TINY_IMAGE_SIZE = 112
 TINY_PATCH = 16
+TEXT_DIM = 128
 #: The real model's number of latent query (image) tokens; kept so context vectors have the real shape (64, D).
 LATENT_QUERY_NUM = 64
 #: Same order as XLM-R / Kosmos-2, so `pad_token_id=1`, `bos=0`, `eos=2` of `Kosmos2TextConfig` hold.
@@ -60,13 +61,17 @@ def build_tiny_processor(image_size: int = TINY_IMAGE_SIZE) -> Kosmos2Processor:
 
 
 def tiny_config(vocab_size: int, image_size: int = TINY_IMAGE_SIZE) -> Kosmos2Config:
-    """~0.8 M parameters: 2-layer ViT (hidden 64, 7x7 patches) and 2-layer text decoder (embed 128), 64 latent queries."""
+    """~0.6 M parameters: 2-layer ViT (hidden 64, 7x7 patches), 2-layer text decoder (embed 128), 64 latent queries.
+
+    Fan-in init scale (std 1/sqrt(128)) for the text side and a larger vision init, so a random-init backbone still
+    passes image and instruction differences on to the action token (the default std 0.02 nearly erases them).
+    """
     return Kosmos2Config(
-        text_config={"vocab_size": vocab_size, "embed_dim": 128, "layers": 2, "ffn_dim": 256, "attention_heads": 4,
-                     "max_position_embeddings": 256, "dropout": 0.0, "attention_dropout": 0.0,
-                     "activation_dropout": 0.0},
+        text_config={"vocab_size": vocab_size, "embed_dim": TEXT_DIM, "layers": 2, "ffn_dim": 256,
+                     "attention_heads": 4, "max_position_embeddings": 256, "dropout": 0.0, "attention_dropout": 0.0,
+                     "activation_dropout": 0.0, "init_std": TEXT_DIM**-0.5},
         vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": TINY_PATCH},
+                       "image_size": image_size, "patch_size": TINY_PATCH, "initializer_factor": 3.0},
         latent_query_num=LATENT_QUERY_NUM,
     )
 
@@ -77,4 +82,8 @@ def build_tiny_kosmos(seed: int = TINY_SEED) -> tuple[Kosmos2Model, Kosmos2Proce
     with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG stream
         torch.manual_seed(seed)
         model = Kosmos2Model(tiny_config(len(processor.tokenizer)))
+    # Kosmos-2 draws the latent queries with std 1, which at random init drowns the image tokens in the projection's
+    # attention (features ~1% image-dependent); at the text init scale the image reaches the features (~50%).
+    with torch.no_grad():
+        model.image_to_text_projection.latent_query.mul_(model.config.text_config.init_std)
     return model, processor
