@@ -7,6 +7,7 @@ the corners on the instructed side, searched with Dijkstra, gives it exactly.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,33 +28,35 @@ class Rect:
     def inflated(self, margin: float) -> "Rect":
         return Rect(self.cx, self.cy, self.hx + margin, self.hy + margin)
 
-    def contains(self, p: np.ndarray) -> bool:
+    def contains(self, p) -> bool:
         """Strictly inside (the boundary is free space)."""
         return abs(p[0] - self.cx) < self.hx - _EPS and abs(p[1] - self.cy) < self.hy - _EPS
 
-    def clearance(self, p: np.ndarray) -> float:
+    def clearance(self, p) -> float:
         """Chebyshev distance from `p` to the rectangle edge, negative inside; what inflation `p` tolerates."""
         return max(abs(p[0] - self.cx) - self.hx, abs(p[1] - self.cy) - self.hy)
 
 
-def segment_hits(p: np.ndarray, q: np.ndarray, r: Rect) -> bool:
-    """Whether segment p-q passes through the open interior of `r` (Liang-Barsky clipping)."""
+def segment_hits(p, q, r: Rect) -> bool:
+    """Whether segment p-q passes through the open interior of `r` (Liang-Barsky clipping).
+
+    Plain-float arithmetic: this runs a few hundred times per env step, where numpy scalars would dominate.
+    """
     t0, t1 = 0.0, 1.0
-    d = q - p
-    for axis, (c, h) in enumerate(((r.cx, r.hx), (r.cy, r.hy))):
-        lo, hi = c - h + _EPS, c + h - _EPS
-        if abs(d[axis]) < 1e-12:
-            if not lo < p[axis] < hi:
+    for p_k, q_k, c, h in ((p[0], q[0], r.cx, r.hx), (p[1], q[1], r.cy, r.hy)):
+        lo, hi, d = c - h + _EPS, c + h - _EPS, q_k - p_k
+        if abs(d) < 1e-12:
+            if not lo < p_k < hi:
                 return False
             continue
-        a, b = (lo - p[axis]) / d[axis], (hi - p[axis]) / d[axis]
+        a, b = (lo - p_k) / d, (hi - p_k) / d
         t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
         if t0 >= t1:
             return False
     return True
 
 
-def passes_on_side(p: np.ndarray, q: np.ndarray, r: Rect, sign: float) -> bool:
+def passes_on_side(p, q, r: Rect, sign: float) -> bool:
     """False if the segment crosses the box's centre line x = cx on the other side than `sign` (+1 left)."""
     if (p[0] - r.cx) * (q[0] - r.cx) > 0 or abs(q[0] - p[0]) < 1e-12:
         return True
@@ -68,10 +71,10 @@ def plan_path(start, goal, rects: list[Rect], side: str) -> list[np.ndarray]:
     put `start` on its edge, so a robot that drifted inside its safety margin still gets a way out.
     """
     sign = SIDE_SIGN[side]
-    start, goal = np.asarray(start, dtype=float), np.asarray(goal, dtype=float)
+    start, goal = (float(start[0]), float(start[1])), (float(goal[0]), float(goal[1]))
     rects = [Rect(r.cx, r.cy, r.hx - m, r.hy - m) if (m := max(0.0, -r.clearance(start)) + 1e-4) > 1e-4 else r
              for r in rects]
-    nodes = [start, goal] + [np.array([r.cx + dx, r.cy + sign * (r.hy + 1e-4)])
+    nodes = [start, goal] + [(r.cx + dx, r.cy + sign * (r.hy + 1e-4))
                              for r in rects for dx in (-r.hx - 1e-4, r.hx + 1e-4)]
     nodes = nodes[:2] + [n for n in nodes[2:] if not any(r.contains(n) for r in rects)]
 
@@ -88,15 +91,15 @@ def plan_path(start, goal, rects: list[Rect], side: str) -> list[np.ndarray]:
             continue
         for j in range(1, len(nodes)):
             if j != i and free(i, j):
-                nd = d + float(np.linalg.norm(nodes[j] - nodes[i]))
+                nd = d + math.dist(nodes[i], nodes[j])
                 if nd < dist.get(j, np.inf):
                     dist[j], prev[j] = nd, i
                     heapq.heappush(heap, (nd, j))
     if 1 not in prev:
-        return [goal]
+        return [np.array(goal)]
     path, i = [], 1
     while i != 0:
-        path.append(nodes[i])
+        path.append(np.array(nodes[i]))
         i = prev[i]
     return path[::-1]
 
