@@ -21,25 +21,31 @@ from mobile_vla_sim.envs.expert import ScriptedExpert, run_expert_episode
 from mobile_vla_sim.envs.instructions import TASKS
 
 
-def measure(episodes: int, image_size: int, drive: str, control: str, difficulties, seed: int = 0) -> list[dict]:
-    rows = []
+def measure(episodes: int, image_size: int, drive: str, control: str, difficulties, seed: int = 0):
+    """Yield one result row per (difficulty, task) cell as soon as it is finished."""
     for difficulty in difficulties:
         env = gym.make("MobileVLA/Nav-v0", difficulty=difficulty, image_size=image_size, drive=drive, control=control)
-        for task in TASKS:
-            expert, infos, start = ScriptedExpert(drive=drive), [], time.perf_counter()
-            for s in tqdm(range(seed, seed + episodes), desc=f"{difficulty}/{task}", leave=False):
-                infos.append(run_expert_episode(env, expert, s, task))
-            ok = np.array([i["success"] for i in infos])
-            spl = [i["shortest_path_length"] / max(i["path_length"], i["shortest_path_length"]) * i["success"]
-                   for i in infos]
-            rows.append({"difficulty": difficulty, "task": task, "episodes": episodes, "success": float(ok.mean()),
-                         "failed_seeds": [seed + k for k in np.flatnonzero(~ok).tolist()],
-                         "collisions": int(sum(i["collision"] for i in infos)),
-                         "wrong_side": int(sum(i["wrong_side"] for i in infos)),
-                         "mean_steps": float(np.mean([i["steps"] for i in infos])), "spl": float(np.mean(spl)),
-                         "seconds": time.perf_counter() - start})
-        env.close()
-    return rows
+        try:
+            yield from _cells(env, difficulty, episodes, drive, seed)
+        finally:
+            env.close()
+
+
+def _cells(env, difficulty: str, episodes: int, drive: str, seed: int):
+    """Left and right rows of one difficulty; both tasks run the same seeds, hence the same scenes."""
+    for task in TASKS:
+        expert, infos, start = ScriptedExpert(drive=drive), [], time.perf_counter()
+        for s in tqdm(range(seed, seed + episodes), desc=f"{difficulty}/{task}", leave=False):
+            infos.append(run_expert_episode(env, expert, s, task))
+        ok = np.array([i["success"] for i in infos])
+        spl = [i["shortest_path_length"] / max(i["path_length"], i["shortest_path_length"]) * i["success"]
+               for i in infos]
+        yield {"difficulty": difficulty, "task": task, "episodes": episodes, "success": float(ok.mean()),
+               "failed_seeds": [seed + k for k in np.flatnonzero(~ok).tolist()],
+               "collisions": int(sum(i["collision"] for i in infos)),
+               "wrong_side": int(sum(i["wrong_side"] for i in infos)),
+               "mean_steps": float(np.mean([i["steps"] for i in infos])), "spl": float(np.mean(spl)),
+               "seconds": time.perf_counter() - start}
 
 
 def main() -> None:
@@ -52,7 +58,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = ap.parse_args()
-    rows = measure(args.episodes, args.image_size, args.drive, args.control, args.difficulties, args.seed)
+    rows = []
+    try:
+        rows.extend(measure(args.episodes, args.image_size, args.drive, args.control, args.difficulties, args.seed))
+    except KeyboardInterrupt:
+        print("interrupted: reporting the finished cells only")
     print(f"drive={args.drive} control={args.control} episodes={args.episodes} per cell")
     print("| difficulty | task | success | collisions | wrong side | mean steps | SPL | s |")
     print("|---" * 8 + "|")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mobile_vla_sim.eval import report as eval_report
 from mobile_vla_sim.eval.compare import (
     CompareConfig,
     PolicyProbe,
@@ -18,17 +19,23 @@ from mobile_vla_sim.eval.compare import (
 from mobile_vla_sim.eval.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import write_results as write_eval_results
 
 REPORT_SECTIONS = ("## Hypotheses", "## Offline performance", "## Closed-loop success", "## Representations",
                    "![Context-vector similarity](context_similarity.png)", "![t-SNE of h_n](tsne_h_n.png)")
+
+
+@pytest.fixture(autouse=True)
+def _no_trajectory_plots(monkeypatch):
+    """The eval harness's trajectory plot is not under test here and costs seconds per results folder."""
+    monkeypatch.setattr(eval_report, "plot_trajectories", lambda *args, **kwargs: None)
 
 
 def write_results(directory: Path, outcomes: dict[tuple[str, str, int], bool]) -> Path:
     """A synthetic `mvla-sim eval --out` directory with one record per (difficulty, task, index)."""
     records = [EpisodeRecord(index=i, seed=1000 + i, difficulty=d, task=t, success=s)
                for (d, t, i), s in outcomes.items()]
-    write_eval_results(directory, policy=directory.name, config={}, records=records, aggregates=aggregate(records))
+    eval_report.write_results(directory, policy=directory.name, config={}, records=records,
+                              aggregates=aggregate(records))
     return directory
 
 

@@ -68,9 +68,12 @@ class ScriptedExpert:
         rects = [Rect(*b).inflated(ROBOT_RADIUS + self.margin) for b in s["boxes"]]
         path = plan_path(pos, goal, rects, self._task or s["task"])
         # Diff drive pursues a point ahead on the path (smooth turns); a holonomic base can follow the polyline
-        # exactly, so it heads for the next corner (overshooting a tangent corner leaves the obstacle behind).
+        # exactly, so it heads for the next corner and slows to end the step there rather than overshoot
+        # sideways towards a wall.
         target = point_along(pos, path, self.lookahead if self.drive == "diff" else 0.05)
         speed = min(MAX_LINEAR, to_goal / CONTROL_PERIOD)  # slow down to land in the goal circle
+        if self.drive == "omni":
+            speed = min(speed, max(float(np.linalg.norm(path[0] - pos)), 0.1) / CONTROL_PERIOD)
         bearing = math.atan2(target[1] - pos[1], target[0] - pos[0])
         if self.drive == "diff":
             err = _wrap(bearing - s["yaw"])

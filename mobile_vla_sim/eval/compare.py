@@ -177,12 +177,15 @@ def evaluate_hypotheses(reps: dict[str, RepresentationComparison], loss_a: float
 def _tsne(points: np.ndarray, seed: int) -> np.ndarray | None:
     """2-D t-SNE embedding; perplexity shrunk for few points (it must stay below the sample count)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     n = len(points)
     if n < 4:
         return None
     perplexity = float(min(30.0, max(1.0, (n - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    with threadpool_limits(limits=1, user_api="openmp"):  # a few hundred points: OpenMP threads only contend
+        return tsne.fit_transform(points)
 
 
 def _axis_range(values: np.ndarray, bounds: tuple[float | None, float | None],

@@ -13,7 +13,6 @@ import multiprocessing as mp
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np

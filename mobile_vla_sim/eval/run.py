@@ -49,6 +49,11 @@ def video_paths(specs: list[EpisodeSpec], video_dir: Path, per_group: int, all_:
             for s in specs if all_ or s.index < per_group}
 
 
+def policy_label(spec: str, policy) -> str:
+    """Short name for tables: the checkpoint's file name, else the policy's own name (expert, sb3:ppo.zip...)."""
+    return Path(spec).name if spec.endswith(".ckpt") else policy.name
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given)."""
     from mobile_vla_sim.policies.registry import load_policy
@@ -74,7 +79,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     paths = {}
     if cfg.out is not None:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-        paths = write_results(cfg.out, policy=cfg.policy, config=config, records=result.records,
+        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=config, records=result.records,
                               aggregates=aggregates, offline=offline, interrupted=result.interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
                                           "episodes_per_min": rate})

@@ -166,6 +166,17 @@ def _is_local_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
 
 
+def _from_pretrained(source: str):
+    """Local directory or hub cache first (no network round trips), then the hub."""
+    for local_only in (True, False):
+        try:
+            return (Kosmos2Model.from_pretrained(source, local_files_only=local_only),
+                    AutoProcessor.from_pretrained(source, local_files_only=local_only))
+        except (OSError, ValueError) as exc:
+            error = exc
+    raise error
+
+
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
     """Kosmos-2 from a hub id (cached or downloadable), a local `save_pretrained` directory, or `"tiny"`."""
     if spec == TINY:
@@ -176,8 +187,7 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
             raise BackboneNotFoundError(f"backbone directory {spec!r} does not exist; pass a directory saved with "
                                         "Backbone.save_pretrained / Kosmos2Model.save_pretrained, a hub id, or 'tiny'")
         try:
-            model = Kosmos2Model.from_pretrained(source)
-            processor = AutoProcessor.from_pretrained(source)
+            model, processor = _from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise BackboneNotFoundError(
                 f"cannot load Kosmos-2 backbone {spec!r} ({type(exc).__name__}); without network, download it "

@@ -5,10 +5,10 @@ instruction-grounding failure) and a stable-baselines3 model on the privileged s
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
 import zipfile
 import zlib
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 

@@ -190,6 +190,14 @@ class FrameFeatures:
         return feats[torch.as_tensor(inverse.reshape(-1))].view(*frames.shape[:-1], -1)
 
 
+def set_head_input_stats(model: VLAModel, features: FrameFeatures, batch_frames: int = 256) -> None:
+    """Standardise the head's inputs with the initial features of every training frame."""
+    frames = np.array([(e, t) for e, ep in enumerate(features.episodes) for t in range(ep.num_frames)])
+    with torch.no_grad():
+        feats = torch.cat([features(frames[s:s + batch_frames]) for s in range(0, len(frames), batch_frames)])
+    model.head.set_input_stats(feats)
+
+
 def batch_loss(model: VLAModel, features: FrameFeatures, batch: WindowBatch) -> torch.Tensor:
     device = model.scale.device
     feats = features(batch.frames)
@@ -198,15 +206,16 @@ def batch_loss(model: VLAModel, features: FrameFeatures, batch: WindowBatch) -> 
 
 
 def mean_loss(model: VLAModel, features: FrameFeatures, windows: np.ndarray, window: int, batch_size: int) -> float:
-    """Masked Huber loss over all `windows`, weighted by batch size (no grad, eval mode)."""
+    """Masked Huber loss over all valid (frame, future step) pairs of `windows`, whatever the batch size."""
     model.eval()
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     with torch.no_grad():
         for s in range(0, len(windows), batch_size):
-            chunk = windows[s:s + batch_size]
-            total += float(batch_loss(model, features, window_batch(features.episodes, chunk, window))) * len(chunk)
-            count += len(chunk)
-    return total / max(count, 1)
+            batch = window_batch(features.episodes, windows[s:s + batch_size], window)
+            valid = float(batch.mask.sum())
+            total += float(batch_loss(model, features, batch)) * valid
+            count += valid
+    return total / max(count, 1.0)
 
 
 def _splits(data: Path) -> tuple[EpisodeDataset, list[int], list[int], str | None]:
@@ -297,6 +306,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     model = build_model(cfg, drive, action_scale(train_eps, LAYOUT_DIMS[drive]))
     train_feats = FrameFeatures(model, train_eps, cache=not keep_images, progress=progress)
     val_feats = FrameFeatures(model, val_eps, cache=not keep_images, progress=progress)
+    set_head_input_stats(model, train_feats)
     train_windows, val_windows = all_windows(train_eps), all_windows(val_eps)
     opt = make_optimizer(model, cfg)
     trainable = [p for group in opt.param_groups for p in group["params"]]
@@ -329,12 +339,12 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
         val_loss = mean_loss(model, val_feats, val_windows, cfg.window, cfg.batch_size)
         seconds = time.perf_counter() - start
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds})
-        log(f"epoch {epoch}/{cfg.epochs}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} ({seconds:.1f}s)")
         if val_loss < state["best_val"]:
             state.update(best_val=val_loss, best_epoch=epoch)
             save_checkpoint(cfg.out, model, {**info, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         state["epoch"] = epoch
         _save_resume(resume, model, opt, cfg, state)
+        log(f"epoch {epoch}/{cfg.epochs}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} ({seconds:.1f}s)")
     resume.unlink(missing_ok=True)
     return TrainResult(cfg.out, state["best_val"], state["best_epoch"], state["history"],
                        count_parameters(model, trainable_only=True), count_parameters(model),

@@ -59,11 +59,18 @@ class LoraSettings:
 
 
 class ActionHead(nn.Module):
-    """LSTM over per-frame features; at every frame a tanh MLP predicts `chunk` normalised future actions."""
+    """LSTM over per-frame features; at every frame a tanh MLP predicts `chunk` normalised future actions.
+
+    Inputs are standardised with training-set statistics (`set_input_stats`): decoder hidden states share a large
+    common component and differ between frames by a small fraction of their norm, which the LSTM alone learns
+    from far too slowly (the head then collapses to the mean action).
+    """
 
     def __init__(self, input_dim: int, cfg: HeadConfig):
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_std", torch.ones(input_dim))
         self.lstm = nn.LSTM(input_dim, cfg.hidden, cfg.layers, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
                                  nn.Linear(cfg.hidden, cfg.chunk * len(cfg.dims)), nn.Tanh())
@@ -73,9 +80,16 @@ class ActionHead(nn.Module):
 
         Windows are left-padded (the episode start); padded frames enter the LSTM as zeros, at train and test time.
         """
-        out, (h_n, _) = self.lstm(feats * frame_mask.unsqueeze(-1).to(feats.dtype))
+        x = (feats - self.input_mean) / self.input_std
+        out, (h_n, _) = self.lstm(x * frame_mask.unsqueeze(-1).to(feats.dtype))
         pred = self.mlp(out).view(*out.shape[:2], self.cfg.chunk, len(self.cfg.dims))
         return pred, h_n[-1]
+
+    @torch.no_grad()
+    def set_input_stats(self, feats: torch.Tensor) -> None:
+        """Per-dim mean and std of (N, D) training features (std floored so constant dims stay finite)."""
+        self.input_mean.copy_(feats.mean(0))
+        self.input_std.copy_(feats.std(0).clamp_min(1e-4))
 
 
 class VLAModel(nn.Module):
