@@ -67,8 +67,12 @@ def generate(**options) -> None:
 @click.option("--lr-lora", type=float, default=1e-5, show_default=True, help="LoRA adapters' learning rate.")
 @click.option("--lora-r", type=int, default=8, show_default=True)
 @click.option("--lora-alpha", type=int, default=16, show_default=True)
+@click.option("--lora-dropout", type=float, default=None, help="[default: 0.05; 0 with --backbone tiny].")
 @click.option("--lora-targets", default="q_proj,k_proj,v_proj,out_proj,fc1,fc2", show_default=True,
               help="Comma-separated among q_proj,k_proj,v_proj,out_proj,fc1,fc2.")
+@click.option("--consecutive", type=click.IntRange(min=1), default=None,
+              help="Windows per run of consecutive windows in a batch; runs share frames, so recomputing the backbone "
+              "(LoRA) costs less [default: --window for LoRA, 1 for frozen].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="vla.ckpt", show_default=True,
@@ -196,18 +200,26 @@ def compare(checkpoint_a, checkpoint_b, data, eval_dirs, out, max_windows, seed,
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/quickstart"),
               show_default=True, help="Everything goes below this folder; re-running resumes.")
-@click.option("--episodes", type=click.IntRange(min=8), default=60, show_default=True, help="Demonstrations to generate.")
-@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--eval-episodes", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Closed-loop episodes per (difficulty, task).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def quickstart(out: Path, episodes: int, epochs: int, eval_episodes: int, workers: int, seed: int) -> None:
-    """Generate demos, train tiny frozen + LoRA policies, evaluate them with baselines, compare: no download, CPU only."""
+@click.option("--episodes", type=click.IntRange(min=8), help="Demonstrations to generate [default: 200].")
+@click.option("--frozen-epochs", type=click.IntRange(min=1), help="[default: 10]")
+@click.option("--lora-epochs", type=click.IntRange(min=1), help="[default: 6]")
+@click.option("--eval-episodes", type=click.IntRange(min=1), help="Closed-loop episodes per (difficulty, task) "
+              "[default: 10].")
+@click.option("--workers", type=click.IntRange(min=1), help="[default: 2]")
+@click.option("--seed", type=int, help="[default: 0]")
+def quickstart(out: Path, **options) -> None:
+    """Generate demos, train tiny frozen + LoRA policies, evaluate them with baselines, compare: no download, CPU only.
+
+    Defaults live in `mobile_vla_sim.quickstart.QuickstartConfig`.
+    """
     from mobile_vla_sim.quickstart import QuickstartConfig, run_quickstart
 
-    paths = run_quickstart(QuickstartConfig(out=out, episodes=episodes, epochs=epochs, eval_episodes=eval_episodes,
-                                            workers=workers, seed=seed), echo=click.echo)
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        paths = run_quickstart(QuickstartConfig(out=out, **given), echo=click.echo)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted: finished work is kept under {out}; run the same command again to resume") \
+            from None
     click.echo("\nDone. Open:")
     for name, path in paths.items():
         click.echo(f"  {name:<18} {path}")

@@ -45,6 +45,9 @@ MIX_CYCLE = ("easy", "easy", "medium", "medium", "medium", "hard", "hard")
 _EPOCH, _EPISODE_SPACING_S = datetime(2025, 1, 1, 9, 0, 0), 30
 #: Config fields that do not change the content of episode i (the episode count may grow on resume).
 _FREE_FIELDS = ("episodes", "out", "workers")
+#: The parent rewrites dataset.json at most this often while workers run (after every episode it grew quadratically
+#: and took CPU from the workers); finished files are the ground truth on resume, and the final write is in `finally`.
+MANIFEST_EVERY_S = 2.0
 
 
 @dataclass
@@ -315,15 +318,20 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
     todo = [s for s in specs if s.index not in entries]
     write_manifest(cfg.out, _manifest(cfg, entries, complete=not todo))
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
-    start, frames = time.perf_counter(), 0
+    start, frames, saved_at = time.perf_counter(), 0, time.perf_counter()
     with tqdm(total=len(specs), initial=len(entries), unit="ep", desc="generate", disable=not progress,
               dynamic_ncols=True) as bar:
-        for entry in _run(cfg, todo, workers) if todo else ():
-            entries[entry["index"]] = entry
-            frames += entry["num_frames"]
+        try:
+            for entry in _run(cfg, todo, workers) if todo else ():
+                entries[entry["index"]] = entry
+                frames += entry["num_frames"]
+                if time.perf_counter() - saved_at > MANIFEST_EVERY_S:
+                    write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
+                    saved_at = time.perf_counter()
+                bar.update()
+                bar.set_postfix(success=f"{np.mean([e['success'] for e in entries.values()]):.0%}")
+        finally:  # also on Ctrl-C or a worker error: the manifest lists every finished file
             write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
-            bar.update()
-            bar.set_postfix(success=f"{np.mean([e['success'] for e in entries.values()]):.0%}")
     return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),
                            successes=sum(bool(e["success"]) for e in entries.values()), frames=frames,
                            seconds=time.perf_counter() - start)

@@ -8,13 +8,51 @@ replays across processes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import math
+import os
+import sys
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import pybullet as p
+
+
+def _libc_fflush() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle (e.g. Windows): the chatter just stays visible
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_c_output():
+    """Silence file descriptors 1 and 2 while pybullet's C code prints its chatter ("pybullet build time",
+    "argv[0]=") on import and connect, which would otherwise break into progress bars and CLI output."""
+    try:
+        saved = [os.dup(fd) for fd in (1, 2)]
+    except OSError:  # no such descriptors (some embedded interpreters): nothing to silence
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        _libc_fflush()  # C stdio may buffer the chatter: flush it into /dev/null before the descriptors come back
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+with _quiet_c_output():
+    import pybullet as p
 import pybullet_data
 from pybullet_utils import bullet_client
 
@@ -62,7 +100,8 @@ class BulletWorld:
             raise ValueError("only one renderer='egl' env can be open per process: close it first, "
                              "or run one env per worker process (AsyncVectorEnv)")
         self.image_size, self.drive = int(image_size), drive
-        self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+        with _quiet_c_output():
+            self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
         self._renderer = p.ER_TINY_RENDERER
         if renderer == "egl":
             spec = importlib.util.find_spec("eglRenderer")
@@ -72,7 +111,7 @@ class BulletWorld:
             self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
             BulletWorld._live_egl += 1
-        self._projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
+        self.camera_projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
         self.scenario: Scenario | None = None
         self.robot = -1
         self._wheels: list[int] = []
@@ -210,16 +249,19 @@ class BulletWorld:
         return cy * lin[0] + sy * lin[1], -sy * lin[0] + cy * lin[1], ang[2]
 
     # ---- images ------------------------------------------------------------------------------
-    def camera_image(self) -> np.ndarray:
-        """The robot's forward camera, uint8 RGB (S, S, 3)."""
+    def camera_view(self) -> list[float]:
+        """View matrix of the robot's forward camera at the current pose (mast offset, pitch, per-episode jitter)."""
         s = self.scenario
         x, y, yaw = self.pose()
         yaw_c, pitch = yaw + s.camera_yaw, CAMERA_PITCH + s.camera_pitch
         eye = [x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw), CAMERA_HEIGHT + s.camera_height]
         target = [eye[0] + math.cos(pitch) * math.cos(yaw_c), eye[1] + math.cos(pitch) * math.sin(yaw_c),
                   eye[2] + math.sin(pitch)]
-        view = self.client.computeViewMatrix(eye, target, [0, 0, 1])
-        return self._render(self.image_size, self.image_size, view, self._projection)
+        return self.client.computeViewMatrix(eye, target, [0, 0, 1])
+
+    def camera_image(self) -> np.ndarray:
+        """The robot's forward camera, uint8 RGB (S, S, 3)."""
+        return self._render(self.image_size, self.image_size, self.camera_view(), self.camera_projection)
 
     def topdown_image(self, width: int = 320, height: int = 240) -> np.ndarray:
         """A bird's-eye view of the whole arena (x to the right, +y = left of the robot up), for videos."""
@@ -234,12 +276,16 @@ class BulletWorld:
         return self._render(width, height, view, proj)
 
     def _render(self, width: int, height: int, view, proj) -> np.ndarray:
+        rgba = self.raw_render(width, height, view, proj)
+        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+    def raw_render(self, width: int, height: int, view, proj):
+        """PyBullet's own getCameraImage call with the scene's lighting (RGBA as PyBullet returns it)."""
         s = self.scenario
-        _, _, rgba, _, _ = self.client.getCameraImage(
+        return self.client.getCameraImage(
             width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
             lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
-            flags=p.ER_NO_SEGMENTATION_MASK)
-        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+            flags=p.ER_NO_SEGMENTATION_MASK)[2]
 
     def close(self) -> None:
         if self.client is not None:

@@ -29,7 +29,7 @@ from mobile_vla_sim.eval.episodes import DIFFICULTIES
 from mobile_vla_sim.eval.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import _json_safe, _success_cell, read_results
+from mobile_vla_sim.eval.report import json_safe, success_cell, read_results
 from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_representations, mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
@@ -316,8 +316,8 @@ def render_report(result: dict) -> str:
     if closed["status"] != "run":
         out.append("Closed-loop comparison: **not run** (pass `--eval A_RESULTS_DIR B_RESULTS_DIR`).")
     else:
-        rows = [[d, _success_cell(closed["success_a"][d]) if d in closed["success_a"] else "-",
-                 _success_cell(closed["success_b"][d]) if d in closed["success_b"] else "-"]
+        rows = [[d, success_cell(closed["success_a"][d]) if d in closed["success_a"] else "-",
+                 success_cell(closed["success_b"][d]) if d in closed["success_b"] else "-"]
                 for d in dict.fromkeys([*closed["success_a"], *closed["success_b"]])]
         out += [_table(["difficulty", f"A: {a} success [95% Wilson CI] (k/n)", f"B: {b} success [95% Wilson CI] (k/n)"],
                        rows), "",
@@ -387,7 +387,7 @@ def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareCon
                       cfg.seed, cfg.out / plots["tsne"]):
         del plots["tsne"]
 
-    result = _json_safe({
+    result = json_safe({
         "labels": list(labels),
         "checkpoints": [str(cfg.checkpoint_a), str(cfg.checkpoint_b)],
         "data": str(cfg.data),

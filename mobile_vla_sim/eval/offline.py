@@ -42,9 +42,9 @@ def offline_metrics(policy: Policy, data: str | Path, split: str = "val", max_ep
     """RMSE (overall and per dim), MAE and sign agreement of `policy` on a dataset split."""
     from mobile_vla_sim.datasets.reader import EpisodeDataset
 
-    ds = EpisodeDataset(data, split=split)
+    ds = EpisodeDataset(data, split=split, only_success=True)  # the demos training learns from
     if len(ds) == 0:
-        ds = EpisodeDataset(data, split="all") if split == "val" else ds
+        ds = EpisodeDataset(data, split="all", only_success=True) if split == "val" else ds
     if len(ds) == 0:
         raise EvalError(f"{data} has no episodes in split {split!r}; generate more episodes or use --offline-data "
                         "with a dataset that has a val split")

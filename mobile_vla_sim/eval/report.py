@@ -23,14 +23,14 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN is not JSON: write it as null so any JSON reader can load the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -38,7 +38,7 @@ def _pct(rate: float | None) -> str:
     return "–" if rate is None or not math.isfinite(rate) else f"{100 * rate:.0f}%"
 
 
-def _success_cell(stats: dict) -> str:
+def success_cell(stats: dict) -> str:
     s = stats["success"]
     lo, hi = s["ci95"]
     return f"{_pct(s['rate'])} [{_pct(lo)}, {_pct(hi)}] ({s['k']}/{s['n']})"
@@ -59,7 +59,7 @@ def summary_rows(policy: str, aggregates: dict) -> list[str]:
         g = aggregates["grounding"].get("overall" if name == "all" else name, {})
         spl = stats["spl"]
         spl_cell = "–" if spl is None or not math.isfinite(spl) else f"{spl:.2f}"
-        rows.append(f"| {policy} | {name} | {_success_cell(stats)} | {spl_cell} | "
+        rows.append(f"| {policy} | {name} | {success_cell(stats)} | {spl_cell} | "
                     f"{_pct(stats['collision_rate'])} | {_pct(stats['wrong_side_rate'])} | "
                     f"{_pct(stats['timeout_rate'])} | {_grounding_cell(g)} |")
     return rows
@@ -69,12 +69,19 @@ SUMMARY_HEADER = ("| policy | difficulty | success [95% CI] | SPL | collisions |
                   "|---|---|---|---|---|---|---|---|")
 
 
+OFFLINE_HEADER = ("| policy | frames | RMSE | RMSE per dim | MAE | sign agreement |\n"
+                  "|---|---|---|---|---|---|")
+
+
+def offline_row(policy: str, offline: dict) -> str:
+    dims = ", ".join(f"{k} {v:.3f}" for k, v in offline["rmse_per_dim"].items())
+    return (f"| {policy} | {offline['frames']} | {offline['rmse']:.3f} | {dims} | {offline['mae']:.3f} | "
+            f"{_pct(offline['sign_agreement'])} |")
+
+
 def offline_table(policy: str, offline: dict) -> str:
     """Markdown table of offline metrics on held-out demonstrations."""
-    dims = ", ".join(f"{k} {v:.3f}" for k, v in offline["rmse_per_dim"].items())
-    return ("| policy | frames | RMSE | RMSE per dim | MAE | sign agreement |\n|---|---|---|---|---|---|\n"
-            f"| {policy} | {offline['frames']} | {offline['rmse']:.3f} | {dims} | {offline['mae']:.3f} | "
-            f"{_pct(offline['sign_agreement'])} |")
+    return f"{OFFLINE_HEADER}\n{offline_row(policy, offline)}"
 
 
 def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "") -> str:
@@ -143,7 +150,7 @@ def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence
     payload = {"package": "mobile-vla-sim", "version": __version__, "policy": policy, "config": config,
                "interrupted": interrupted, "throughput": throughput or {}, "aggregates": aggregates,
                "offline": offline, "episodes": [r.to_dict() for r in records]}
-    _atomic_write(paths["results.json"], json.dumps(_json_safe(payload), indent=1))
+    _atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
     _atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
@@ -167,9 +174,15 @@ def read_results(path: str | Path) -> tuple[dict, list[EpisodeRecord]]:
 
 
 def results_table(result_dirs: Sequence[str | Path]) -> str:
-    """One markdown table over several evaluations (e.g. baselines and checkpoints on the same episode set)."""
-    rows = []
+    """Markdown over several evaluations on the same episode set (e.g. baselines and checkpoints): the closed-loop
+    table, then offline metrics for those evaluated with offline data."""
+    rows, offline_rows = [], []
     for path in result_dirs:
         payload, _ = read_results(path)
         rows += summary_rows(payload["policy"], payload["aggregates"])
-    return "\n".join([SUMMARY_HEADER, *rows]) + "\n"
+        if payload.get("offline"):
+            offline_rows.append(offline_row(payload["policy"], payload["offline"]))
+    parts = [SUMMARY_HEADER, *rows]
+    if offline_rows:
+        parts += ["", OFFLINE_HEADER, *offline_rows]
+    return "\n".join(parts) + "\n"
