@@ -16,7 +16,7 @@ def _throughput(episodes: int, workers: int, image_size: int, root: Path) -> tup
     return s.generated / s.seconds, s.frames / s.seconds
 
 
-def run(episodes: int = 40, image_size: int = 224) -> dict:
+def run(episodes: int = 60, image_size: int = 224) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         eps1, fps1 = _throughput(episodes, 1, image_size, Path(tmp))
         eps2, fps2 = _throughput(episodes, 2, image_size, Path(tmp))
@@ -28,7 +28,7 @@ def run(episodes: int = 40, image_size: int = 224) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--episodes", type=int, default=60)
     ap.add_argument("--image-size", type=int, default=224)
     a = ap.parse_args()
     run(a.episodes, a.image_size)
