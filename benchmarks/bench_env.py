@@ -1,7 +1,8 @@
 """Env overhead: `env.step` frames/s against the bare cost of the same physics substeps + one TinyRenderer frame.
 
-The bare loop talks to the env's own PyBullet client with the same scene, robot, substep count and camera
-matrices, so the ratio isolates what the env adds (action handling, contact polling, geometry, state, info).
+The bare loop talks to the env's own PyBullet client and replays the env run's episodes (same seeds, wheel
+command, substeps, camera pose, lighting and renderer), so the ratio isolates what the env adds (action
+handling, contact polling, geometry, state, info, the image as an array).
 """
 
 from __future__ import annotations
@@ -13,45 +14,58 @@ import numpy as np
 
 import mobile_vla_sim  # noqa: F401  (registers the env)
 from benchmarks.common import report, timer
-from mobile_vla_sim.envs.sim import CONTROL_PERIOD, PHYSICS_HZ
+import pybullet as p
+
+from mobile_vla_sim.envs.sim import CONTROL_PERIOD, PHYSICS_HZ, WHEEL_BASE, WHEEL_FORCE, WHEEL_RADIUS
 
 
-def _env_fps(env, steps: int, seed: int) -> float:
-    """Frames/s of env.step with a gentle forward-and-turn command; resets are excluded from the clock."""
-    action = np.array([0.3, 0.4], np.float32)
+_ACTION = np.array([0.3, 0.4], np.float32)  # a gentle forward-and-turn command: the camera sweeps the scene
+
+
+def _env_fps(env, steps: int, seed: int) -> tuple[float, list[int]]:
+    """Frames/s of env.step; resets are excluded from the clock. Also returns the step counts at which episodes
+    ended, so the bare loop can replay exactly the same motion (render cost depends on what the camera sees)."""
     env.reset(seed=seed)
-    elapsed, done_steps = 0.0, 0
-    while done_steps < steps:
+    elapsed, ends = 0.0, []
+    for k in range(1, steps + 1):
         with timer() as t:
-            _, _, term, trunc, _ = env.step(action)
+            _, _, term, trunc, _ = env.step(_ACTION)
         elapsed += t[0]
-        done_steps += 1
         if term or trunc:
-            env.reset(seed=seed + done_steps)
-    return steps / elapsed
+            ends.append(k)
+            env.reset(seed=seed + k)
+    return steps / elapsed, ends
 
 
-def _bare_fps(env, steps: int, seed: int) -> float:
-    """Frames/s of the same stepSimulation calls plus one getCameraImage (same camera and lighting), nothing else."""
-    env.reset(seed=seed)
+def _bare_fps(env, steps: int, seed: int, ends: list[int]) -> float:
+    """Frames/s of the same wheel command, stepSimulation calls and one getCameraImage at the robot's camera pose
+    (same camera, lighting and renderer), replaying the env run's episodes: nothing the env adds on top."""
     world = env.unwrapped._world
     client, size = world.client, world.image_size
     substeps = int(round(CONTROL_PERIOD * PHYSICS_HZ))
-    view = world.camera_view()  # the same camera, lighting and renderer as the env; computed once, outside the clock
-    with timer() as t:
-        for _ in range(steps):
+    half = float(_ACTION[1]) * WHEEL_BASE / 2
+    wheels = [(float(_ACTION[0]) - half) / WHEEL_RADIUS, (float(_ACTION[0]) + half) / WHEEL_RADIUS]
+    env.reset(seed=seed)
+    elapsed = 0.0
+    for k in range(1, steps + 1):
+        with timer() as t:
+            client.setJointMotorControlArray(world.robot, world.wheels, p.VELOCITY_CONTROL,
+                                             targetVelocities=wheels, forces=[WHEEL_FORCE, WHEEL_FORCE])
             for _ in range(substeps):
                 client.stepSimulation()
-            world.raw_render(size, size, view, world.camera_projection)
-    return steps / t[0]
+            world.raw_render(size, size, world.camera_view(), world.camera_projection)
+        elapsed += t[0]
+        if k in ends:
+            env.reset(seed=seed + k)
+    return steps / elapsed
 
 
 def run(image_size: int = 224, steps: int = 300, difficulty: str = "medium", seed: int = 0) -> dict:
     env = gym.make("MobileVLA/Nav-v0", difficulty=difficulty, image_size=image_size)
     try:
         _env_fps(env, 20, seed)  # warm-up
-        env_fps = _env_fps(env, steps, seed)
-        bare_fps = _bare_fps(env, steps, seed)
+        env_fps, ends = _env_fps(env, steps, seed)
+        bare_fps = _bare_fps(env, steps, seed, ends)
     finally:
         env.close()
     return report(f"env overhead ({difficulty}, {image_size}px, {steps} steps)",

@@ -14,13 +14,15 @@ from benchmarks.common import report
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
-from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-from mobile_vla_sim.policies.train import TrainConfig, train
 
 LAYOUTS = ((1, 1), (1, 8), (2, 1), (2, 4))
 
 
 def run(episodes: int = 8, image_size: int = 224) -> dict:
+    # torch is imported here, not at the top: spawned workers re-import the main module, and would pay for it
+    from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
+    from mobile_vla_sim.policies.train import TrainConfig, train
+
     with tempfile.TemporaryDirectory() as tmp:
         data, ckpt = Path(tmp) / "data", Path(tmp) / "tiny.ckpt"
         generate_dataset(GenerateConfig(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2),
@@ -34,6 +36,8 @@ def run(episodes: int = 8, image_size: int = 224) -> dict:
             r = run_episodes(policy, specs, env_cfg, workers=workers, envs_per_worker=per, progress=False)
             rates[(workers, per)] = 60.0 * len(r.records) / r.seconds
     rows = [(f"{w} worker(s) x {p} concurrent episodes: episodes/min", f"{rates[(w, p)]:.1f}") for w, p in LAYOUTS]
+    rows += [("batching alone: 1x8 / 1x1", f"{rates[(1, 8)] / rates[(1, 1)]:.2f}"),
+             ("second worker: 2x4 / 1x8", f"{rates[(2, 4)] / rates[(1, 8)]:.2f}")]
     best = max(rates, key=rates.get)
     return report(f"eval throughput, tiny VLA ({2 * episodes} easy episodes, {image_size}px)", rows,
                   (f"best ({best[0]}x{best[1]}) / one at a time (1x1)", rates[best] / rates[(1, 1)], None))

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from benchmarks.common import report
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
-from mobile_vla_sim.policies.train import TrainConfig, train
 
 
 def run(episodes: int = 16, epochs: int = 2, image_size: int = 224, backbone: str = "tiny") -> dict:
+    # torch is imported here, not at the top: spawned workers re-import the main module, and would pay for it
+    from mobile_vla_sim.policies.train import TrainConfig, train
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate_dataset(GenerateConfig(episodes=episodes, out=data, difficulty="easy", image_size=image_size,

@@ -105,7 +105,7 @@ def train(lora_targets: str, **options) -> None:
 @click.option("--task", default="both", show_default=True, help="left, right or both.")
 @click.option("--episodes", default=10, show_default=True, help="Episodes per (difficulty, task).")
 @click.option("--seed", default=0, show_default=True, help="Base seed of the fixed episode set.")
-@click.option("--workers", default=1, show_default=True, help="Env worker processes.")
+@click.option("--workers", default=0, help="Env worker processes [default: one per CPU].")
 @click.option("--envs-per-worker", default=4, show_default=True, help="Concurrent episodes per worker.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True,
               help="Folder for results.json, episodes.csv, summary.md, trajectories.png.")

@@ -108,13 +108,14 @@ class BulletWorld:
             if spec is None or spec.origin is None:
                 self.close()
                 raise ValueError("renderer='egl' needs pybullet's eglRenderer plugin; use renderer='tiny'")
-            self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
+            with _quiet_c_output():  # the plugin prints its OpenGL vendor/version lines
+                self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
             BulletWorld._live_egl += 1
         self.camera_projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
         self.scenario: Scenario | None = None
         self.robot = -1
-        self._wheels: list[int] = []
+        self.wheels: list[int] = []
         self._obstacles: frozenset[int] = frozenset()
 
     # ---- scene -------------------------------------------------------------------------------
@@ -185,15 +186,15 @@ class BulletWorld:
         self.robot = c.loadURDF(str(ASSETS / "robot.urdf"), [x, y, WHEEL_RADIUS + 1e-3],
                                 c.getQuaternionFromEuler([0, 0, yaw]))
         names = {c.getJointInfo(self.robot, j)[1].decode(): j for j in range(c.getNumJoints(self.robot))}
-        self._wheels = [names["left_wheel_joint"], names["right_wheel_joint"]]
+        self.wheels = [names["left_wheel_joint"], names["right_wheel_joint"]]
         for caster in ("front_caster_joint", "rear_caster_joint"):
             c.changeDynamics(self.robot, names[caster], lateralFriction=0.0, rollingFriction=0.0, spinningFriction=0.0)
         # Omni mode moves the base directly, so there the wheels neither grip nor drive instead of fighting it.
         omni = self.drive == "omni"
-        for w in self._wheels:
+        for w in self.wheels:
             c.changeDynamics(self.robot, w, lateralFriction=0.0 if omni else 1.0)
         force = 0.0 if omni else WHEEL_FORCE
-        c.setJointMotorControlArray(self.robot, self._wheels, p.VELOCITY_CONTROL, targetVelocities=[0, 0],
+        c.setJointMotorControlArray(self.robot, self.wheels, p.VELOCITY_CONTROL, targetVelocities=[0, 0],
                                     forces=[force, force])
         for _ in range(PHYSICS_HZ // 10):  # settle on the casters
             c.stepSimulation()
@@ -216,7 +217,7 @@ class BulletWorld:
         vx, vy, wz = (float(v) for v in command)
         if self.drive == "diff":
             half = wz * WHEEL_BASE / 2
-            c.setJointMotorControlArray(self.robot, self._wheels, p.VELOCITY_CONTROL,
+            c.setJointMotorControlArray(self.robot, self.wheels, p.VELOCITY_CONTROL,
                                         targetVelocities=[(vx - half) / WHEEL_RADIUS, (vx + half) / WHEEL_RADIUS],
                                         forces=[WHEEL_FORCE, WHEEL_FORCE])
         collided = False
@@ -282,14 +283,17 @@ class BulletWorld:
     def raw_render(self, width: int, height: int, view, proj):
         """PyBullet's own getCameraImage call with the scene's lighting (RGBA as PyBullet returns it)."""
         s = self.scenario
-        return self.client.getCameraImage(
-            width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
-            lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
-            flags=p.ER_NO_SEGMENTATION_MASK)[2]
+        # The EGL plugin prints its OpenGL vendor on renders after a scene change; TinyRenderer is silent.
+        with _quiet_c_output() if self._renderer == p.ER_BULLET_HARDWARE_OPENGL else contextlib.nullcontext():
+            return self.client.getCameraImage(
+                width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
+                lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
+                flags=p.ER_NO_SEGMENTATION_MASK)[2]
 
     def close(self) -> None:
         if self.client is not None:
-            self.client.disconnect()
+            with _quiet_c_output():  # the EGL plugin says goodbye on disconnect
+                self.client.disconnect()
             self.client = None
             if self._renderer == p.ER_BULLET_HARDWARE_OPENGL:
                 BulletWorld._live_egl -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class EvalConfig:
     task: str = "both"
     episodes: int = 10
     seed: int = 0
-    workers: int = 1
+    workers: int = 0  # 0 = one per CPU: env stepping then runs in parallel while inference stays batched
     envs_per_worker: int = 4
     out: Path | None = None
     video_dir: Path | None = None
@@ -58,8 +59,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given)."""
     from mobile_vla_sim.policies.registry import load_policy
 
-    if cfg.workers < 1:
-        raise EvalError(f"--workers must be at least 1 (got {cfg.workers})")
+    if cfg.workers < 0:
+        raise EvalError(f"--workers must be >= 0 (0 = one per CPU), got {cfg.workers}")
     specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
     policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
                          seed=cfg.seed)
@@ -70,7 +71,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(specs, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        result = run_episodes(policy, specs, cfg.env, workers=cfg.workers, envs_per_worker=cfg.envs_per_worker,
+        result = run_episodes(policy, specs, cfg.env, workers=cfg.workers or os.cpu_count() or 1, envs_per_worker=cfg.envs_per_worker,
                               video_paths=videos, progress=progress)
     finally:
         policy.close()
