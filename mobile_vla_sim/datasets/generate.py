@@ -328,8 +328,8 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
                 if time.perf_counter() - saved_at > MANIFEST_EVERY_S:
                     write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
                     saved_at = time.perf_counter()
+                bar.set_postfix(success=f"{np.mean([e['success'] for e in entries.values()]):.0%}", refresh=False)
                 bar.update()
-                bar.set_postfix(success=f"{np.mean([e['success'] for e in entries.values()]):.0%}")
         finally:  # also on Ctrl-C or a worker error: the manifest lists every finished file
             write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
     return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),

@@ -280,8 +280,8 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
                     s = w * n_slots_per + i
                     if record is not None:
                         done[record.key] = record
+                        bar.set_postfix(success=f"{np.mean([r.success for r in done.values()]):.0%}", refresh=False)
                         bar.update(1)
-                        bar.set_postfix(success=f"{np.mean([r.success for r in done.values()]):.0%}")
                         if on_record:
                             on_record(record)
                     running.pop(s, None)
