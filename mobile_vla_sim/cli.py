@@ -36,6 +36,8 @@ def main() -> None:
               help="Noise on the executed expert action; the clean label is stored as `action_labels`.")
 @click.option("--control", type=click.Choice(["continuous", "pulse"]), default="continuous", show_default=True,
               help="Match the env used for eval; pulse = the real robot's stop-and-go.")
+@click.option("--renderer", type=click.Choice(["tiny", "egl"]), default="tiny", show_default=True,
+              help="Camera renderer: TinyRenderer (CPU) or PyBullet's EGL plugin (OpenGL, fast on a GPU).")
 def generate(**options) -> None:
     """Write scripted-expert demonstrations as real-layout HDF5 episodes plus a dataset.json manifest."""
     from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
@@ -118,16 +120,19 @@ def train(lora_targets: str, **options) -> None:
 @click.option("--action-scale", default=1.0, show_default=True, help="Multiply every action by this.")
 @click.option("--camera-noise", default=0.0, show_default=True, help="Pixel noise std (0-255 scale).")
 @click.option("--image-size", default=224, show_default=True, help="Camera image side in pixels.")
+@click.option("--renderer", type=click.Choice(["tiny", "egl"]), default="tiny", show_default=True,
+              help="Camera renderer; egl runs one env per worker. Evaluate on the renderer you trained on.")
 @click.option("--max-steps", type=int, help="Step limit per episode (default: the difficulty's).")
 @click.option("--device", default="cpu", show_default=True)
 def eval_cmd(policy, difficulty, task, episodes, seed, workers, envs_per_worker, out, video_dir, video_all,
-             offline_data, drive, control, action_latency, action_scale, camera_noise, image_size, max_steps,
-             device) -> None:
+             offline_data, drive, control, action_latency, action_scale, camera_noise, image_size, renderer,
+             max_steps, device) -> None:
     """Score a policy closed-loop on a fixed, seeded episode set (plus offline metrics with --offline-data)."""
     from mobile_vla_sim.eval.rollout import EnvConfig
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
 
-    env = EnvConfig(drive=drive, control=control, image_size=image_size, action_latency=action_latency,
+    env = EnvConfig(drive=drive, control=control, image_size=image_size, renderer=renderer,
+                    action_latency=action_latency,
                     action_scale=action_scale, camera_noise=camera_noise, max_steps=max_steps)
     cfg = EvalConfig(policy=policy, difficulty=difficulty, task=task, episodes=episodes, seed=seed, workers=workers,
                      envs_per_worker=envs_per_worker, out=out, video_dir=video_dir, video_all=video_all,

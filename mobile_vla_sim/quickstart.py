@@ -59,8 +59,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
     out = Path(cfg.out)
     data = out / "data"
     echo(f"[1/4] generating {cfg.episodes} expert demonstrations → {data}")
-    generate_dataset(GenerateConfig(episodes=cfg.episodes, out=data, workers=cfg.workers, seed=cfg.seed,
-                                    image_size=cfg.image_size, noise_std=cfg.noise_std), progress=progress)
+    summary = generate_dataset(GenerateConfig(episodes=cfg.episodes, out=data, workers=cfg.workers, seed=cfg.seed,
+                                              image_size=cfg.image_size, noise_std=cfg.noise_std), progress=progress)
+    echo(f"      {summary}")
 
     ckpts: dict[str, Path] = {}
     for mode, epochs in (("frozen", cfg.frozen_epochs), ("lora", cfg.lora_epochs)):
@@ -82,8 +83,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
             continue
         echo(f"[3/4] evaluating {name} closed-loop → {eval_dirs[name]}")
         videos = eval_dirs[name] / "videos" if name in ckpts else None
-        evaluate(replace(base_eval, policy=str(ckpts.get(name, name)), out=eval_dirs[name], video_dir=videos),
-                 progress=progress)
+        result = evaluate(replace(base_eval, policy=str(ckpts.get(name, name)), out=eval_dirs[name],
+                                  video_dir=videos), progress=progress)
+        echo(f"      {len(result.records)} episodes, {result.episodes_per_min:.0f} episodes/min")
 
     report = out / "compare"
     echo(f"[4/4] comparing frozen vs LoRA → {report}")

@@ -51,6 +51,17 @@ def test_one_and_two_workers_give_identical_episodes():
     assert [r.trajectory for r in one] == [r.trajectory for r in two]
 
 
+def test_egl_renderer_runs_one_env_per_worker(tmp_path):
+    """`--renderer egl` evaluates with 4 requested envs per worker, although pybullet allows one EGL env per process."""
+    res = CliRunner().invoke(main, ["eval", "--policy", "expert", "--difficulty", "easy", "--episodes", "2",
+                                    "--workers", "2", "--image-size", "32", "--renderer", "egl",
+                                    "--out", str(tmp_path / "egl")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "egl" / "results.json").read_text())
+    assert data["config"]["env"]["renderer"] == "egl"
+    assert len(data["episodes"]) == 4 and all(e["success"] for e in data["episodes"])
+
+
 def test_always_left_shows_grounding_failure():
     recs = _run("always-left", n=2)
     g = aggregate(recs)["grounding"]["overall"]

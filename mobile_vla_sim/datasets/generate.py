@@ -63,6 +63,7 @@ class GenerateConfig:
     drive: str = "diff"  # diff | omni
     noise_std: float = 0.0  # executed-action noise (action units); the clean expert label is stored too
     control: str = "continuous"  # the env's (and eval's) default; "pulse" is the real robot's stop-and-go
+    renderer: str = "tiny"  # "egl": PyBullet's OpenGL plugin (fast on a GPU; its images differ from TinyRenderer's)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -74,6 +75,7 @@ class GenerateConfig:
             (16 <= self.image_size <= 1024, f"--image-size must be in 16..1024, got {self.image_size}"),
             (np.isfinite(self.noise_std) and self.noise_std >= 0, f"--noise-std must be >= 0, got {self.noise_std}"),
             (self.control in CONTROLS, f"unknown control {self.control!r}; use one of {', '.join(CONTROLS)}"),
+            (self.renderer in ("tiny", "egl"), f"unknown renderer {self.renderer!r}; use tiny or egl"),
         ]
         for ok, message in check:
             if not ok:
@@ -167,7 +169,7 @@ class EpisodeMaker:
 
         self.cfg, self._expert_cls = cfg, ScriptedExpert
         self.env = gymnasium.make(ENV_ID, drive=cfg.drive, control=cfg.control, image_size=cfg.image_size,
-                                  difficulty="easy" if cfg.difficulty == "mix" else cfg.difficulty)
+                                  renderer=cfg.renderer, difficulty="easy" if cfg.difficulty == "mix" else cfg.difficulty)
 
     def close(self) -> None:
         self.env.close()
@@ -283,7 +285,8 @@ def _check_folder(cfg: GenerateConfig) -> None:
                                       "unknown; generate into an empty or new --out folder")
         return
     old, new = manifest.get("config", {}), cfg.content()
-    diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    defaults = {f.name: f.default for f in fields(GenerateConfig)}  # a field added later: old folders had its default
+    diff = {k: (old.get(k, defaults[k]), v) for k, v in new.items() if old.get(k, defaults[k]) != v}
     if diff or manifest.get("format") != FORMAT:
         what = ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()) or f"format {manifest.get('format')}"
         raise ConfigMismatchError(f"{cfg.out} was generated with {what}; re-run with the same options to resume, "

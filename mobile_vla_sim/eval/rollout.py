@@ -34,6 +34,7 @@ class EnvConfig:
     drive: str = "diff"
     control: str = "continuous"
     image_size: int = 224
+    renderer: str = "tiny"  # "egl": PyBullet's OpenGL plugin; one EGL env per process, so one env per worker
     action_latency: int = 0
     action_scale: float = 1.0
     camera_noise: float = 0.0
@@ -59,7 +60,7 @@ class EpisodeRunner:
         import mobile_vla_sim  # noqa: F401  (registers the env in a fresh spawned process)
 
         self.env = gym.make(ENV_ID, drive=env_cfg.drive, control=env_cfg.control, image_size=env_cfg.image_size,
-                            action_latency=env_cfg.action_latency, action_scale=env_cfg.action_scale,
+                            renderer=env_cfg.renderer, action_latency=env_cfg.action_latency, action_scale=env_cfg.action_scale,
                             camera_noise=env_cfg.camera_noise, max_steps=env_cfg.max_steps)
         self.record: EpisodeRecord | None = None
         self.video = None
@@ -237,6 +238,8 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
     if workers < 1 or envs_per_worker < 1:
         raise ValueError(f"workers and envs_per_worker must be >= 1 (got {workers}, {envs_per_worker})")
     video_paths = video_paths or {}
+    if env_cfg.renderer == "egl":  # pybullet allows one EGL client per process
+        envs_per_worker = 1
     n_slots_per = max(1, min(envs_per_worker, -(-len(specs) // workers)))
     workers = max(1, min(workers, -(-len(specs) // n_slots_per)))
     queue = list(specs)

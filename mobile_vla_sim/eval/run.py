@@ -71,8 +71,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(specs, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        result = run_episodes(policy, specs, cfg.env, workers=cfg.workers or os.cpu_count() or 1, envs_per_worker=cfg.envs_per_worker,
-                              video_paths=videos, progress=progress)
+        result = run_episodes(policy, specs, cfg.env, workers=cfg.workers or os.cpu_count() or 1,
+                              envs_per_worker=cfg.envs_per_worker, video_paths=videos, progress=progress)
     finally:
         policy.close()
     aggregates = aggregate(result.records)
