@@ -227,7 +227,8 @@ def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels
     mean, std = per_token.mean(0), per_token.std(0)
     idx = np.arange(tokens)
     axes[1].plot(idx, mean, color="tab:blue", label="mean over frames")
-    axes[1].fill_between(idx, mean - std, mean + std, color="tab:blue", alpha=0.25, label="± 1 std")
+    axes[1].fill_between(idx, mean - std, np.minimum(mean + std, 1.0), color="tab:blue", alpha=0.25,
+                         label="± 1 std (capped at 1)")
     axes[1].axhline(H1_MIN_CONTEXT_COSINE, color="tab:red", linestyle="--", label="H1 threshold")
     axes[1].set(title="Cosine by latent token index", xlabel="latent token index", ylabel="cosine similarity")
     axes[1].legend(fontsize=8, loc="best")
@@ -265,13 +266,16 @@ def _plot_tsne(h_a: np.ndarray, h_b: np.ndarray, tasks: np.ndarray, labels: tupl
     task = np.concatenate([tasks, tasks])
     markers = {labels[0]: "o", labels[1]: "^"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
-    for ax, colour_by, title in ((axes[0], task, "coloured by task side"), (axes[1], policy, "coloured by policy")):
-        for i, value in enumerate(dict.fromkeys(colour_by)):
+    # Sides and policies get different colour sets, so blue never means "left" in one panel and a policy in the other.
+    panels = ((axes[0], task, "coloured by task side", ("tab:blue", "tab:orange")),
+              (axes[1], policy, "coloured by policy", ("tab:green", "tab:purple")))
+    for ax, colour_by, title, colours in panels:
+        for value, colour in zip(dict.fromkeys(colour_by), colours):
             for name, marker in markers.items():
                 sel = (colour_by == value) & (policy == name)
                 if sel.any():
                     label = f"{value} ({name})" if colour_by is task else str(value)
-                    ax.scatter(*embedding[sel].T, s=22, marker=marker, color=f"C{i}", alpha=0.75, label=label)
+                    ax.scatter(*embedding[sel].T, s=22, marker=marker, color=colour, alpha=0.75, label=label)
         ax.set(title=title, xlabel="t-SNE 1", ylabel="t-SNE 2")
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles))
