@@ -14,9 +14,7 @@ import numpy as np
 
 import mobile_vla_sim  # noqa: F401  (registers the env)
 from benchmarks.common import report, timer
-import pybullet as p
-
-from mobile_vla_sim.envs.sim import CONTROL_PERIOD, PHYSICS_HZ, WHEEL_BASE, WHEEL_FORCE, WHEEL_RADIUS
+from mobile_vla_sim.envs.sim import CONTROL_PERIOD, PHYSICS_HZ
 
 
 _ACTION = np.array([0.3, 0.4], np.float32)  # a gentle forward-and-turn command: the camera sweeps the scene
@@ -43,14 +41,11 @@ def _bare_fps(env, steps: int, seed: int, ends: list[int]) -> float:
     world = env.unwrapped._world
     client, size = world.client, world.image_size
     substeps = int(round(CONTROL_PERIOD * PHYSICS_HZ))
-    half = float(_ACTION[1]) * WHEEL_BASE / 2
-    wheels = [(float(_ACTION[0]) - half) / WHEEL_RADIUS, (float(_ACTION[0]) + half) / WHEEL_RADIUS]
     env.reset(seed=seed)
     elapsed = 0.0
     for k in range(1, steps + 1):
         with timer() as t:
-            client.setJointMotorControlArray(world.robot, world.wheels, p.VELOCITY_CONTROL,
-                                             targetVelocities=wheels, forces=[WHEEL_FORCE, WHEEL_FORCE])
+            world.set_wheel_speeds(float(_ACTION[0]), float(_ACTION[1]))
             for _ in range(substeps):
                 client.stepSimulation()
             world.raw_render(size, size, world.camera_view(), world.camera_projection)

@@ -132,8 +132,8 @@ def eval_cmd(policy, difficulty, task, episodes, seed, workers, envs_per_worker,
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
 
     env = EnvConfig(drive=drive, control=control, image_size=image_size, renderer=renderer,
-                    action_latency=action_latency,
-                    action_scale=action_scale, camera_noise=camera_noise, max_steps=max_steps)
+                    action_latency=action_latency, action_scale=action_scale, camera_noise=camera_noise,
+                    max_steps=max_steps)
     cfg = EvalConfig(policy=policy, difficulty=difficulty, task=task, episodes=episodes, seed=seed, workers=workers,
                      envs_per_worker=envs_per_worker, out=out, video_dir=video_dir, video_all=video_all,
                      offline_data=offline_data, device=device, env=env)

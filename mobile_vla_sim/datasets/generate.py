@@ -36,7 +36,7 @@ from mobile_vla_sim.envs import ENV_ID
 from mobile_vla_sim.envs.actions import check_drive, to_action3
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.nav_env import CONTROLS
-from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
+from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, RENDERERS
 
 FORMAT = "mobile-vla-sim/hdf5-episodes/v1"
 #: `mix`: difficulty of scene pair k is MIX_CYCLE[k % 7], the real project's planned 2:3:2 easy:medium:hard.
@@ -75,7 +75,7 @@ class GenerateConfig:
             (16 <= self.image_size <= 1024, f"--image-size must be in 16..1024, got {self.image_size}"),
             (np.isfinite(self.noise_std) and self.noise_std >= 0, f"--noise-std must be >= 0, got {self.noise_std}"),
             (self.control in CONTROLS, f"unknown control {self.control!r}; use one of {', '.join(CONTROLS)}"),
-            (self.renderer in ("tiny", "egl"), f"unknown renderer {self.renderer!r}; use tiny or egl"),
+            (self.renderer in RENDERERS, f"unknown renderer {self.renderer!r}; use one of {', '.join(RENDERERS)}"),
         ]
         for ok, message in check:
             if not ok:
@@ -169,7 +169,8 @@ class EpisodeMaker:
 
         self.cfg, self._expert_cls = cfg, ScriptedExpert
         self.env = gymnasium.make(ENV_ID, drive=cfg.drive, control=cfg.control, image_size=cfg.image_size,
-                                  renderer=cfg.renderer, difficulty="easy" if cfg.difficulty == "mix" else cfg.difficulty)
+                                  renderer=cfg.renderer,
+                                  difficulty="easy" if cfg.difficulty == "mix" else cfg.difficulty)
 
     def close(self) -> None:
         self.env.close()
@@ -322,20 +323,21 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
     write_manifest(cfg.out, _manifest(cfg, entries, complete=not todo))
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
     start, frames, saved_at = time.perf_counter(), 0, time.perf_counter()
+    successes = sum(bool(e["success"]) for e in entries.values())
     with tqdm(total=len(specs), initial=len(entries), unit="ep", desc="generate", disable=not progress,
               dynamic_ncols=True) as bar:
         try:
             for entry in _run(cfg, todo, workers) if todo else ():
                 entries[entry["index"]] = entry
                 frames += entry["num_frames"]
+                successes += bool(entry["success"])
                 if time.perf_counter() - saved_at > MANIFEST_EVERY_S:
                     write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
                     saved_at = time.perf_counter()
-                bar.set_postfix(success=f"{np.mean([e['success'] for e in entries.values()]):.0%}", refresh=False)
+                bar.set_postfix(success=f"{successes / len(entries):.0%}", refresh=False)
                 bar.update()
         finally:  # also on Ctrl-C or a worker error: the manifest lists every finished file
             write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
     return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),
-                           successes=sum(bool(e["success"]) for e in entries.values()), frames=frames,
-                           seconds=time.perf_counter() - start)
+                           successes=successes, frames=frames, seconds=time.perf_counter() - start)
 

@@ -74,6 +74,9 @@ WHEEL_FORCE = 3.0          # motor torque limit per wheel (N m)
 ROBOT_HALF_WIDTH = 0.16
 ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
 
+#: Camera renderers: PyBullet's TinyRenderer (CPU) and its EGL plugin (OpenGL, fast on a GPU).
+RENDERERS = ("tiny", "egl")
+
 CAMERA_HEIGHT = 0.35       # m above the floor
 CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast)
 CAMERA_PITCH = -0.17       # rad, slightly down so the floor in front is in view
@@ -94,7 +97,7 @@ class BulletWorld:
     _live_egl = 0
 
     def __init__(self, image_size: int = 224, renderer: str = "tiny", drive: str = "diff"):
-        if renderer not in ("tiny", "egl"):
+        if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}: use 'tiny' (CPU) or 'egl' (OpenGL, fast on a GPU)")
         if renderer == "egl" and BulletWorld._live_egl:
             raise ValueError("only one renderer='egl' env can be open per process: close it first, "
@@ -102,7 +105,7 @@ class BulletWorld:
         self.image_size, self.drive = int(image_size), drive
         with _quiet_c_output():
             self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
-        self._renderer = p.ER_TINY_RENDERER
+        self._renderer, self._egl = p.ER_TINY_RENDERER, False
         if renderer == "egl":
             spec = importlib.util.find_spec("eglRenderer")
             if spec is None or spec.origin is None:
@@ -111,6 +114,7 @@ class BulletWorld:
             with _quiet_c_output():  # the plugin prints its OpenGL vendor/version lines
                 self.client.loadPlugin(spec.origin, "_eglRendererPlugin")
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
+            self._egl = True
             BulletWorld._live_egl += 1
         self.camera_projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
         self.scenario: Scenario | None = None
@@ -216,10 +220,7 @@ class BulletWorld:
         c = self.client
         vx, vy, wz = (float(v) for v in command)
         if self.drive == "diff":
-            half = wz * WHEEL_BASE / 2
-            c.setJointMotorControlArray(self.robot, self.wheels, p.VELOCITY_CONTROL,
-                                        targetVelocities=[(vx - half) / WHEEL_RADIUS, (vx + half) / WHEEL_RADIUS],
-                                        forces=[WHEEL_FORCE, WHEEL_FORCE])
+            self.set_wheel_speeds(vx, wz)
         collided = False
         for k in range(substeps):
             if self.drive == "omni":
@@ -231,6 +232,13 @@ class BulletWorld:
             if (k + 1) % CONTACT_EVERY == 0 or k == substeps - 1:
                 collided = collided or self.touching()
         return collided
+
+    def set_wheel_speeds(self, linear_x: float, angular_z: float) -> None:
+        """Wheel velocity targets from the unicycle model; the motors (torque-limited) do the rest."""
+        half = angular_z * WHEEL_BASE / 2
+        self.client.setJointMotorControlArray(
+            self.robot, self.wheels, p.VELOCITY_CONTROL, forces=[WHEEL_FORCE, WHEEL_FORCE],
+            targetVelocities=[(linear_x - half) / WHEEL_RADIUS, (linear_x + half) / WHEEL_RADIUS])
 
     def touching(self) -> bool:
         """Whether the robot is in contact with a wall, box, the bottle or clutter right now."""
@@ -284,7 +292,7 @@ class BulletWorld:
         """PyBullet's own getCameraImage call with the scene's lighting (RGBA as PyBullet returns it)."""
         s = self.scenario
         # The EGL plugin prints its OpenGL vendor on renders after a scene change; TinyRenderer is silent.
-        with _quiet_c_output() if self._renderer == p.ER_BULLET_HARDWARE_OPENGL else contextlib.nullcontext():
+        with _quiet_c_output() if self._egl else contextlib.nullcontext():
             return self.client.getCameraImage(
                 width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
                 lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
@@ -292,8 +300,8 @@ class BulletWorld:
 
     def close(self) -> None:
         if self.client is not None:
-            with _quiet_c_output():  # the EGL plugin says goodbye on disconnect
+            with _quiet_c_output() if self._egl else contextlib.nullcontext():  # EGL says goodbye on disconnect
                 self.client.disconnect()
             self.client = None
-            if self._renderer == p.ER_BULLET_HARDWARE_OPENGL:
+            if self._egl:
                 BulletWorld._live_egl -= 1

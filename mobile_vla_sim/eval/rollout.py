@@ -60,8 +60,9 @@ class EpisodeRunner:
         import mobile_vla_sim  # noqa: F401  (registers the env in a fresh spawned process)
 
         self.env = gym.make(ENV_ID, drive=env_cfg.drive, control=env_cfg.control, image_size=env_cfg.image_size,
-                            renderer=env_cfg.renderer, action_latency=env_cfg.action_latency, action_scale=env_cfg.action_scale,
-                            camera_noise=env_cfg.camera_noise, max_steps=env_cfg.max_steps)
+                            renderer=env_cfg.renderer, action_latency=env_cfg.action_latency,
+                            action_scale=env_cfg.action_scale, camera_noise=env_cfg.camera_noise,
+                            max_steps=env_cfg.max_steps)
         self.record: EpisodeRecord | None = None
         self.video = None
 
@@ -244,6 +245,7 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
     workers = max(1, min(workers, -(-len(specs) // n_slots_per)))
     queue = list(specs)
     done: dict[str, EpisodeRecord] = {}
+    successes = 0
     running: dict[int, dict] = {}  # slot -> latest obs
     bar = tqdm(total=len(specs), desc=f"eval {policy.name}", unit="ep", disable=not progress)
     start = time.perf_counter()
@@ -283,7 +285,8 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
                     s = w * n_slots_per + i
                     if record is not None:
                         done[record.key] = record
-                        bar.set_postfix(success=f"{np.mean([r.success for r in done.values()]):.0%}", refresh=False)
+                        successes += record.success
+                        bar.set_postfix(success=f"{successes / len(done):.0%}", refresh=False)
                         bar.update(1)
                         if on_record:
                             on_record(record)
