@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 from mobile_vla_sim.eval.compare import CompareConfig, compare
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.report import read_results, results_table
 from mobile_vla_sim.eval.rollout import EnvConfig
 from mobile_vla_sim.eval.run import EvalConfig, evaluate

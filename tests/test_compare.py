@@ -16,7 +16,7 @@ from mobile_vla_sim.eval.compare import (
     closed_loop_comparison,
     write_comparison,
 )
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 

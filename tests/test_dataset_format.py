@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mobile_vla_sim.datasets.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
+from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
 from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.reader import EpisodeDataset

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.eval.episodes import episode_set
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes, side_passed
 from mobile_vla_sim.eval.run import EvalConfig, evaluate

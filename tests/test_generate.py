@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.datasets import generate as gen
-from mobile_vla_sim.datasets.errors import ConfigMismatchError, DatasetError
+from mobile_vla_sim.errors import ConfigMismatchError, DatasetError
 from mobile_vla_sim.datasets.generate import GenerateConfig, episode_specs, generate_dataset
 from mobile_vla_sim.datasets.hdf5_format import parse_episode_name, read_episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset

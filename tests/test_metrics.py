@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mobile_vla_sim.eval.episodes import EpisodeSpec, episode_set, scene_seed
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate, grounding, spl, wilson_interval
 from mobile_vla_sim.eval.records import EpisodeRecord
 

@@ -3,7 +3,7 @@
 Light imports only here; `datasets.generate` (PyBullet) and `datasets.windows` (torch) are imported explicitly.
 """
 
-from mobile_vla_sim.datasets.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError, NoEpisodesError
+from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError, NoEpisodesError
 from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, parse_episode_name, read_episode, write_episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 

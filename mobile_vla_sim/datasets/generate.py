@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mobile_vla_sim import __version__
-from mobile_vla_sim.datasets.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
+from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
 from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mobile_vla_sim.datasets.errors import CorruptEpisodeError, DatasetError
+from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError
 
 #: Real attribute values carried over unchanged.
 ACTION_CHUNK_SIZE = 8

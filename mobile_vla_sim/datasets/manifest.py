@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mobile_vla_sim.datasets.errors import DatasetError
+from mobile_vla_sim.errors import DatasetError
 
 MANIFEST_NAME = "dataset.json"
 VAL_FRACTION = 0.1

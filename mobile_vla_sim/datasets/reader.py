@@ -9,7 +9,7 @@ from typing import Any
 
 import h5py
 
-from mobile_vla_sim.datasets.errors import DatasetError, NoEpisodesError
+from mobile_vla_sim.errors import DatasetError, NoEpisodesError
 from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, corrupt_episode_error, read_episode
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
 

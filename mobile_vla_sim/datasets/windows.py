@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mobile_vla_sim.datasets.errors import DatasetError
+from mobile_vla_sim.errors import DatasetError
 from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mobile_vla_sim.eval.episodes import DIFFICULTIES
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import json_safe, success_cell, read_results

@@ -14,7 +14,7 @@ import numpy as np
 
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES as _LEVELS
 from mobile_vla_sim.envs.instructions import TASKS
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 
 DIFFICULTIES: tuple[str, ...] = tuple(_LEVELS)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.policies.base import Policy
 
 DIM_NAMES = ("linear_x", "linear_y", "angular_z")

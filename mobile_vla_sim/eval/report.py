@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mobile_vla_sim import __version__
-from mobile_vla_sim.eval.errors import EvalError
+from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",

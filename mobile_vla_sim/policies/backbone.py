@@ -21,14 +21,11 @@ from torch import nn
 from transformers import AutoProcessor, Kosmos2Model
 from transformers.cache_utils import DynamicCache
 
+from mobile_vla_sim.errors import BackboneNotFoundError
 from mobile_vla_sim.policies.tiny_kosmos import build_tiny_kosmos
 
 DEFAULT_BACKBONE = "microsoft/kosmos-2-patch14-224"
 TINY = "tiny"
-
-
-class BackboneNotFoundError(FileNotFoundError):
-    """The backbone cannot be loaded (no network, wrong path, incomplete directory)."""
 
 
 @dataclass

@@ -13,16 +13,13 @@ from typing import Sequence
 import numpy as np
 
 from mobile_vla_sim.envs.actions import action_limits, check_drive, from_action3
+from mobile_vla_sim.errors import PolicyLoadError
 from mobile_vla_sim.policies.base import Policy
 
 #: Mean dataset action [linear_x, linear_y, angular_z] of scripted-expert demonstrations, episode_start frames
 #: included as in `dataset.json`: 180 diff-drive episodes, 30 per (difficulty, task), 2,770 frames (std 0.13, 0,
 #: 0.61). The turns cancel between left and right, so the mean drives straight into the box.
 DEFAULT_MEAN_ACTION3 = (0.424, 0.0, -0.001)
-
-
-class PolicyLoadError(ValueError):
-    """A policy spec or file that cannot be used; the message says how to fix it."""
 
 
 class ExpertPolicy(Policy):

@@ -18,16 +18,13 @@ from safetensors.torch import save_file
 
 from mobile_vla_sim import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
-from mobile_vla_sim.policies.backbone import TINY, BackboneNotFoundError, load_backbone
+from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError
+from mobile_vla_sim.policies.backbone import TINY, load_backbone
 from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel
 
 FORMAT = "mobile-vla-sim/vla"
 FORMAT_VERSION = 1
 _BACKBONE = "backbone."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: missing, not safetensors, not ours, or its backbone is unavailable."""
 
 
 def _backbone_tensors(model: VLAModel) -> dict[str, torch.Tensor]:

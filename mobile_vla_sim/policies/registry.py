@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.policies.baselines import (AlwaysSidePolicy, ConstantPolicy, ExpertPolicy, PolicyLoadError,
-                                               RandomPolicy, SB3Policy)
+from mobile_vla_sim.errors import PolicyLoadError
+from mobile_vla_sim.policies.baselines import AlwaysSidePolicy, ConstantPolicy, ExpertPolicy, RandomPolicy, SB3Policy
 
 POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt")
 
