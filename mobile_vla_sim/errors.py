@@ -55,3 +55,7 @@ class TrainingError(MvlaError, ValueError):
 
 class OutputError(MvlaError, ValueError):
     """An output location that cannot be written, or that holds finished work the command would overwrite."""
+
+
+class Interrupted(MvlaError, KeyboardInterrupt):
+    """Ctrl-C: the work was stopped; the message says what was kept and how to resume (exit status 130)."""

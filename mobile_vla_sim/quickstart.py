@@ -10,13 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
-from mobile_vla_sim.eval.compare import CompareConfig, compare
+from mobile_vla_sim.config import check_knobs, knob
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.errors import EvalError
-from mobile_vla_sim.eval.report import read_results, results_table
-from mobile_vla_sim.eval.rollout import EnvConfig
-from mobile_vla_sim.eval.run import EvalConfig, evaluate
-from mobile_vla_sim.policies.train import TrainConfig, train
 
 
 @dataclass
@@ -28,18 +25,24 @@ class QuickstartConfig:
     action noise and clean labels (closed-loop recovery); images at the tiny backbone's 112 px input size.
     """
 
-    out: Path = Path("runs/quickstart")
-    episodes: int = 200         # demonstrations, easy:medium:hard 2:3:2, balanced left/right
-    image_size: int = 112       # camera side for demos and eval (the tiny backbone's input size)
-    noise_std: float = 0.2      # executed-action noise in the demos (labels stay clean)
-    frozen_epochs: int = 10
-    lora_epochs: int = 6        # a LoRA epoch recomputes the backbone: ~2.5x a cached frozen epoch (25 s vs 10 s)
-    lr_head: float = 1e-3
-    lr_lora: float = 1e-4
-    eval_episodes: int = 10     # per (difficulty, task)
-    baselines: tuple[str, ...] = ("expert", "random", "constant", "always-left")
-    workers: int = 2
-    seed: int = 0
+    out: Path = knob(Path("runs/quickstart"), "everything goes below this folder; re-running resumes")
+    episodes: int = knob(200, "demonstrations to generate (easy:medium:hard 2:3:2, balanced left/right)", min=8)
+    image_size: int = knob(112, "camera side for demos and eval (the tiny backbone's input size)", min=16)
+    noise_std: float = knob(0.2, "executed-action noise in the demos (labels stay clean)", min=0.0)
+    frozen_epochs: int = knob(10, "epochs of the frozen policy", min=1)
+    lora_epochs: int = knob(6, "epochs of the LoRA policy (an epoch recomputes the backbone: ~2.5x a cached frozen "
+                            "epoch)", min=1)
+    lr_head: float = knob(1e-3, "head learning rate", min=0.0, max=1.0)
+    lr_lora: float = knob(1e-4, "LoRA learning rate", min=0.0, max=1.0)
+    eval_episodes: int = knob(10, "closed-loop episodes per (difficulty, task)", min=1)
+    baselines: tuple[str, ...] = knob(("expert", "random", "constant", "always-left"), "baselines evaluated beside "
+                                      "the two policies")
+    workers: int = knob(2, "worker processes for generation and eval", min=1)
+    seed: int = knob(0, "seed of data, training and the eval episode set", min=0)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        check_knobs(self)
 
 
 def _trained(ckpt: Path) -> bool:
@@ -48,6 +51,8 @@ def _trained(ckpt: Path) -> bool:
 
 
 def _evaluated(out: Path) -> bool:
+    from mobile_vla_sim.eval.report import read_results
+
     try:
         return not read_results(out)[0].get("interrupted", True)
     except EvalError:
@@ -56,11 +61,19 @@ def _evaluated(out: Path) -> bool:
 
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> dict[str, Path]:
     """Run every stage, skipping those already finished in `cfg.out`; return the paths a user should open."""
+    from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+    from mobile_vla_sim.eval.compare import CompareConfig, compare
+    from mobile_vla_sim.eval.report import results_table
+    from mobile_vla_sim.eval.run import EvalConfig, evaluate
+    from mobile_vla_sim.policies.config import TrainConfig
+    from mobile_vla_sim.policies.train import train
+
     out = Path(cfg.out)
     data = out / "data"
     echo(f"[1/4] generating {cfg.episodes} expert demonstrations → {data}")
-    summary = generate_dataset(GenerateConfig(episodes=cfg.episodes, out=data, workers=cfg.workers, seed=cfg.seed,
-                                              image_size=cfg.image_size, noise_std=cfg.noise_std), progress=progress)
+    env, pool = EnvConfig(image_size=cfg.image_size), PoolConfig(workers=cfg.workers)
+    summary = generate_dataset(GenerateConfig(episodes=cfg.episodes, out=data, seed=cfg.seed, noise_std=cfg.noise_std,
+                                              env=env, pool=pool), progress=progress)
     echo(f"      {summary}")
 
     ckpts: dict[str, Path] = {}
@@ -73,8 +86,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
         train(TrainConfig(data=data, mode=mode, backbone="tiny", epochs=epochs, lr_head=cfg.lr_head,
                           lr_lora=cfg.lr_lora, out=ckpts[mode], seed=cfg.seed), progress=progress)
 
-    base_eval = EvalConfig(policy="", episodes=cfg.eval_episodes, seed=cfg.seed, workers=cfg.workers,
-                           offline_data=data, env=EnvConfig(image_size=cfg.image_size))
+    base_eval = EvalConfig(policy="expert", episodes=cfg.eval_episodes, seed=cfg.seed, offline_data=data, env=env,
+                           pool=pool)
     eval_dirs: dict[str, Path] = {}
     for name in (*cfg.baselines, "frozen", "lora"):
         eval_dirs[name] = out / "eval" / name

@@ -18,11 +18,12 @@ TINY_IMAGE = 48
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """12 easy expert episodes at 48 px (6 left/right scene pairs), split train/val by the manifest."""
+    from mobile_vla_sim.config import build
     from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 
     out = tmp_path_factory.mktemp("data") / "tiny"
-    generate_dataset(GenerateConfig(episodes=12, out=out, difficulty="easy", image_size=TINY_IMAGE, workers=1, seed=0),
-                     progress=False)
+    generate_dataset(build(GenerateConfig, dict(episodes=12, out=out, difficulty="easy", image_size=TINY_IMAGE,
+                                                workers=1, seed=0)), progress=False)
     return out
 
 

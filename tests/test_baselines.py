@@ -7,7 +7,8 @@ import pytest
 
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.offline import offline_metrics
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.policies.baselines import DEFAULT_MEAN_ACTION3, ConstantPolicy, PolicyLoadError, RandomPolicy
 from mobile_vla_sim.policies.registry import load_policy
 

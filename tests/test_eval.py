@@ -14,7 +14,9 @@ from mobile_vla_sim.cli import main
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes, side_passed
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.geometry import crossing_side
+from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
 from mobile_vla_sim.policies.base import Policy
 from mobile_vla_sim.policies.baselines import PolicyLoadError
@@ -115,10 +117,10 @@ def test_evaluate_writes_results_and_videos(tmp_path):
         reader.close()
 
 
-def test_side_passed():
-    assert side_passed([[0, 0, 0], [1, 0.5, 0], [2, 0.5, 0]], [1.5, 0.0]) == "left"
-    assert side_passed([[0, 0, 0], [1, -0.5, 0], [2, -0.5, 0]], [1.5, 0.0]) == "right"
-    assert side_passed([[0, 0, 0], [1, 0.0, 0]], [1.5, 0.0]) == "none"
+def test_crossing_side():
+    assert crossing_side([1, 0.5, 0], [2, 0.5, 0], 1.5, 0.0) == "left"
+    assert crossing_side([1, -0.5, 0], [2, -0.5, 0], 1.5, 0.0) == "right"
+    assert crossing_side([0, 0, 0], [1, 0.0, 0], 1.5, 0.0) is None
 
 
 @pytest.mark.parametrize("spec, match", [("teleport", "unknown policy"), ("missing.ckpt", "not found"),

@@ -8,7 +8,8 @@ import pytest
 
 import mobile_vla_sim  # noqa: F401
 from mobile_vla_sim.envs import DIFFICULTIES
-from mobile_vla_sim.envs.expert import ScriptedExpert, run_expert_episode
+from helpers import run_expert_episode
+from mobile_vla_sim.envs.expert import ScriptedExpert
 
 
 @pytest.mark.parametrize("difficulty", list(DIFFICULTIES))

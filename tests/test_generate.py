@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobile_vla_sim.cli import main
+from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets import generate as gen
 from mobile_vla_sim.errors import ConfigMismatchError, DatasetError
 from mobile_vla_sim.datasets.generate import GenerateConfig, episode_specs, generate_dataset
@@ -20,6 +21,11 @@ from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import WindowDataset
 
 TINY = dict(difficulty="easy", image_size=48, seed=0)  # the content of the shared `tiny_dataset` fixture
+
+
+def gen_cfg(**knobs) -> GenerateConfig:
+    """A GenerateConfig from flat knobs (env and pool knobs included), as the command line builds it."""
+    return build(GenerateConfig, knobs)
 
 
 def assert_same_episodes(a: Path, b: Path, count: int) -> None:
@@ -34,17 +40,17 @@ def assert_same_episodes(a: Path, b: Path, count: int) -> None:
 
 
 def test_plan_pairs_scenes_and_mixes_difficulties():
-    specs = episode_specs(GenerateConfig(episodes=28, out="unused", seed=3))
+    specs = episode_specs(gen_cfg(episodes=28, out="unused", seed=3))
     assert [s.task for s in specs[:4]] == ["left", "right", "left", "right"]
-    assert all(specs[2 * k].scene_seed == specs[2 * k + 1].scene_seed for k in range(14))
-    assert len({s.scene_seed for s in specs}) == 14 and len({s.expert_seed for s in specs}) == 28
+    assert all(specs[2 * k].seed == specs[2 * k + 1].seed for k in range(14))
+    assert len({s.seed for s in specs}) == 14 and len({s.noise_seed for s in specs}) == 28
     assert Counter(s.difficulty for s in specs) == {"easy": 8, "medium": 12, "hard": 8}
-    assert specs[:6] == episode_specs(GenerateConfig(episodes=6, out="other", seed=3, workers=2))
-    assert specs[0].scene_seed != episode_specs(GenerateConfig(episodes=1, out="unused", seed=4))[0].scene_seed
+    assert specs[:6] == episode_specs(gen_cfg(episodes=6, out="other", seed=3, workers=2))
+    assert specs[0].seed != episode_specs(gen_cfg(episodes=1, out="unused", seed=4))[0].seed
     with pytest.raises(DatasetError, match="unknown difficulty"):
-        GenerateConfig(difficulty="extreme")
+        gen_cfg(difficulty="extreme")
     with pytest.raises(ValueError, match="drive"):
-        GenerateConfig(drive="tank")
+        gen_cfg(drive="tank")
 
 
 def test_generated_layout_and_manifest(tiny_dataset):
@@ -84,16 +90,16 @@ def test_generated_layout_and_manifest(tiny_dataset):
 
 
 def test_interrupt_resume_is_identical_to_uninterrupted(tiny_dataset, tmp_path, monkeypatch):
-    cfg = GenerateConfig(episodes=4, out=tmp_path / "ds", workers=1, **TINY)
-    real_make, calls = gen.EpisodeMaker.make, []
+    cfg = gen_cfg(episodes=4, out=tmp_path / "ds", workers=1, envs_per_worker=1, **TINY)
+    real_finish, calls = gen.DemoRecorder.finish, []
 
-    def make_then_interrupt(self, spec):
-        calls.append(spec.index)
+    def finish_then_interrupt(self, info, truncated):
+        calls.append(self.spec.index)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_make(self, spec)
+        return real_finish(self, info, truncated)
 
-    monkeypatch.setattr(gen.EpisodeMaker, "make", make_then_interrupt)
+    monkeypatch.setattr(gen.DemoRecorder, "finish", finish_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(cfg, progress=False)
     monkeypatch.undo()
@@ -114,19 +120,19 @@ def test_interrupt_resume_is_identical_to_uninterrupted(tiny_dataset, tmp_path, 
 
 
 def test_two_spawn_workers_match_one(tiny_dataset, tmp_path):
-    summary = generate_dataset(GenerateConfig(episodes=4, out=tmp_path / "ds", workers=2, **TINY), progress=False)
+    summary = generate_dataset(gen_cfg(episodes=4, out=tmp_path / "ds", workers=2, **TINY), progress=False)
     assert summary.generated == 4 and summary.episodes_per_s > 0 and summary.frames > 4
     assert_same_episodes(tmp_path / "ds", tiny_dataset, 4)
 
 
 def test_different_config_is_refused(tiny_dataset, tmp_path):
     with pytest.raises(ConfigMismatchError, match=r"seed=0 \(now 1\).*new --out"):
-        generate_dataset(GenerateConfig(episodes=12, out=tiny_dataset, workers=1, **{**TINY, "seed": 1}))
+        generate_dataset(gen_cfg(episodes=12, out=tiny_dataset, workers=1, **{**TINY, "seed": 1}))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "episode_20250101_090000_1box_hori_left_core_medium.h5").write_bytes(b"")
     with pytest.raises(ConfigMismatchError, match="no dataset.json"):
-        generate_dataset(GenerateConfig(episodes=2, out=foreign, workers=1, **TINY))
+        generate_dataset(gen_cfg(episodes=2, out=foreign, workers=1, **TINY))
 
 
 def test_cli_generate_reports_and_refuses(tiny_dataset):
@@ -142,7 +148,7 @@ def test_cli_generate_reports_and_refuses(tiny_dataset):
 
 
 def test_noise_keeps_clean_labels_in_omni_mode(tmp_path):
-    cfg = GenerateConfig(episodes=2, out=tmp_path / "noisy", workers=1, drive="omni", noise_std=0.2, **TINY)
+    cfg = gen_cfg(episodes=2, out=tmp_path / "noisy", workers=1, drive="omni", noise_std=0.2, **TINY)
     generate_dataset(cfg, progress=False)
     record = EpisodeDataset(cfg.out)[0]
     assert record.attrs["drive"] == "omni" and record.action_labels.shape == record.actions.shape

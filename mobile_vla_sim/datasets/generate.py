@@ -13,38 +13,36 @@ Choices, so that datasets are reproducible and safe to interrupt:
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
+import functools
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import gymnasium
 import numpy as np
-from tqdm.auto import tqdm
 
 from mobile_vla_sim import __version__
-from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
+from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,
                                               write_manifest)
-from mobile_vla_sim.envs import ENV_ID
-from mobile_vla_sim.envs.actions import check_drive, to_action3
+from mobile_vla_sim.envs.actions import to_action3
+from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.envs.nav_env import CONTROLS
-from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, RENDERERS
+from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, run_episodes
+from mobile_vla_sim.envs.expert import ExpertPolicy
+from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
+from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
 
 FORMAT = "mobile-vla-sim/hdf5-episodes/v1"
 #: `mix`: difficulty of scene pair k is MIX_CYCLE[k % 7], the real project's planned 2:3:2 easy:medium:hard.
 MIX_CYCLE = ("easy", "easy", "medium", "medium", "medium", "hard", "hard")
 #: Synthetic "collection" clock: a day derived from the seed, then one episode every 30 s from 09:00.
 _EPOCH, _EPISODE_SPACING_S = datetime(2025, 1, 1, 9, 0, 0), 30
-#: Config fields that do not change the content of episode i (the episode count may grow on resume).
-_FREE_FIELDS = ("episodes", "out", "workers")
+#: Knobs that do not change the content of episode i (the episode count may grow on resume).
+_FREE_KNOBS = ("episodes", "out", "workers", "envs_per_worker", "image_size_limit", "task")
 #: The parent rewrites dataset.json at most this often while workers run (after every episode it grew quadratically
 #: and took CPU from the workers); finished files are the ground truth on resume, and the final write is in `finally`.
 MANIFEST_EVERY_S = 2.0
@@ -52,58 +50,31 @@ MANIFEST_EVERY_S = 2.0
 
 @dataclass
 class GenerateConfig:
-    """What `mvla-sim generate` makes. Everything but `out`, `workers` and `episodes` fixes a dataset's content."""
+    """What `mvla-sim generate` makes. Everything but `out`, the pool and `episodes` fixes a dataset's content."""
 
-    episodes: int = 500
-    out: Path = Path("data/sim")
-    difficulty: str = "mix"  # easy | medium | hard | mix
-    workers: int = 0  # 0 = one per CPU
-    seed: int = 0
-    image_size: int = 224
-    drive: str = "diff"  # diff | omni
-    noise_std: float = 0.0  # executed-action noise (action units); the clean expert label is stored too
-    control: str = "continuous"  # the env's (and eval's) default; "pulse" is the real robot's stop-and-go
-    renderer: str = "tiny"  # "egl": PyBullet's OpenGL plugin (fast on a GPU; its images differ from TinyRenderer's)
+    episodes: int = knob(500, "episodes, balanced left/right (episodes 2k and 2k+1 share a scene)", min=1)
+    out: Path = knob(Path("data/sim"), "output folder; re-running the same command resumes it")
+    difficulty: str = knob("mix", "easy, medium, hard, or mix (easy:medium:hard 2:3:2 per scene pair)",
+                           choices=(*DIFFICULTIES, "mix"))
+    seed: int = knob(0, "base seed: the same seed and options give the same files", min=0)
+    noise_std: float = knob(0.0, "noise on the executed expert action (fraction of each action limit); the clean "
+                            "label is stored as `action_labels`", min=0.0)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        check = [
-            (self.episodes >= 1, f"--episodes must be >= 1, got {self.episodes}"),
-            (self.difficulty in (*DIFFICULTIES, "mix"), f"unknown difficulty {self.difficulty!r}; use one of "
-                                                        f"{', '.join((*DIFFICULTIES, 'mix'))}"),
-            (self.workers >= 0, f"--workers must be >= 0 (0 = one per CPU), got {self.workers}"),
-            (16 <= self.image_size <= 1024, f"--image-size must be in 16..1024, got {self.image_size}"),
-            (np.isfinite(self.noise_std) and self.noise_std >= 0, f"--noise-std must be >= 0, got {self.noise_std}"),
-            (self.control in CONTROLS, f"unknown control {self.control!r}; use one of {', '.join(CONTROLS)}"),
-            (self.renderer in RENDERERS, f"unknown renderer {self.renderer!r}; use one of {', '.join(RENDERERS)}"),
-        ]
-        for ok, message in check:
-            if not ok:
-                raise DatasetError(message)
-        try:
-            check_drive(self.drive)
-        except ValueError as err:
-            raise DatasetError(str(err)) from err
+        check_knobs(self, DatasetError)
 
     def content(self) -> dict[str, Any]:
-        """The fields that define episode content, as recorded in and compared against `dataset.json`."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_FIELDS}
+        """The knobs that define episode content, flat, as recorded in and compared against `dataset.json`."""
+        flat = {k: v for k, v in to_dict(self).items() if not isinstance(v, dict)}
+        flat.update(to_dict(self.env))
+        return {k: v for k, v in flat.items() if k not in _FREE_KNOBS}
 
-
-@dataclass(frozen=True)
-class EpisodeSpec:
-    """Everything a worker needs to make episode `index`, derived from the config alone."""
-
-    index: int
-    scene_seed: int
-    expert_seed: int
-    task: str
-    difficulty: str
-
-    @property
-    def tag(self) -> str:
-        """The `<index>` token closing the file name; how resume finds an episode's file."""
-        return f"{self.index:06d}"
+    def content_defaults(self) -> dict[str, Any]:
+        """What an older `dataset.json` that lacks a later knob had: its default."""
+        return GenerateConfig(out=self.out).content()
 
 
 @dataclass
@@ -141,14 +112,19 @@ def _derived_seed(*words: int) -> int:
 
 
 def episode_specs(cfg: GenerateConfig) -> list[EpisodeSpec]:
-    """The plan: episode i's scene seed, expert seed, task and difficulty, a pure function of (cfg, i)."""
+    """The plan: episode i's scene seed, noise seed, task and difficulty, a pure function of (cfg, i)."""
     specs = []
     for i in range(cfg.episodes):
         pair = i // 2
         difficulty = MIX_CYCLE[pair % len(MIX_CYCLE)] if cfg.difficulty == "mix" else cfg.difficulty
-        specs.append(EpisodeSpec(index=i, scene_seed=_derived_seed(cfg.seed, pair), expert_seed=_derived_seed(
-            cfg.seed, i, 1), task=("left", "right")[i % 2], difficulty=difficulty))
+        specs.append(EpisodeSpec(index=i, seed=_derived_seed(cfg.seed, pair), noise_seed=_derived_seed(cfg.seed, i, 1),
+                                 task=("left", "right")[i % 2], difficulty=difficulty))
     return specs
+
+
+def _tag(index: int) -> str:
+    """The `<index>` token closing a file name; how resume finds an episode's file."""
+    return f"{index:06d}"
 
 
 def _collection_time(cfg: GenerateConfig, index: int) -> datetime:
@@ -161,66 +137,55 @@ def _time_period(moment: datetime) -> str:
         else "night"
 
 
-class EpisodeMaker:
-    """Runs the scripted expert in one env (kept across episodes) and writes each episode to `out`."""
+class DemoRecorder:
+    """Worker-side handler of the episode engine: collects one expert episode and writes it as an HDF5 file."""
 
     def __init__(self, cfg: GenerateConfig):
-        from mobile_vla_sim.envs.expert import ScriptedExpert  # the env package registers MobileVLA/Nav-v0
+        self.cfg = cfg
+        self._zero = np.zeros(3, np.float32)
+        self.abort()
 
-        self.cfg, self._expert_cls = cfg, ScriptedExpert
-        self.env = gymnasium.make(ENV_ID, drive=cfg.drive, control=cfg.control, image_size=cfg.image_size,
-                                  renderer=cfg.renderer,
-                                  difficulty="easy" if cfg.difficulty == "mix" else cfg.difficulty)
+    def start(self, spec: EpisodeSpec, obs: dict, info: dict) -> None:
+        self.spec = spec
+        self.steps = [(obs, info["robot_pose"], self._zero, self._zero)]  # frame 0: episode_start, zero action
 
-    def close(self) -> None:
-        self.env.close()
+    def step(self, action: np.ndarray, executed: np.ndarray, obs: dict, info: dict, done: bool) -> None:
+        drive = self.cfg.env.drive
+        self.steps.append((obs, info["robot_pose"], to_action3(executed, drive), to_action3(action, drive)))
 
-    def rollout(self, spec: EpisodeSpec) -> tuple[EpisodeRecord, dict[str, Any]]:
-        """One expert episode as a record (file name not yet set) plus the final `info`."""
-        obs, info = self.env.reset(seed=spec.scene_seed, options={"task": spec.task, "difficulty": spec.difficulty})
-        expert = self._expert_cls(drive=self.cfg.drive, noise_std=self.cfg.noise_std, seed=spec.expert_seed)
-        expert.reset(spec.task)
-        zero = np.zeros(3, np.float32)
-        steps = [(obs, info["robot_pose"], zero, zero)]  # frame 0: episode_start, zero action
-        done = False
-        while not done:
-            executed, label = expert.act_with_label(obs)
-            obs, _, terminated, truncated, info = self.env.step(executed)
-            done = terminated or truncated
-            steps.append((obs, info["robot_pose"], to_action3(executed, self.cfg.drive),
-                          to_action3(label, self.cfg.drive)))
-        observations, poses, actions, labels = zip(*steps)
-        record = EpisodeRecord(
-            images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
-            instruction=info["instruction"], name="", task=spec.task, difficulty=spec.difficulty,
-            seed=spec.scene_seed, scenario=info["scenario"], success=bool(info["success"]),
-            robot_poses=np.asarray(poses, np.float32), states=np.stack([o["state"] for o in observations]),
-            action_labels=np.stack(labels) if self.cfg.noise_std > 0 else None)
-        return record, info
-
-    def make(self, spec: EpisodeSpec) -> dict[str, Any]:
-        """Roll out, name and atomically write episode `spec`; return its manifest entry."""
-        record, info = self.rollout(spec)
-        moment = _collection_time(self.cfg, spec.index)
+    def finish(self, info: dict, truncated: bool) -> dict[str, Any]:
+        """Name and atomically write the episode; return its manifest entry."""
+        spec, cfg = self.spec, self.cfg
+        observations, poses, actions, labels = zip(*self.steps)
+        self.abort()
+        moment = _collection_time(cfg, spec.index)
         num_boxes = int(info["scenario"].split("box_")[0])
         name = episode_file_name(date=moment.strftime("%Y%m%d"), time=moment.strftime("%H%M%S"),
                                  num_boxes=num_boxes, side=spec.task, variant=info["variant"],
-                                 distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=spec.tag)
-        record.name = Path(name).stem
-        step_s = CONTROL_PERIOD + (BRAKE_TIME if self.cfg.control == "pulse" else 0.0)
+                                 distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
+        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.control == "pulse" else 0.0)
+        record = EpisodeRecord(
+            images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
+            instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
+            seed=spec.seed, scenario=info["scenario"], success=bool(info["success"]),
+            robot_poses=np.asarray(poses, np.float32), states=np.stack([o["state"] for o in observations]),
+            action_labels=np.stack(labels) if cfg.noise_std > 0 else None)
         record.attrs = {
             "total_duration": step_s * (record.num_frames - 1),
             "time_period": _time_period(moment),
             "collection_datetime": moment.isoformat(),
             "variant": info["variant"], "distance": info["obstacle_distance"], "num_boxes": num_boxes,
-            "episode_index": spec.index, "expert_seed": spec.expert_seed, "generation_seed": self.cfg.seed,
-            "drive": self.cfg.drive, "control": self.cfg.control, "image_size": self.cfg.image_size,
-            "noise_std": self.cfg.noise_std, "generator": f"mobile-vla-sim {__version__}",
+            "episode_index": spec.index, "expert_seed": spec.noise_seed, "generation_seed": cfg.seed,
+            "drive": cfg.env.drive, "control": cfg.env.control, "image_size": cfg.env.image_size,
+            "noise_std": cfg.noise_std, "generator": f"mobile-vla-sim {__version__}",
             **{key: bool(info[key]) for key in ("collision", "wrong_side", "out_of_bounds")},
             **{key: float(info[key]) for key in ("distance_to_goal", "path_length", "shortest_path_length")},
         }
-        path = write_episode(self.cfg.out / name, record)
+        path = write_episode(cfg.out / name, record)
         return episode_entry(path, record)
+
+    def abort(self) -> None:
+        self.steps: list = []
 
 
 def episode_entry(path: Path, record: EpisodeRecord) -> dict[str, Any]:
@@ -230,39 +195,6 @@ def episode_entry(path: Path, record: EpisodeRecord) -> dict[str, Any]:
             "scenario": record.scenario, "instruction": record.instruction, "split": assign_split(record.seed),
             "success": record.success, "collision": record.attrs.get("collision"), "num_frames": record.num_frames,
             "_moments": action_moments(record.targets[1:])}
-
-
-# --- worker processes --------------------------------------------------------------------------------------------
-_MAKER: EpisodeMaker | None = None
-
-
-def _init_worker(cfg: GenerateConfig) -> None:
-    global _MAKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
-    _MAKER = EpisodeMaker(cfg)
-
-
-def _work(spec: EpisodeSpec) -> dict[str, Any]:
-    assert _MAKER is not None, "worker used before _init_worker"
-    return _MAKER.make(spec)
-
-
-def _run(cfg: GenerateConfig, todo: list[EpisodeSpec], workers: int) -> Iterator[dict[str, Any]]:
-    """Entries of `todo` as they finish: in-process for one worker, else a spawn pool (terminated on exit)."""
-    if workers == 1:
-        maker = EpisodeMaker(cfg)
-        try:
-            yield from map(maker.make, todo)
-        finally:
-            maker.close()
-        return
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
-    try:
-        yield from pool.imap_unordered(_work, todo)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 # --- the driver --------------------------------------------------------------------------------------------------
@@ -286,7 +218,7 @@ def _check_folder(cfg: GenerateConfig) -> None:
                                       "unknown; generate into an empty or new --out folder")
         return
     old, new = manifest.get("config", {}), cfg.content()
-    defaults = {f.name: f.default for f in fields(GenerateConfig)}  # a field added later: old folders had its default
+    defaults = cfg.content_defaults()  # a knob added later: old folders had its default
     diff = {k: (old.get(k, defaults[k]), v) for k, v in new.items() if old.get(k, defaults[k]) != v}
     if diff or manifest.get("format") != FORMAT:
         what = ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()) or f"format {manifest.get('format')}"
@@ -306,7 +238,10 @@ def _manifest(cfg: GenerateConfig, entries: dict[int, dict[str, Any]], complete:
 
 
 def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
-    """Make (or finish) the dataset described by `cfg` in `cfg.out`; see the module docstring for the guarantees."""
+    """Make (or finish) the dataset described by `cfg` in `cfg.out`; see the module docstring for the guarantees.
+
+    Ctrl-C keeps every finished episode (listed in `dataset.json`) and re-raises KeyboardInterrupt.
+    """
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_folder(cfg)
     specs = episode_specs(cfg)
@@ -321,23 +256,26 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
                 found.pop(spec.index).unlink()  # unreadable (e.g. copied partially): make it again
     todo = [s for s in specs if s.index not in entries]
     write_manifest(cfg.out, _manifest(cfg, entries, complete=not todo))
-    workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
     start, frames, saved_at = time.perf_counter(), 0, time.perf_counter()
-    successes = sum(bool(e["success"]) for e in entries.values())
-    with tqdm(total=len(specs), initial=len(entries), unit="ep", desc="generate", disable=not progress,
-              dynamic_ncols=True) as bar:
-        try:
-            for entry in _run(cfg, todo, workers) if todo else ():
-                entries[entry["index"]] = entry
-                frames += entry["num_frames"]
-                successes += bool(entry["success"])
-                if time.perf_counter() - saved_at > MANIFEST_EVERY_S:
-                    write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
-                    saved_at = time.perf_counter()
-                bar.set_postfix(success=f"{successes / len(entries):.0%}", refresh=False)
-                bar.update()
-        finally:  # also on Ctrl-C or a worker error: the manifest lists every finished file
-            write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
-    return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),
-                           successes=successes, frames=frames, seconds=time.perf_counter() - start)
 
+    def keep(entry: dict[str, Any]) -> None:
+        nonlocal frames, saved_at
+        entries[entry["index"]] = entry
+        frames += entry["num_frames"]
+        if time.perf_counter() - saved_at > MANIFEST_EVERY_S:
+            write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
+            saved_at = time.perf_counter()
+
+    interrupted = False
+    try:
+        if todo:
+            interrupted = run_episodes(ExpertPolicy(cfg.env.drive), todo, cfg.env, functools.partial(DemoRecorder, cfg),
+                                       cfg.pool, action_noise=cfg.noise_std, progress=progress, on_result=keep,
+                                       desc="generate").interrupted
+    finally:  # also on a worker error: the manifest lists every finished file
+        write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
+    if interrupted:
+        raise KeyboardInterrupt
+    return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),
+                           successes=sum(bool(e["success"]) for e in entries.values()), frames=frames,
+                           seconds=time.perf_counter() - start)

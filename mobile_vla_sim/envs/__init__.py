@@ -1,7 +1,7 @@
 """Simulation: scenario sampling, difficulty table, PyBullet world, the Gymnasium env and the scripted expert.
 
 Importing this package registers `MobileVLA/Nav-v0` (one id; task, difficulty and drive are keyword
-arguments of `gymnasium.make`). PyBullet is only imported when the env or the expert is first used.
+fields of `EnvConfig`, passed to `make_env(cfg)` or as keyword arguments of `gymnasium.make`). PyBullet is only imported when the env or the expert is first used.
 In a fresh (spawned) worker process, `gymnasium.make("mobile_vla_sim:MobileVLA/Nav-v0", ...)` imports the
 package, and so registers the id, before making the env.
 """
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import gymnasium
 
+from mobile_vla_sim.envs.config import ENV_ID, EnvConfig, make_env
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES, difficulty_table_markdown
 from mobile_vla_sim.envs.instructions import INSTRUCTION_TEMPLATES, instruction_for
-
-ENV_ID = "MobileVLA/Nav-v0"
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="mobile_vla_sim.envs.nav_env:NavEnv")
 
-__all__ = ["ENV_ID", "NavEnv", "ScriptedExpert", "DIFFICULTIES", "INSTRUCTION_TEMPLATES", "instruction_for",
+__all__ = ["ENV_ID", "EnvConfig", "make_env", "NavEnv", "ScriptedExpert", "DIFFICULTIES", "INSTRUCTION_TEMPLATES", "instruction_for",
            "difficulty_table_markdown", "decode_state"]
 
 

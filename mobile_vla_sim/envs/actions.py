@@ -47,3 +47,9 @@ def from_action3(a3, drive: str) -> np.ndarray:
     if a3.shape[-1] != 3:
         raise ValueError(f"expected [linear_x, linear_y, angular_z] on the last axis, got shape {a3.shape}")
     return a3[..., list(LAYOUT_DIMS[check_drive(drive)])].copy()
+
+
+def noisy_action(action, rng: np.random.Generator, noise_std: float, limits: np.ndarray) -> np.ndarray:
+    """`action` plus Gaussian noise of `noise_std` times each limit, clipped to the limits (demonstration noise)."""
+    noisy = np.asarray(action, dtype=np.float32) + rng.normal(0.0, noise_std, np.shape(limits)) * limits
+    return np.clip(noisy, -limits, limits).astype(np.float32)

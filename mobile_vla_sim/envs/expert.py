@@ -10,7 +10,10 @@ import math
 
 import numpy as np
 
-from mobile_vla_sim.envs.actions import LIMITS3, MAX_ANGULAR, MAX_LINEAR, action_limits, check_drive, from_action3
+from typing import Sequence
+
+from mobile_vla_sim.envs.actions import (LIMITS3, MAX_ANGULAR, MAX_LINEAR, action_limits, check_drive, from_action3,
+                                         noisy_action)
 from mobile_vla_sim.envs.geometry import Rect, plan_path, point_along
 from mobile_vla_sim.envs.instructions import check_task
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS
@@ -55,8 +58,7 @@ class ScriptedExpert:
         label = self.clean_action(obs)
         if self.noise_std == 0:
             return label.copy(), label
-        noisy = label + self._rng.normal(0.0, self.noise_std, label.shape) * self._limits
-        return np.clip(noisy, -self._limits, self._limits).astype(np.float32), label
+        return noisy_action(label, self._rng, self.noise_std, self._limits), label
 
     def clean_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Noise-free action from the privileged state."""
@@ -89,16 +91,32 @@ class ScriptedExpert:
         return from_action3(np.clip(a3, -LIMITS3, LIMITS3), self.drive)
 
 
-def run_expert_episode(env, expert: ScriptedExpert, seed: int, task: str | None = None,
-                       expert_task: str | None = None) -> dict:
-    """Roll `expert` through one episode of `env` (reset with `seed`, `task`); returns the final info.
+class ExpertPolicy:
+    """The scripted expert behind the batched policy interface, one expert per slot (the upper bound on success).
 
-    `expert_task` makes the expert go the other way than the env's task (to test wrong-side detection).
+    It reads the task from the state's one-hot, or always takes `side` when one is given. Only the privileged state
+    is needed, so rollout workers send it no image (`inputs`).
     """
-    obs, info = env.reset(seed=seed, options={"task": task} if task else None)
-    expert.reset(expert_task)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        done = terminated or truncated
-    return info
+
+    name = "expert"
+    inputs = ("state",)
+
+    def __init__(self, drive: str = "diff", seed: int = 0, side: str | None = None):
+        self.drive = check_drive(drive)
+        self.seed, self.side = seed, None if side is None else check_task(side)
+        self._experts: dict[int, ScriptedExpert] = {}
+
+    def reset(self, instruction: str, slot: int = 0) -> None:
+        expert = ScriptedExpert(drive=self.drive, seed=self.seed)
+        expert.reset(self.side)  # None: the task one-hot in the privileged state
+        self._experts[slot] = expert
+
+    def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        states = obs["state"]
+        return np.stack([self._experts[s].act({"state": states[i]}) for i, s in enumerate(slots)]).astype(np.float32)
+
+    def act(self, obs: dict[str, np.ndarray], slot: int = 0) -> np.ndarray:
+        return self.act_batch({k: np.asarray(v)[None] for k, v in obs.items()}, [slot])[0]
+
+    def close(self) -> None:
+        self._experts.clear()

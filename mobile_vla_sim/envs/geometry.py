@@ -56,12 +56,24 @@ def segment_hits(p, q, r: Rect) -> bool:
     return True
 
 
+def _y_at(p, q, x: float) -> float:
+    """y of segment p-q where it meets the line x = const."""
+    return p[1] + (x - p[0]) / (q[0] - p[0]) * (q[1] - p[1])
+
+
 def passes_on_side(p, q, r: Rect, sign: float) -> bool:
     """False if the segment crosses the box's centre line x = cx on the other side than `sign` (+1 left)."""
     if (p[0] - r.cx) * (q[0] - r.cx) > 0 or abs(q[0] - p[0]) < 1e-12:
         return True
-    y = p[1] + (r.cx - p[0]) / (q[0] - p[0]) * (q[1] - p[1])
-    return sign * (y - r.cy) > 0
+    return sign * (_y_at(p, q, r.cx) - r.cy) > 0
+
+
+def crossing_side(p, q, box_x: float, box_y: float) -> str | None:
+    """Side ('left' = +y, or 'right') on which a forward move p -> q crosses a box's centre line x = box_x, or None
+    if this move does not cross it. The one definition of "went around the box on the left/right"."""
+    if not p[0] < box_x <= q[0]:
+        return None
+    return "left" if _y_at(p, q, box_x) > box_y else "right"
 
 
 def plan_path(start, goal, rects: list[Rect], side: str) -> list[np.ndarray]:

@@ -3,74 +3,116 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from mobile_vla_sim.envs.actions import action_limits, check_drive, to_action3
+from mobile_vla_sim.envs.actions import action_limits, to_action3
+from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import get_difficulty
-from mobile_vla_sim.envs.geometry import Rect, plan_path, polyline_length
+from mobile_vla_sim.envs.geometry import Rect, crossing_side, plan_path, polyline_length
 from mobile_vla_sim.envs.instructions import TASKS, check_task, instruction_for
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS, Scenario, sample_scenario
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, ROBOT_HALF_WIDTH, BulletWorld
 from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM, encode_state
+from mobile_vla_sim.errors import ConfigError
 
-CONTROLS = ("continuous", "pulse")
 _RESET_OPTIONS = ("task", "difficulty")
-# Reward: progress along the shortest path on the instructed side, a bonus on success, penalties on failures.
-_R_SUCCESS, _R_COLLISION, _R_WRONG_SIDE, _R_STEP = 10.0, -5.0, -5.0, -0.01
+#: Reward terms (see the class docstring).
+R_SUCCESS, R_COLLISION, R_WRONG_SIDE, R_STEP = 10.0, -5.0, -5.0, -0.01
+
+Obs = dict[str, np.ndarray]
 
 
 class NavEnv(gym.Env):
-    """Differential-drive (or holonomic) robot in a corridor, seen through its forward camera.
+    """A small mobile robot in an indoor corridor must go around the box(es) on the side its instruction names and
+    reach the point in front of a beverage bottle, seen only through its forward camera.
 
-    One step drives for CONTROL_PERIOD (0.4 s). `control="continuous"` keeps moving while the frame is
-    taken; `"pulse"` brakes to a stop after the 0.4 s first, as the real stop-and-go robot did.
-    The episode ends (terminated) when the robot gets inside the goal radius in front of the bottle (no need
-    to stop there), collides, or leaves the arena; it is truncated at `max_steps`. Success = inside the goal
-    radius, every box passed on the instructed side, no collision. The instruction is in `info` and
-    `self.instruction`, never in the observation (see SPEC §4).
+    ## Description
+    A PyBullet corridor (grey tile floor, white walls) with one box (easy, medium) or two staggered boxes (hard) in
+    the middle and a dark bottle with a green cap behind them; the robot starts in front of the first box. The
+    instruction (e.g. "Navigate around obstacles and reach the front of the beverage bottle on the left") says which
+    side. The scene depends on the reset seed and the difficulty only, never on the task: left and right episodes
+    with one seed share their scene, so the image alone cannot tell the way. Difficulty levels are one table,
+    `mobile_vla_sim.envs.difficulty.DIFFICULTIES` (box sizes and offsets, start noise, clutter, colour, light,
+    texture and camera jitter, actuation noise, step limit).
+
+    ## Action Space
+    `Box(float32)` in the robot frame, one step = a 0.4 s command:
+    * `drive="diff"` (default): `(linear_x m/s in [-0.5, 0.5], angular_z rad/s in [-1.5, 1.5])`;
+    * `drive="omni"` (the real holonomic base): `(linear_x, linear_y, angular_z)`, +y left.
+    `control="pulse"` brakes to a stop after each 0.4 s command before the image is taken (the real stop-and-go).
+    NaN is replaced by 0 and out-of-range values are clipped; both are flagged in `info`.
+
+    ## Observation Space
+    `Dict(image=Box(uint8, (S, S, 3)) RGB from the camera 0.35 m high with a 90 degree field of view,
+    state=Box(float32, (STATE_DIM,)))`. `state` is privileged (pose, velocity, goal and boxes in the robot frame,
+    task one-hot; `mobile_vla_sim.envs.state`) for the scripted expert and RL baselines; a VLA policy reads `image`
+    and the instruction, which is in `info["instruction"]` and never in the observation arrays.
+
+    ## Rewards
+    `r_t = (g_{t-1} - g_t) + R_STEP + R_SUCCESS * success + R_COLLISION * collision_t + R_WRONG_SIDE * wrong_t`,
+    where `g` is the length of the shortest path to the goal that passes the remaining boxes on the instructed side
+    (progress along it is rewarded), `R_STEP = -0.01`, `R_SUCCESS = 10`, `R_COLLISION = -5` on every step while in
+    collision, and `R_WRONG_SIDE = -5` once, at the step the robot crosses a box's centre line on the wrong side.
+
+    ## Starting State
+    The robot stands at rest near the origin facing +x (position and heading noise per difficulty); the first box
+    is 0.85, 1.1 or 1.4 m ahead (close, medium, far), the bottle 0.95-1.2 m beyond the last box.
+
+    ## Episode End
+    Terminated when the robot gets within `GOAL_RADIUS` (0.25 m) of the goal point 0.4 m in front of the bottle, when
+    it touches a wall, box, bottle or clutter, or when it leaves the arena. Truncated after `max_steps` steps (the
+    difficulty's limit unless `max_steps` is given). Success = reached the goal, every box passed on the
+    instructed side, no collision.
+
+    ## Arguments
+    `gymnasium.make("MobileVLA/Nav-v0", config=EnvConfig(...), render_mode=None | "rgb_array", **overrides)`: every
+    knob is a field of `mobile_vla_sim.envs.config.EnvConfig` (task, difficulty, drive, control, image_size,
+    renderer, max_steps, action_latency, action_scale, camera_noise, instructions, ...); keyword overrides replace
+    single fields (`gymnasium.make("MobileVLA/Nav-v0", task="left", difficulty="hard")`). `render()` with
+    `render_mode="rgb_array"` returns a top-down view of the arena. `reset(seed=s, options={"task": ...,
+    "difficulty": ...})` picks the episode: the same seed gives bit-identical images and trajectories in any process.
+
+    ## Info
+    Every `reset` and `step` returns: `instruction`, `task`, `difficulty`, `scenario` (real-data name, e.g.
+    `1box_hori_left`), `variant` (core|variant), `obstacle_distance` (close|medium|far), `success`, `collision`,
+    `wrong_side`, `out_of_bounds` (bools, latched), `distance_to_goal` (m), `path_length` (m driven),
+    `shortest_path_length` (m, from the start, for SPL), `robot_pose` (x, y, yaw), `boxes` ((n, 4) world
+    `cx, cy, half_x, half_y`), `goal` ((2,) world x, y), `sides_passed` (per box: "left", "right" or None until the
+    robot first crosses its centre line), `action_nan`, `action_clipped` (this step), `steps`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1.0 / CONTROL_PERIOD}
 
-    def __init__(self, task: str | None = None, difficulty: str = "easy", drive: str = "diff",
-                 control: str = "continuous", image_size: int = 224, render_mode: str | None = None,
-                 max_steps: int | None = None, renderer: str = "tiny", action_latency: int = 0,
-                 action_scale: float = 1.0, camera_noise: float = 0.0, instruction_template: str = "bottle"):
-        self.task = None if task is None else check_task(task)
-        self.difficulty = get_difficulty(difficulty).name
-        self.drive = check_drive(drive)
-        if control not in CONTROLS:
-            raise ValueError(f"unknown control {control!r}: use one of {CONTROLS}")
+    def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **overrides: Any):
+        try:
+            cfg = replace(config or EnvConfig(), **overrides)
+        except TypeError as err:
+            raise ConfigError(f"unknown env option: {err}; see EnvConfig for the valid ones") from None
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"unknown render_mode {render_mode!r}: use None or 'rgb_array'")
-        if int(image_size) < 16:
-            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
-        if max_steps is not None and int(max_steps) < 1:
-            raise ValueError(f"max_steps must be a positive number of steps or None, got {max_steps}")
-        if int(action_latency) < 0 or not np.isfinite(action_scale) or not 0 <= camera_noise < np.inf:
-            raise ValueError("action_latency must be >= 0 steps, action_scale finite, camera_noise >= 0 (0..255 scale)")
-        instruction_for("left", instruction_template)  # validate early
-        self.control, self.render_mode, self.image_size = control, render_mode, int(image_size)
-        self.max_steps_override = None if max_steps is None else int(max_steps)
-        self.action_latency, self.action_scale = int(action_latency), float(action_scale)
-        self.camera_noise, self.instruction_template = float(camera_noise), instruction_template
-
+            raise ConfigError(f"unknown render_mode {render_mode!r}: use None or 'rgb_array'")
+        self.config, self.render_mode = cfg, render_mode
+        self.task, self.difficulty, self.drive = cfg.task, cfg.difficulty, cfg.drive
+        self.image_size = cfg.image_size
         self._limits = action_limits(self.drive)
         self.action_space = spaces.Box(-self._limits, self._limits, dtype=np.float32)
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8),
             "state": spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), dtype=np.float32),
         })
-        self._world = BulletWorld(self.image_size, renderer, self.drive)
+        self._world: BulletWorld | None = BulletWorld(self.image_size, cfg.renderer, self.drive)
         self.scenario: Scenario | None = None
         self.instruction = ""
         self.episode_task = self.task
 
     # ---- gymnasium API -----------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Obs, dict[str, Any]]:
+        if self._world is None:
+            raise RuntimeError("this env was closed; make a new one with make_env(cfg) or gymnasium.make")
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = set(options) - set(_RESET_OPTIONS)
@@ -82,23 +124,25 @@ class NavEnv(gym.Env):
         scene_seed = int(self.np_random.integers(2**63 - 1))
         task = options.get("task") or self.task or TASKS[int(self.np_random.integers(2))]
         self.episode_task = check_task(task)
-        self.instruction = instruction_for(self.episode_task, self.instruction_template)
+        self.instruction = instruction_for(self.episode_task, self.config.instructions)
         self.scenario = sample_scenario(np.random.default_rng(scene_seed), self.difficulty)
         self._world.build(self.scenario)
         self._d = get_difficulty(self.difficulty)
-        self.max_steps = self.max_steps_override or self._d.max_steps
+        self.max_steps = self.config.max_steps or self._d.max_steps
         self._rects = [Rect(b.x, b.y, b.hx, b.hy).inflated(ROBOT_HALF_WIDTH) for b in self.scenario.boxes]
         self._goal = self.scenario.goal
         pose = self._world.pose()
         self._prev_geo = self._geodesic(pose)
         self._shortest = self._prev_geo
-        self._pending = deque(np.zeros((self.action_latency, len(self._limits)), np.float32))
+        self._pending = deque(np.zeros((self.config.action_latency, len(self._limits)), np.float32))
         self._steps, self._path_length = 0, 0.0
         self._collision = self._wrong_side = self._out_of_bounds = self._success = False
-        self._passed: dict[int, str] = {}
+        self._passed: list[str | None] = [None] * len(self.scenario.boxes)
         return self._observe(pose), self._info(pose, nan=False, clipped=False)
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        if self._world is None:
+            raise RuntimeError("this env was closed; make a new one with make_env(cfg) or gymnasium.make")
         if self.scenario is None:
             raise RuntimeError("call reset() before step()")
         action = np.array(action, dtype=np.float32).reshape(-1)
@@ -106,7 +150,7 @@ class NavEnv(gym.Env):
             raise ValueError(f"a {self.drive!r} action has {len(self._limits)} values, got {action.size}")
         nan = not np.isfinite(action).all()
         action[~np.isfinite(action)] = 0.0
-        action *= self.action_scale
+        action *= self.config.action_scale
         clipped = bool((np.abs(action) > self._limits + 1e-6).any())
         action = np.clip(action, -self._limits, self._limits)
         self._pending.append(action)
@@ -114,7 +158,7 @@ class NavEnv(gym.Env):
         if self._d.actuation_noise > 0:
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
-        brake = BRAKE_TIME if self.control == "pulse" else 0.0
+        brake = BRAKE_TIME if self.config.control == "pulse" else 0.0
         self._collision |= self._world.drive_for(command, CONTROL_PERIOD, brake)
         pose = self._world.pose()
         self._steps += 1
@@ -124,33 +168,35 @@ class NavEnv(gym.Env):
         self._out_of_bounds = not (x0 <= pose[0] <= x1 and abs(pose[1]) <= self.scenario.half_width)
         reached = self._distance(pose) < GOAL_RADIUS
         self._success = (reached and not self._collision and not self._wrong_side
-                         and len(self._passed) == len(self.scenario.boxes))
+                         and None not in self._passed)
         terminated = reached or self._collision or self._out_of_bounds
         truncated = not terminated and self._steps >= self.max_steps
         geo = self._geodesic(pose)
-        reward = (self._prev_geo - geo + _R_STEP + _R_SUCCESS * self._success
-                  + _R_COLLISION * self._collision + _R_WRONG_SIDE * newly_wrong)
+        reward = (self._prev_geo - geo + R_STEP + R_SUCCESS * self._success
+                  + R_COLLISION * self._collision + R_WRONG_SIDE * newly_wrong)
         self._prev_geo = geo
         return self._observe(pose), float(reward), terminated, truncated, self._info(pose, nan, clipped)
 
-    def render(self):
-        if self.render_mode == "rgb_array" and self.scenario is not None:
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array" and self.scenario is not None and self._world is not None:
             return self._world.topdown_image()
         return None
 
-    def close(self):
-        self._world.close()
+    def close(self) -> None:
+        if self._world is not None:
+            self._world.close()
+            self._world = None
 
     # ---- helpers -----------------------------------------------------------------------------
     def _track_sides(self, before, after) -> bool:
-        """Record on which side the robot crossed each box's centre line; True if a wrong crossing happened now."""
+        """Record the side of each box's first crossing; True if a wrong crossing happened at this step."""
         newly_wrong = False
         for i, b in enumerate(self.scenario.boxes):
-            if before[0] < b.x <= after[0]:
-                y = before[1] + (b.x - before[0]) / (after[0] - before[0]) * (after[1] - before[1])
-                self._passed[i] = "left" if y > b.y else "right"
-                if self._passed[i] != self.episode_task and not self._wrong_side:
-                    self._wrong_side = newly_wrong = True
+            side = crossing_side(before, after, b.x, b.y)
+            if side is not None and self._passed[i] is None:
+                self._passed[i] = side
+            if side is not None and side != self.episode_task and not self._wrong_side:
+                self._wrong_side = newly_wrong = True
         return newly_wrong
 
     def _distance(self, pose) -> float:
@@ -161,15 +207,15 @@ class NavEnv(gym.Env):
         start = np.array(pose[:2])
         return polyline_length(start, plan_path(start, self._goal, self._rects, self.episode_task))
 
-    def _observe(self, pose) -> dict[str, np.ndarray]:
+    def _observe(self, pose) -> Obs:
         image = self._world.camera_image()
-        if self.camera_noise > 0:
-            noisy = image + self.np_random.normal(0.0, self.camera_noise, image.shape)
+        if self.config.camera_noise > 0:
+            noisy = image + self.np_random.normal(0.0, self.config.camera_noise, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
         return {"image": image, "state": state}
 
-    def _info(self, pose, nan: bool, clipped: bool) -> dict:
+    def _info(self, pose, nan: bool, clipped: bool) -> dict[str, Any]:
         s = self.scenario
         return {
             "instruction": self.instruction, "task": self.episode_task, "difficulty": self.difficulty,
@@ -178,5 +224,6 @@ class NavEnv(gym.Env):
             "out_of_bounds": self._out_of_bounds, "distance_to_goal": self._distance(pose),
             "path_length": self._path_length, "shortest_path_length": self._shortest,
             "robot_pose": np.array(pose, dtype=np.float64), "action_nan": nan, "action_clipped": clipped,
-            "steps": self._steps,
+            "steps": self._steps, "boxes": np.array([(b.x, b.y, b.hx, b.hy) for b in s.boxes], dtype=np.float64),
+            "goal": np.array(self._goal, dtype=np.float64), "sides_passed": tuple(self._passed),
         }

@@ -56,6 +56,7 @@ with _quiet_c_output():
 import pybullet_data
 from pybullet_utils import bullet_client
 
+from mobile_vla_sim.envs.config import RENDERERS
 from mobile_vla_sim.envs.scenario import Scenario
 
 ASSETS = files("mobile_vla_sim.assets")
@@ -73,9 +74,6 @@ WHEEL_FORCE = 3.0          # motor torque limit per wheel (N m)
 #: Half width of the robot footprint (wheels included) and the radius of the circle enclosing it (m).
 ROBOT_HALF_WIDTH = 0.16
 ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
-
-#: Camera renderers: PyBullet's TinyRenderer (CPU) and its EGL plugin (OpenGL, fast on a GPU).
-RENDERERS = ("tiny", "egl")
 
 CAMERA_HEIGHT = 0.35       # m above the floor
 CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast)

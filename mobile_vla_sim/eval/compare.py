@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from mobile_vla_sim.config import knob
 from mobile_vla_sim.eval.episodes import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
@@ -49,16 +50,15 @@ REPRESENTATIONS: dict[str, tuple[str, int | None, str]] = {
 class CompareConfig:
     """What to compare and where to write the report."""
 
-    checkpoint_a: Path
-    checkpoint_b: Path
-    data: Path
-    #: `mvla-sim eval --out` directories of A and B; None = closed-loop part "not run".
-    eval_dirs: tuple[Path, Path] | None = None
-    out: Path = Path("runs/compare")
-    #: Validation windows probed for features (same windows for both policies).
-    max_windows: int = 64
-    seed: int = 0
-    alpha: float = 0.05
+    checkpoint_a: Path = knob(help="first checkpoint (A, e.g. frozen)", argument=True)
+    checkpoint_b: Path = knob(help="second checkpoint (B, e.g. LoRA)", argument=True)
+    data: Path = knob(help="dataset folder; both policies are probed on the same windows of its val split")
+    eval_dirs: tuple[Path, Path] | None = knob(None, "`mvla-sim eval --out` folders of A and B, for the paired "
+                                               "closed-loop comparison", flag="--eval", nargs=2)
+    out: Path = knob(Path("runs/compare"), "folder for report.md, compare.json and plots")
+    max_windows: int = knob(64, "validation windows probed (the same for both policies)", min=2)
+    seed: int = knob(0, "window sampling and t-SNE seed", min=0)
+    alpha: float = knob(0.05, "significance level of the McNemar test", min=0.0, max=1.0)
 
     def __post_init__(self) -> None:
         self.checkpoint_a, self.checkpoint_b = Path(self.checkpoint_a), Path(self.checkpoint_b)

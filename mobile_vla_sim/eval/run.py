@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mobile_vla_sim.config import check_knobs, knob, to_dict
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.envs.instructions import TASKS
+from mobile_vla_sim.config import parse_choices
 from mobile_vla_sim.eval.episodes import EpisodeSpec, episode_set
-from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import write_results
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.eval.report import read_results, write_results
+from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.errors import EvalError, MvlaError, OutputError
+from mobile_vla_sim.paths import check_output_dir
+
+#: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
+_RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data")
 
 
 @dataclass
 class EvalConfig:
     """What to evaluate and how; `episodes` is per (difficulty, task)."""
 
-    policy: str
-    difficulty: str = "all"
-    task: str = "both"
-    episodes: int = 10
-    seed: int = 0
-    workers: int = 0  # 0 = one per CPU: env stepping then runs in parallel while inference stays batched
-    envs_per_worker: int = 4
-    out: Path | None = None
-    video_dir: Path | None = None
-    video_all: bool = False
-    videos_per_group: int = 2
-    offline_data: Path | None = None
-    device: str = "cpu"
+    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right or "
+                       "sb3:PATH.zip")
+    difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
+    task: str = knob("both", "left, right or both")
+    episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
+    seed: int = knob(0, "base seed of the fixed episode set", min=0)
+    out: Path | None = knob(Path("runs/eval"), "folder for results.json, episodes.csv, summary.md, trajectories.png; "
+                            "re-running the same command resumes an interrupted run")
+    video_dir: Path | None = knob(None, "write mp4 rollout videos here")
+    video_all: bool = knob(False, "a video for every episode (default: the first --videos-per-group per group)")
+    videos_per_group: int = knob(2, "videos per (difficulty, task) when --video-dir is given", min=0)
+    offline_data: Path | None = knob(None, "dataset folder for offline metrics on its validation episodes")
+    device: str = knob("cpu", "torch device for the policy: cpu, cuda or cuda:N")
     env: EnvConfig = field(default_factory=EnvConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+        self.out = None if self.out is None else Path(self.out)
+        parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
+        parse_choices(self.task, TASKS, "task", EvalError)
 
 
 @dataclass
@@ -55,13 +71,38 @@ def policy_label(spec: str, policy) -> str:
     return Path(spec).name if spec.endswith(".ckpt") else policy.name
 
 
+def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
+    """Finished episodes of an earlier run of the same evaluation in `cfg.out`; refuse to overwrite another one's."""
+    if cfg.out is None or not (cfg.out / "results.json").is_file():
+        return {}
+    try:
+        payload, records = read_results(cfg.out)
+    except MvlaError:
+        raise OutputError(f"--out {cfg.out} holds an unreadable results.json; delete it or choose another --out") \
+            from None
+
+    def outcome_knobs(config: dict) -> dict:
+        flat = {**config, **config.get("env", {})}
+        return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool")}
+    if outcome_knobs(payload.get("config", {})) != outcome_knobs(to_dict(cfg)):
+        raise OutputError(f"--out {cfg.out} holds results of another evaluation ({payload.get('policy')}); choose "
+                          "another --out, or delete that folder to replace them")
+    return {r.key: r for r in records}
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
-    """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given)."""
+    """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given).
+
+    Outputs are checked before any episode runs; finished episodes of an interrupted run in `cfg.out` are kept.
+    """
     from mobile_vla_sim.policies.registry import load_policy
 
-    if cfg.workers < 0:
-        raise EvalError(f"--workers must be >= 0 (0 = one per CPU), got {cfg.workers}")
+    for path, option in ((cfg.out, "--out"), (cfg.video_dir, "--video-dir")):
+        if path is not None:
+            check_output_dir(path, option)
     specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
+    done = _resumed(cfg)
+    todo = [s for s in specs if s.key not in done]
     policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
                          seed=cfg.seed)
     try:
@@ -70,19 +111,21 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             from mobile_vla_sim.eval.offline import offline_metrics
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
-        videos = video_paths(specs, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        result = run_episodes(policy, specs, cfg.env, workers=cfg.workers or os.cpu_count() or 1,
-                              envs_per_worker=cfg.envs_per_worker, video_paths=videos, progress=progress)
+        videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
+        result = run_episodes(policy, todo, cfg.env, workers=cfg.pool.workers, envs_per_worker=cfg.pool.envs_per_worker,
+                              video_paths=videos, progress=progress)
     finally:
         policy.close()
-    aggregates = aggregate(result.records)
+    order = {s.key: n for n, s in enumerate(specs)}
+    records = sorted([*done.values(), *result.records], key=lambda r: order.get(r.key, len(order)))
+    aggregates = aggregate(records)
     rate = 60.0 * len(result.records) / max(result.seconds, 1e-9)
+    interrupted = len(records) < len(specs)
     paths = {}
     if cfg.out is not None:
-        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=config, records=result.records,
-                              aggregates=aggregates, offline=offline, interrupted=result.interrupted,
+        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=to_dict(cfg), records=records,
+                              aggregates=aggregates, offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
                                           "episodes_per_min": rate})
-    return EvalResult(records=result.records, aggregates=aggregates, offline=offline,
-                      interrupted=result.interrupted, episodes_per_min=rate, paths=paths)
+    return EvalResult(records=records, aggregates=aggregates, offline=offline,
+                      interrupted=interrupted, episodes_per_min=rate, paths=paths)

@@ -13,39 +13,16 @@ from typing import Sequence
 import numpy as np
 
 from mobile_vla_sim.envs.actions import action_limits, check_drive, from_action3
+from mobile_vla_sim.envs.expert import ExpertPolicy
 from mobile_vla_sim.errors import PolicyLoadError
 from mobile_vla_sim.policies.base import Policy
+
+Policy.register(ExpertPolicy)  # the expert lives with the env (generate uses it); it has the full interface
 
 #: Mean dataset action [linear_x, linear_y, angular_z] of scripted-expert demonstrations, episode_start frames
 #: included as in `dataset.json`: 180 diff-drive episodes, 30 per (difficulty, task), 2,770 frames (std 0.13, 0,
 #: 0.61). The turns cancel between left and right, so the mean drives straight into the box.
 DEFAULT_MEAN_ACTION3 = (0.424, 0.0, -0.001)
-
-
-class ExpertPolicy(Policy):
-    """The scripted expert on the privileged state, one expert per slot (upper bound on success).
-
-    It reads the task from the state's one-hot, or always takes `side` when one is given.
-    """
-
-    name = "expert"
-
-    def __init__(self, drive: str = "diff", noise_std: float = 0.0, seed: int = 0, side: str | None = None):
-        self.drive = check_drive(drive)
-        self.noise_std, self.seed, self.side = noise_std, seed, side
-        self._experts: dict[int, object] = {}
-
-    def reset(self, instruction: str, slot: int = 0) -> None:
-        from mobile_vla_sim.envs.expert import ScriptedExpert
-
-        expert = ScriptedExpert(drive=self.drive, noise_std=self.noise_std, seed=self.seed)
-        expert.reset(self.side)  # None: the task one-hot in the privileged state
-        self._experts[slot] = expert
-
-    def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
-        states = obs["state"]
-        return np.stack([np.asarray(self._experts[s].act({"state": states[i]}), dtype=np.float32)
-                         for i, s in enumerate(slots)])
 
 
 class AlwaysSidePolicy(ExpertPolicy):

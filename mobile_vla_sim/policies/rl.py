@@ -13,7 +13,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from mobile_vla_sim.eval.episodes import DIFFICULTIES, parse_choice
+from mobile_vla_sim.config import parse_choices as parse_choice
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -73,7 +74,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    (difficulty,) = parse_choice(cfg.difficulty, DIFFICULTIES, "difficulty")[:1] or ("easy",)
+    (difficulty,) = parse_choice(cfg.difficulty, tuple(DIFFICULTIES), "difficulty")[:1] or ("easy",)
     if cfg.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1 (got {cfg.timesteps})")
     out = Path(cfg.out)

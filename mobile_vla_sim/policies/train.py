@@ -9,11 +9,10 @@ optimizer and RNG state; it is deleted when training completes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,86 +22,17 @@ from tqdm.auto import tqdm
 
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import future_actions, window_indices
+from mobile_vla_sim.config import to_dict
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
-from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, TINY, Prefix, load_backbone
-from mobile_vla_sim.policies.checkpoint import save_checkpoint
-from mobile_vla_sim.policies.vla import (LORA_TARGETS, HeadConfig, LoraSettings, VLAModel, chunk_loss,
-                                         count_parameters)
+from mobile_vla_sim.errors import Interrupted, OutputError, TrainingError
+from mobile_vla_sim.paths import check_output_file
+from mobile_vla_sim.policies.backbone import Prefix, load_backbone
+from mobile_vla_sim.policies.checkpoint import read_checkpoint, save_checkpoint
+from mobile_vla_sim.policies.config import TrainConfig
+from mobile_vla_sim.policies.vla import HeadConfig, VLAModel, chunk_loss, count_parameters
 
-MODES = ("frozen", "lora")
 #: Held-out share of episodes when the dataset has no val split (e.g. a handful of real episodes).
 FALLBACK_VAL_FRACTION = 0.15
-#: LSTM (hidden, layers): the real project's, and a head sized to the tiny backbone (D=128) so CPU tests stay fast.
-REAL_HEAD = (512, 4)
-TINY_HEAD = (128, 2)
-#: LoRA dropout: peft's usual 0.05, and none for the tiny backbone, where drawing the dropout masks on CPU took 2/3
-#: of each step (1.3 s vs 0.45 s for 16 windows) and a 0.6 M-parameter model on thousands of frames needs none.
-LORA_DROPOUT, TINY_LORA_DROPOUT = 0.05, 0.0
-
-
-@dataclass
-class TrainConfig:
-    """Defaults are the real project's (SPEC §2)."""
-
-    data: Path
-    mode: str = "frozen"
-    backbone: str = DEFAULT_BACKBONE
-    epochs: int = 10
-    batch_size: int = 16
-    window: int = 8
-    chunk: int = 10
-    hidden: int | None = None  # None: 512 (SPEC §2), or TINY_HEAD's for the tiny backbone
-    lstm_layers: int | None = None  # None: 4 (SPEC §2), or TINY_HEAD's for the tiny backbone
-    lr_head: float = 1e-4
-    lr_lora: float = 1e-5
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float | None = None  # None: 0.05 (peft's usual), or 0 for the tiny backbone (see TINY_LORA_DROPOUT)
-    lora_targets: tuple[str, ...] = field(default=LORA_TARGETS)
-    seed: int = 0
-    device: str = "cpu"
-    out: Path = Path("vla.ckpt")
-    cache_features: bool = True  # frozen mode only; False recomputes the backbone every step (to measure speed-up)
-    #: Windows per run of consecutive windows of one episode in a batch. Runs share frames, so when the backbone is
-    #: recomputed (LoRA) a batch of 16 windows needs ~30 frames instead of ~128 (an epoch 4.7x faster, measured).
-    #: None: `window` for LoRA, 1 (independent windows, the real project's sampling) for frozen.
-    consecutive: int | None = None
-    resume: bool = True
-
-    def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
-        hidden, layers = TINY_HEAD if self.backbone == TINY else REAL_HEAD
-        self.hidden = hidden if self.hidden is None else int(self.hidden)
-        self.lstm_layers = layers if self.lstm_layers is None else int(self.lstm_layers)
-        if self.lora_dropout is None:
-            self.lora_dropout = TINY_LORA_DROPOUT if self.backbone == TINY else LORA_DROPOUT
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
-        for key in ("epochs", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("lr_head", "lr_lora", "weight_decay", "grad_clip", "lora_dropout"):
-            value = float(getattr(self, key))
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{key} must be a finite number >= 0, got {value}")
-        self.lora_targets = tuple(self.lora_targets)
-        if self.consecutive is None:
-            self.consecutive = 1 if self.mode == "frozen" else self.window
-        if int(self.consecutive) < 1:
-            raise ValueError(f"consecutive must be >= 1, got {self.consecutive}")
-
-    def lora(self) -> LoraSettings | None:
-        if self.mode != "lora":
-            return None
-        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
-
-    def fingerprint(self) -> str:
-        """What must not change between an interrupted run and its resumption."""
-        keep = {k: v for k, v in asdict(self).items()
-                if k not in ("epochs", "device", "resume", "cache_features", "consecutive")}
-        return json.dumps(keep, default=str, sort_keys=True)
 
 
 @dataclass
@@ -318,9 +248,47 @@ def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: T
     return state
 
 
+def _finished_run(cfg: TrainConfig) -> TrainResult | None:
+    """The result of a completed run of this same config at `cfg.out` (nothing to redo), None when there is none.
+
+    A checkpoint of another run is never overwritten: it is finished work.
+    """
+    check_output_file(cfg.out, "--out")
+    if not cfg.out.exists() or _resume_path(cfg.out).exists():
+        return None
+    _, info = read_checkpoint(cfg.out)
+    if info.get("fingerprint") != cfg.fingerprint():
+        raise OutputError(f"--out {cfg.out} holds a checkpoint of another training run (val loss "
+                          f"{info.get('val_loss', float('nan')):.4f}); choose another --out, or delete it to replace it")
+    if cfg.epochs > info.get("epochs", 0):
+        raise OutputError(f"--out {cfg.out} finished {info.get('epochs')} epochs of this run; train longer into a "
+                          "new --out")
+    return TrainResult(cfg.out, info["val_loss"], info["epoch"], [], info["trainable_params"], info["total_params"],
+                       0.0)
+
+
 def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train, keep the best checkpoint by val loss at `cfg.out`, return losses and timings."""
+    """Train, keep the best checkpoint by val loss at `cfg.out`, return losses and timings.
+
+    Re-running a finished run returns its result without training; Ctrl-C raises `Interrupted` saying truly what is
+    kept (the best checkpoint and `<out>.resume.pt` exist only after the first epoch).
+    """
     log = log or (tqdm.write if progress else (lambda msg: None))
+    finished = _finished_run(cfg)
+    if finished is not None:
+        log(f"{cfg.out} already holds this finished run; nothing to do")
+        return finished
+    try:
+        return _train(cfg, progress, log)
+    except KeyboardInterrupt:
+        resume = _resume_path(cfg.out)
+        kept = (f"the best checkpoint so far is {cfg.out} and finished epochs are in {resume}"
+                if resume.exists() else "no epoch had finished, so nothing was saved")
+        raise Interrupted(f"training interrupted: {kept}; run the same command again to "
+                          f"{'resume' if resume.exists() else 'start'}") from None
+
+
+def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> TrainResult:
     ds, train_idx, val_idx, note = _splits(cfg.data)
     if note:
         log(note)
@@ -341,7 +309,11 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     if state["epoch"]:
         log(f"resuming from epoch {state['epoch']} ({resume})")
     info = {"mode": cfg.mode, "drive": drive, "data": str(cfg.data), "seed": cfg.seed, "epochs": cfg.epochs,
-            "lr_head": cfg.lr_head, "lr_lora": cfg.lr_lora, "batch_size": cfg.batch_size}
+            "lr_head": cfg.lr_head, "lr_lora": cfg.lr_lora, "batch_size": cfg.batch_size,
+            "fingerprint": cfg.fingerprint(), "train_config": to_dict(cfg),
+            "trainable_params": count_parameters(model, trainable_only=True), "total_params": count_parameters(model),
+            # What the policy saw in training: eval warns when it is run on other images or another env.
+            "dataset_config": (ds.manifest or {}).get("config", {})}
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -353,7 +325,8 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
             windows = order[s:s + cfg.batch_size]
             loss = batch_loss(model, train_feats, window_batch(train_eps, windows, cfg.window))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower --lr-head")
+                raise TrainingError(f"training diverged: the loss became {loss.item()} at epoch {epoch}; lower "
+                                    "--lr-head (and --lr-lora)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)

@@ -1,0 +1,230 @@
+"""Config dataclasses are the single declaration of every option: name, type, default, help text and bounds.
+
+A job (generate, train, eval, ...) is one dataclass; shared parts (the env, the worker pool) are nested dataclasses.
+`knob()` declares a field with its help and checks; `check_knobs()` applies the checks (called from each config's
+`__post_init__`); the command line (`mobile_vla_sim.cli`), YAML config files and the `config` block of every results
+file are all derived from these declarations, so a knob added to a dataclass appears everywhere at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from mobile_vla_sim.errors import ConfigError
+
+#: Metadata keys a knob may carry.
+_HELP, _CHOICES, _MIN, _MAX, _CLI, _ARGUMENT = "help", "choices", "min", "max", "cli", "argument"
+
+
+def knob(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
+         min: float | None = None, max: float | None = None, cli: bool = True, argument: bool = False,
+         flag: str | None = None, nargs: int = 1, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field: its default, one-line help, and optional allowed choices or numeric bounds (inclusive).
+
+    `cli=False` keeps a field out of the command line (it is still in YAML files and results); `argument=True` makes
+    it a positional command-line argument; `flag` names its option when that differs from the field name; `nargs` > 1
+    takes several values (a tuple).
+    """
+    metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _MIN: min, _MAX: max, _CLI: cli,
+                _ARGUMENT: argument, "flag": flag, "nargs": nargs}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def option_name(name: str) -> str:
+    """`image_size` -> `--image-size`: how errors name a knob, so the message matches what the user typed."""
+    return "--" + name.replace("_", "-")
+
+
+def check_knobs(cfg: Any, error: type[Exception] = ConfigError) -> None:
+    """Check every field of `cfg` against its declared choices and bounds; NaN and inf are refused for floats."""
+    for f in dataclasses.fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None or not meta:
+            continue
+        name = option_name(f.name)
+        if meta.get(_CHOICES) and value not in meta[_CHOICES]:
+            raise error(f"unknown {f.name.replace('_', ' ')} {value!r}: {name} must be one of "
+                        f"{', '.join(map(str, meta[_CHOICES]))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{name} must be a finite number, got {value}")
+        low, high = meta.get(_MIN), meta.get(_MAX)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if low is not None and value < low or high is not None and value > high:
+                bounds = f">= {low:g}" if high is None else f"<= {high:g}" if low is None else f"in {low:g}..{high:g}"
+                raise error(f"{name} must be {bounds}, got {value:g}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass (annotations are strings under `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, whether None is allowed) for `X | None` / `Optional[X]`."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def is_config(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _own(f: dataclasses.Field, nested: bool) -> bool:
+    """Whether a job sets field `f`: a nested config's `cli=False` knobs (the env's per-episode task and difficulty)
+    belong to the job's own logic, not to its options."""
+    return not nested or (f.metadata or {}).get(_CLI, True)
+
+
+def flat_fields(cls: type, nested: bool = False) -> dict[str, tuple[type, dataclasses.Field, Any]]:
+    """Every leaf knob of `cls` and its nested configs: name -> (owner class, field, type). Names must be unique."""
+    out: dict[str, tuple[type, dataclasses.Field, Any]] = {}
+    hints = field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if not _own(f, nested):
+            continue
+        if is_config(tp):
+            for name, leaf in flat_fields(tp, nested=True).items():
+                if name in out:
+                    raise TypeError(f"knob {name!r} is declared twice in {cls.__name__}")
+                out[name] = leaf
+        else:
+            if f.name in out:
+                raise TypeError(f"knob {f.name!r} is declared twice in {cls.__name__}")
+            out[f.name] = (cls, f, tp)
+    return out
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """A YAML/CLI value converted to the field's type (paths, tuples from lists or comma strings, ints, floats)."""
+    inner, optional = unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{option_name(name)} cannot be empty")
+    origin = typing.get_origin(inner)
+    try:
+        if origin is tuple:
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+            args = typing.get_args(inner)
+            item_type = args[0] if args else str
+            return tuple(_coerce(v, item_type, name) for v in items)
+        if inner is Path:
+            return Path(value)
+        if inner is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if inner is int:
+            if isinstance(value, float) and not value.is_integer() or isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if inner is float:
+            return float(value)
+        if inner is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option_name(name)} expects {getattr(inner, '__name__', inner)}, got {value!r}") from None
+    return value
+
+
+def build(cls: type, values: dict[str, Any], nested: bool = False) -> Any:
+    """Instantiate config `cls` from flat knob values (nested configs built from their own knobs)."""
+    hints = field_types(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if not _own(f, nested):
+            continue
+        if is_config(tp):
+            kwargs[f.name] = build(tp, values, nested=True)
+        elif f.name in values:
+            kwargs[f.name] = _coerce(values[f.name], tp, f.name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required knob without value
+        raise ConfigError(f"{cls.__name__}: {err}") from None
+
+
+def flatten(data: dict[str, Any], cls: type, nested: bool = False) -> dict[str, Any]:
+    """A config mapping, nested (`env: {drive: omni}`) or flat (`drive: omni`), as flat knob values; unknown keys are
+    refused with the list of valid ones."""
+    valid = flat_fields(cls, nested)
+    hints = field_types(cls)
+    children = {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_config(hints[f.name])}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key in children and isinstance(value, dict):
+            out.update(flatten(value, children[key], nested=True))
+        elif key in valid:
+            out[key] = value
+        else:
+            raise ConfigError(f"unknown option {key!r} in the config file; valid options: {', '.join(sorted(valid))}")
+    return out
+
+
+def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
+    """Flat knob values from a YAML config file for job `cls`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix it or print a valid one "
+                          "with --print-config") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of option: value, got {type(data).__name__}")
+    return flatten(data, cls)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain JSON/YAML values (nested configs as mappings, paths as strings)."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+    return plain(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def parse_choices(value: str | Iterable[str], valid: Sequence[str], what: str,
+                  error: type[Exception] = ConfigError) -> tuple[str, ...]:
+    """Expand "all" (or "both") or a comma list into a tuple of valid names, or raise a one-line `error`."""
+    items = [value] if isinstance(value, str) else list(value)
+    every = "both" if len(valid) == 2 else "all"
+    names: list[str] = []
+    for item in items:
+        for name in str(item).split(","):
+            name = name.strip().lower()
+            if name in ("all", "both"):
+                names.extend(valid)
+            elif name in valid:
+                names.append(name)
+            else:
+                raise error(f"unknown {what} {name!r}: choose one of {', '.join(valid)}, a comma list, or {every}")
+    if not names:
+        raise error(f"no {what} given: choose one of {', '.join(valid)}, a comma list, or {every}")
+    return tuple(dict.fromkeys(names))
