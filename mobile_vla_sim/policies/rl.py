@@ -7,13 +7,15 @@ state tells the agent which side to take.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from mobile_vla_sim.eval.episodes import DIFFICULTIES, parse_choice
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.errors import ConfigError
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -32,14 +34,29 @@ class StateOnly(gym.ObservationWrapper):
 
 @dataclass
 class RLConfig:
-    out: Path
-    timesteps: int = 200_000
-    difficulty: str = "easy"
-    drive: str = "diff"
-    seed: int = 0
-    n_envs: int = 4
-    n_steps: int = 256  # PPO rollout length per env between updates
-    device: str = "cpu"
+    """Options of `train_rl` (the `train-rl` command)."""
+
+    out: Path = field(default=Path("ppo.zip"), metadata={"help": "Where to save the model (.zip, sb3 format)."})
+    timesteps: int = field(default=200_000, metadata={"help": "Env steps to train for, summed over all envs."})
+    difficulty: str = field(default="easy", metadata={"help": "Difficulty of the training episodes.",
+                                                       "choices": tuple(DIFFICULTIES)})
+    drive: str = field(default="diff", metadata={"help": "Action layout of the env.", "choices": tuple(LAYOUT_DIMS)})
+    seed: int = field(default=0, metadata={"help": "Seed of PPO and of the envs."})
+    n_envs: int = field(default=4, metadata={"help": "Envs PPO collects from."})
+    n_steps: int = field(default=256, metadata={"help": "PPO rollout length per env between updates."})
+    device: str = field(default="cpu", metadata={"help": "Torch device of the PPO networks."})
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+        for name in ("timesteps", "n_envs", "n_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.out.suffix != ".zip":
+            raise ConfigError(f"--out must end in .zip (stable-baselines3 format), got {self.out}")
 
 
 def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
@@ -50,46 +67,37 @@ def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
                               image_size=RL_IMAGE_SIZE))
 
 
-def _progress_callback(total: int, enabled: bool):
+def _progress_callback(bar):
+    """sb3 callback that advances `bar` by one step per env."""
     from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm.auto import tqdm
 
     class TqdmCallback(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.bar = tqdm(total=total, desc="train-rl PPO", unit="step", disable=not enabled)
-
         def _on_step(self) -> bool:
-            self.bar.update(self.training_env.num_envs)
+            bar.update(self.training_env.num_envs)
             return True
-
-        def _on_training_end(self) -> None:
-            self.bar.close()
 
     return TqdmCallback()
 
 
 def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
-    """Train PPO and save it to `cfg.out` (.zip); on Ctrl-C the model so far is saved. Returns (path, interrupted)."""
+    """Train PPO and save it to `cfg.out`; on Ctrl-C the model so far is saved. Returns (path, interrupted)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from tqdm.auto import tqdm
 
-    (difficulty,) = parse_choice(cfg.difficulty, DIFFICULTIES, "difficulty")[:1] or ("easy",)
-    if cfg.timesteps < 1:
-        raise ValueError(f"--timesteps must be at least 1 (got {cfg.timesteps})")
-    out = Path(cfg.out)
-    if out.suffix != ".zip":
-        raise ValueError(f"--out must end in .zip (stable-baselines3 format), got {out}")
     env = make_vec_env(make_state_env, n_envs=cfg.n_envs, seed=cfg.seed,
-                       env_kwargs={"difficulty": difficulty, "drive": cfg.drive})
-    model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=min(256, cfg.n_steps * cfg.n_envs), gae_lambda=0.95, gamma=0.99, ent_coef=0.0,
-                seed=cfg.seed, device=cfg.device, verbose=0)
+                       env_kwargs={"difficulty": cfg.difficulty, "drive": cfg.drive})
+    model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=min(256, cfg.n_steps * cfg.n_envs),
+                gae_lambda=0.95, gamma=0.99, ent_coef=0.0, seed=cfg.seed, device=cfg.device, verbose=0)
     interrupted = False
     try:
-        model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(cfg.timesteps, progress))
+        with tqdm(total=cfg.timesteps, desc="train-rl PPO", unit="step", disable=not progress) as bar:
+            model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(bar))
     except KeyboardInterrupt:
         interrupted = True
     finally:
         env.close()
+    out = cfg.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.zip")
     model.save(tmp)
