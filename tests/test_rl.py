@@ -31,7 +31,7 @@ def test_every_option_has_help():
 
 
 def test_ctrl_c_saves_the_model_and_reports_it(tmp_path, monkeypatch):
-    """A KeyboardInterrupt inside PPO's learning loop (where Ctrl-C lands) returns interrupted=True with a usable zip."""
+    """A KeyboardInterrupt inside PPO's learning loop (where Ctrl-C lands): interrupted=True and a usable zip."""
     original = rl._progress_callback
 
     def interrupting(bar):

@@ -37,8 +37,8 @@ def _states(n: int = 64) -> np.ndarray:
     real = [env.reset(seed=s)[0] for s in range(8)]
     env.close()
     rng = np.random.default_rng(0)
-    return np.concatenate([real, rng.uniform(-3, 3, (n, STATE_DIM)), rng.uniform(-STATE_BOUND, STATE_BOUND, (8, STATE_DIM))]
-                          ).astype(np.float32)
+    extreme = rng.uniform(-STATE_BOUND, STATE_BOUND, (8, STATE_DIM))
+    return np.concatenate([real, rng.uniform(-3, 3, (n, STATE_DIM)), extreme]).astype(np.float32)
 
 
 def _rewrite(src, dst, data=None, **entries: bytes):

@@ -203,8 +203,8 @@ def _check_hub(repo_id: str) -> None:
                                     "check the id or path, or use --backbone tiny") from exc
     except Exception as exc:  # DNS, refused, timeout, auth...: whichever, the hub cannot serve it now
         raise BackboneNotFoundError(
-            f"backbone {repo_id!r} is not in the Hugging Face cache and the hub ({constants.ENDPOINT}) cannot be reached "
-            f"({type(exc).__name__}, waited at most {HUB_CHECK_TIMEOUT_S:g} s); {_NO_HUB_FIX}") from exc
+            f"backbone {repo_id!r} is not in the Hugging Face cache and the hub ({constants.ENDPOINT}) cannot be "
+            f"reached ({type(exc).__name__}, waited at most {HUB_CHECK_TIMEOUT_S:g} s); {_NO_HUB_FIX}") from exc
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
