@@ -8,6 +8,8 @@ file), so library users need not know this module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MvlaError(Exception):
     """An expected failure (bad input, missing file, interrupted work); the message says how to fix it."""
@@ -55,6 +57,14 @@ class TrainingError(MvlaError, ValueError):
 
 class OutputError(MvlaError, ValueError):
     """An output location that cannot be written, or that holds finished work the command would overwrite."""
+
+
+def require_file(path: Path, what: str, fix: str, error: type[MvlaError]) -> None:
+    """Raise `error` unless `path` is a file: "not found" or "is a directory", then `fix` (how to get one)."""
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file; pass the file itself or {fix}")
+    if not path.is_file():
+        raise error(f"{what} {path} not found; {fix}")
 
 
 class Interrupted(MvlaError, KeyboardInterrupt):

@@ -6,6 +6,7 @@ They are built lazily (only tests that ask for them pay), small enough for 2 CPU
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,23 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 TINY_IMAGE = 48
+
+
+class _Exploit:
+    """Unpickling this creates a file: the proof that a loader unpickled what it was given."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def exploit(tmp_path) -> tuple[object, Path]:
+    """(an object whose unpickling creates `marker`, marker): loaders must refuse it or leave `marker` absent."""
+    marker = tmp_path / "executed"
+    return _Exploit(str(marker)), marker
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from mobile_vla_sim.policies.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-
-
-class _Exploit:
-    """Unpickling this would create a file: proof that loading never unpickles."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from mobile_vla_sim.policies.registry import load_policy
 
 
 def test_round_trip_is_exact(tiny_checkpoints, tmp_path):
@@ -31,15 +23,18 @@ def test_round_trip_is_exact(tiny_checkpoints, tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_missing_file(tmp_path):
+def test_missing_file_or_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not found.*mvla-sim train"):
         read_checkpoint(tmp_path / "none.ckpt")
+    (tmp_path / "x.ckpt").mkdir()
+    with pytest.raises(CheckpointError, match="x.ckpt is a directory, not a file"):
+        load_policy(str(tmp_path / "x.ckpt"))
 
 
-def test_pickle_is_rejected_without_being_unpickled(tmp_path):
-    marker = tmp_path / "executed"
+def test_pickle_is_rejected_without_being_unpickled(tmp_path, exploit):
+    payload, marker = exploit
     path = tmp_path / "evil.ckpt"
-    path.write_bytes(pickle.dumps({"head": _Exploit(str(marker))}))
+    path.write_bytes(pickle.dumps({"head": payload}))
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(path)
     torch.save({"head.weight": torch.zeros(2)}, tmp_path / "torch.ckpt")
@@ -76,5 +71,29 @@ def test_unavailable_backbone_says_which_and_how(tiny_checkpoints, tmp_path):
 def test_config_that_does_not_fit_the_weights(tiny_checkpoints, tmp_path):
     tensors, config = read_checkpoint(tiny_checkpoints["frozen"])
     path = _rewrite(tiny_checkpoints["frozen"], tmp_path / "bad.ckpt", head={**config["head"], "hidden": 7})
-    with pytest.raises(CheckpointError, match="does not fit"):
+    with pytest.raises(CheckpointError, match=r"does not fit its own config: tensor 'head\..*' has shape"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "lora"])
+@pytest.mark.parametrize("change", ["drop", "reshape", "extra"])
+def test_every_missing_or_misshaped_tensor_is_one_line(tiny_checkpoints, tmp_path, mode, change):
+    """Each kind of damage to each tensor name gives a CheckpointError naming it (never a KeyError)."""
+    tensors, config = read_checkpoint(tiny_checkpoints[mode])
+    names = ["scale", "action_token", next(k for k in tensors if k.startswith("head.")),
+             next(k for k in tensors if "lora_" in k or (mode == "frozen" and k.startswith("backbone.")))]
+    metadata = {"format": "mobile-vla-sim/vla", "config": json.dumps(config)}
+    for name in names:
+        damaged = dict(tensors)
+        if change == "drop":
+            del damaged[name]
+        elif change == "reshape":
+            damaged[name] = torch.ones(tensors[name].numel() + 1)
+        else:
+            damaged[name.replace(".", "_") + "_extra"] = torch.ones(1)
+        save_file(damaged, str(tmp_path / "damaged.ckpt"), metadata=metadata)
+        pattern = {"drop": f"'{name}' is missing", "reshape": f"'{name}' has shape", "extra": "1 unexpected tensor"}
+        with pytest.raises(CheckpointError, match=f"does not fit its own config: .*{re.escape(pattern[change])}") \
+                as err:
+            load_checkpoint(tmp_path / "damaged.ckpt")
+        assert "\n" not in str(err.value)

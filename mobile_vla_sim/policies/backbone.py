@@ -163,15 +163,48 @@ def _is_local_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
 
 
+#: Seconds the one hub request may take before a backbone missing from the cache is reported (no retries).
+HUB_CHECK_TIMEOUT_S = 3.0
+_NO_HUB_FIX = ("download it where there is network and pass its local directory (model + processor), "
+               "or use --backbone tiny")
+
+
 def _from_pretrained(source: str):
-    """Local directory or hub cache first (no network round trips), then the hub."""
-    for local_only in (True, False):
-        try:
-            return (Kosmos2Model.from_pretrained(source, local_files_only=local_only),
-                    AutoProcessor.from_pretrained(source, local_files_only=local_only))
-        except (OSError, ValueError) as exc:
-            error = exc
-    raise error
+    """The local directory or hub cache first (no network); for a hub id not cached, one short hub check, then
+    the download. Without network this fails in seconds instead of after the hub client's ~50 s of retries."""
+    try:
+        return _load_pretrained(source, local_only=True)
+    except (OSError, ValueError) as exc:
+        if Path(source).is_dir():
+            raise BackboneNotFoundError(f"backbone directory {source!r} is incomplete ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0][:100]}); save it again with "
+                                        "Kosmos2Model.save_pretrained + processor.save_pretrained") from exc
+    _check_hub(source)
+    return _load_pretrained(source, local_only=False)
+
+
+def _load_pretrained(source: str, local_only: bool):
+    return (Kosmos2Model.from_pretrained(source, local_files_only=local_only),
+            AutoProcessor.from_pretrained(source, local_files_only=local_only))
+
+
+def _check_hub(repo_id: str) -> None:
+    """Raise `BackboneNotFoundError` unless the hub answers for `repo_id` within HUB_CHECK_TIMEOUT_S, once."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        raise BackboneNotFoundError(f"backbone {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is "
+                                    f"set; unset it to download, or {_NO_HUB_FIX}")
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_CHECK_TIMEOUT_S)
+    except RepositoryNotFoundError as exc:
+        raise BackboneNotFoundError(f"backbone {repo_id!r} is neither a local directory nor a model on the hub; "
+                                    "check the id or path, or use --backbone tiny") from exc
+    except Exception as exc:  # DNS, refused, timeout, auth...: whichever, the hub cannot serve it now
+        raise BackboneNotFoundError(
+            f"backbone {repo_id!r} is not in the Hugging Face cache and the hub ({constants.ENDPOINT}) cannot be "
+            f"reached ({type(exc).__name__}, waited at most {HUB_CHECK_TIMEOUT_S:g} s); {_NO_HUB_FIX}") from exc
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
@@ -185,8 +218,9 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
                                         "Backbone.save_pretrained / Kosmos2Model.save_pretrained, a hub id, or 'tiny'")
         try:
             model, processor = _from_pretrained(source)
+        except BackboneNotFoundError:
+            raise
         except (OSError, ValueError) as exc:
-            raise BackboneNotFoundError(
-                f"cannot load Kosmos-2 backbone {spec!r} ({type(exc).__name__}); without network, download it "
-                "elsewhere and pass its local directory (model + processor), or use --backbone tiny") from exc
+            raise BackboneNotFoundError(f"cannot load Kosmos-2 backbone {spec!r} ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0][:100]}); {_NO_HUB_FIX}") from exc
     return Backbone(model, processor, spec).to(device)

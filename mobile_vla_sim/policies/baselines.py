@@ -5,6 +5,8 @@ instruction-grounding failure) and a stable-baselines3 model on the privileged s
 
 from __future__ import annotations
 
+import io
+import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -12,9 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mobile_vla_sim.envs.actions import action_limits, check_drive, from_action3
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits, check_drive, from_action3
 from mobile_vla_sim.envs.expert import ExpertPolicy
-from mobile_vla_sim.errors import PolicyLoadError
+from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM
+from mobile_vla_sim.errors import PolicyLoadError, require_file
 from mobile_vla_sim.policies.base import Policy
 
 Policy.register(ExpertPolicy)  # the expert lives with the env (generate uses it); it has the full interface
@@ -93,31 +96,104 @@ class ConstantPolicy(Policy):
 
 
 class SB3Policy(Policy):
-    """A stable-baselines3 model acting on the privileged state (e.g. `mvla-sim train-rl`'s PPO).
+    """A stable-baselines3 PPO `MlpPolicy` acting on the privileged state (e.g. `mvla-sim train-rl`'s model).
 
-    SB3 zips contain pickled objects: load only zips you made or trust. Anything that is not a zip is refused.
+    The zip is read without unpickling anything from it (sb3's own `PPO.load` runs cloudpickle on the `data`
+    entry, so a crafted zip could run code): tensors come from `policy.pth` through `torch.load(weights_only=True)`,
+    the network is rebuilt as sb3's `ActorCriticPolicy` for this env's spaces (observation: the privileged state;
+    action: the drive layout read from the weights) with the layer sizes read from the tensor shapes, and only
+    plain JSON values of `data` are consulted. A model that needs anything else (custom activation, feature
+    extractor, gSDE, another observation) is refused with a one-line `PolicyLoadError`.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         path = Path(path)
-        if not path.is_file():
-            raise PolicyLoadError(f"stable-baselines3 model {path} not found; train one with `mvla-sim train-rl "
-                                  f"--out {path}`")
+        fix = f"train one with `mvla-sim train-rl --out {path}`"
+        require_file(path, "stable-baselines3 model", fix, PolicyLoadError)
         if path.suffix != ".zip" or not zipfile.is_zipfile(path):
             raise PolicyLoadError(f"{path} is not a stable-baselines3 .zip; pass sb3:PATH.zip from `mvla-sim train-rl`")
-        from stable_baselines3 import PPO
-
+        weights, data = _read_sb3_zip(path)
         try:
-            self.model = PPO.load(path, device=device)
-        except Exception as err:  # sb3 raises many kinds on a foreign or damaged zip
-            raise PolicyLoadError(f"cannot load {path} as a PPO model ({type(err).__name__}: {err}); "
-                                  "re-train it with `mvla-sim train-rl`") from err
-        dims = self.model.action_space.shape[0]
-        self.drive = {2: "diff", 3: "omni"}.get(dims, "")
-        if not self.drive:
-            raise PolicyLoadError(f"{path} has a {dims}-d action space; expected 2 (diff) or 3 (omni)")
+            self.policy, self.drive = _build_actor_critic(weights, data, device)
+        except ValueError as err:
+            raise PolicyLoadError(f"cannot load {path}: {err}; {fix}") from err
         self.name = f"sb3:{path.name}"
 
     def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
-        actions, _ = self.model.predict(np.asarray(obs["state"], dtype=np.float32), deterministic=True)
+        actions, _ = self.policy.predict(np.asarray(obs["state"], dtype=np.float32), deterministic=True)
         return np.asarray(actions, dtype=np.float32).reshape(len(slots), -1)
+
+
+#: Plain-JSON `policy_kwargs` that do not change a trained MlpPolicy's deterministic actions (the layer sizes come
+#: from the weights themselves); any other key could (activation, extractor, gSDE...) and is refused.
+_SB3_INERT_KWARGS = frozenset({"net_arch", "log_std_init", "ortho_init", "optimizer_kwargs", "normalize_images",
+                               "share_features_extractor"})
+_MLP = "mlp_extractor.{}_net.{}.weight"
+
+
+def _read_sb3_zip(path: Path) -> tuple[dict[str, "torch.Tensor"], dict]:
+    """(`policy.pth` tensors, `data` JSON) of an sb3 zip, with nothing unpickled beyond plain tensors."""
+    import pickle
+
+    import torch
+
+    fix = "re-train it with `mvla-sim train-rl`"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = {name: archive.read(name) for name in ("policy.pth", "data") if name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError) as err:
+        raise PolicyLoadError(f"{path} is a damaged zip ({err}); {fix}") from err
+    if len(entries) < 2:
+        raise PolicyLoadError(f"{path} is not a stable-baselines3 model (no policy.pth and data entries); {fix}")
+    try:
+        weights = torch.load(io.BytesIO(entries["policy.pth"]), map_location="cpu", weights_only=True)
+        data = json.loads(entries["data"])
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
+        raise PolicyLoadError(f"{path}: refused, its policy.pth or data entry is not plain tensors/JSON "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:80]}); {fix}") from err
+    if not isinstance(data, dict) or not isinstance(weights, dict) or \
+            not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise PolicyLoadError(f"{path}: policy.pth must hold a dict of tensors and data a JSON object; {fix}")
+    return weights, data
+
+
+def _build_actor_critic(weights: dict, data: dict, device: str):
+    """sb3 `ActorCriticPolicy` for the privileged-state env, sized from `weights`; ValueError if it does not fit."""
+    import gymnasium as gym
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    kwargs = data.get("policy_kwargs", {})
+    if not isinstance(kwargs, dict) or ":serialized:" in kwargs:
+        raise ValueError("its policy_kwargs are pickled (custom activation or feature extractor), which is never "
+                         "unpickled; only the default MlpPolicy with a plain net_arch is supported")
+    unknown = sorted(set(kwargs) - _SB3_INERT_KWARGS)
+    if unknown or data.get("use_sde", False) is not False:
+        raise ValueError(f"unsupported policy settings {unknown or ['use_sde']}; only the default MlpPolicy "
+                         "with a plain net_arch is supported")
+    if any(getattr(weights.get(name), "ndim", 0) != 2 for name in ("action_net.weight", _MLP.format("policy", 0))):
+        raise ValueError("its weights are not an MlpPolicy actor-critic (no action_net / mlp_extractor matrices)")
+    n_in = weights[_MLP.format("policy", 0)].shape[1]
+    if n_in != STATE_DIM:
+        raise ValueError(f"it takes {n_in}-d observations, the privileged state has {STATE_DIM}")
+    n_act = weights["action_net.weight"].shape[0]
+    drive = next((d for d, dims in LAYOUT_DIMS.items() if len(dims) == n_act), None)
+    if drive is None:
+        raise ValueError(f"it has a {n_act}-d action space; expected 2 (diff) or 3 (omni)")
+    limits = action_limits(drive)
+    net_arch = {"pi": _layer_sizes(weights, "policy"), "vf": _layer_sizes(weights, "value")}
+    policy = ActorCriticPolicy(gym.spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), np.float32),
+                               gym.spaces.Box(-limits, limits, dtype=np.float32), lambda _: 0.0, net_arch=net_arch)
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"its weights do not fit an MlpPolicy ({' '.join(str(err).split())[:160]})") from err
+    policy.set_training_mode(False)
+    return policy.to(device), drive
+
+
+def _layer_sizes(weights: dict, net: str) -> list[int]:
+    """Hidden sizes of the `policy`/`value` MLP: its Linear layers sit at indices 0, 2, 4... (activations between)."""
+    sizes: list[int] = []
+    while (w := weights.get(_MLP.format(net, 2 * len(sizes)))) is not None:
+        sizes.append(int(w.shape[0]))
+    return sizes

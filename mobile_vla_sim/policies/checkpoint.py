@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from mobile_vla_sim import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
-from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError
+from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
 from mobile_vla_sim.policies.backbone import TINY, load_backbone
 from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel
 
@@ -34,11 +34,34 @@ def _backbone_tensors(model: VLAModel) -> dict[str, torch.Tensor]:
     return {_BACKBONE + k: v for k, v in state.items() if keep(k)}
 
 
+def _tensors(model: VLAModel) -> dict[str, torch.Tensor]:
+    """Every tensor a checkpoint of `model` holds, by its name in the file."""
+    return {"action_token": model.action_token, "scale": model.scale,
+            **{"head." + k: v for k, v in model.head.state_dict().items()}, **_backbone_tensors(model)}
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+                   complete: bool = True) -> None:
+    """One-line `CheckpointError` for the first `expected` tensor that is missing or mis-shaped, and, when
+    `expected` is `complete`, for tensors it does not name."""
+    for name, shape in expected.items():
+        if name not in tensors:
+            problem = f"tensor {name!r} is missing"
+        elif tuple(tensors[name].shape) != shape:
+            problem = f"tensor {name!r} has shape {list(tensors[name].shape)}, expected {list(shape)}"
+        else:
+            continue
+        raise CheckpointError(f"{path} does not fit its own config: {problem}; re-train it with `mvla-sim train`")
+    extra = sorted(set(tensors) - set(expected)) if complete else []
+    if extra:
+        raise CheckpointError(f"{path} does not fit its own config: {len(extra)} unexpected tensor(s) ({extra[0]!r}"
+                              f"{', ...' if len(extra) > 1 else ''}); re-train it with `mvla-sim train`")
+
+
 def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, Any]) -> Path:
     """Write `model` and `info` (mode, losses, epoch, drive...) to `path` atomically."""
     path = Path(path)
-    tensors = {"action_token": model.action_token, "scale": model.scale,
-               **{"head." + k: v for k, v in model.head.state_dict().items()}, **_backbone_tensors(model)}
+    tensors = _tensors(model)
     config = {
         "format_version": FORMAT_VERSION, "package_version": __version__, "backbone": model.backbone.spec,
         "head": {**vars(model.head_cfg), "dims": list(model.head_cfg.dims)},
@@ -55,8 +78,7 @@ def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, An
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and config of a checkpoint, validated; one-line `CheckpointError` otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; train one with `mvla-sim train --out {path}`")
+    require_file(path, "checkpoint", f"train one with `mvla-sim train --out {path}`", CheckpointError)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -87,21 +109,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     head_cfg = HeadConfig(**config["head"])
     if tuple(head_cfg.dims) != LAYOUT_DIMS.get(config["drive"]):
         raise CheckpointError(f"{path}: head dims {head_cfg.dims} do not match drive {config['drive']!r}")
-    model = VLAModel(backbone, head_cfg, tensors["scale"])
+    _check_tensors(path, tensors, {"scale": (len(head_cfg.dims),)}, complete=False)
+    try:
+        model = VLAModel(backbone, head_cfg, tensors["scale"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}; re-train it with `mvla-sim train`") from exc
     if config["lora"]:
         model.add_lora(LoraSettings(**config["lora"]))
-    try:
-        model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        model.action_token.data.copy_(tensors["action_token"])
-        stored = {k[len(_BACKBONE):]: v for k, v in tensors.items() if k.startswith(_BACKBONE)}
-        result = model.backbone.model.load_state_dict(stored, strict=False)
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{path} does not fit its own config ({str(exc).splitlines()[0][:120]}); "
-                              "re-train it with `mvla-sim train`") from exc
-    expected = set(_backbone_tensors(model))
-    if result.unexpected_keys or {_BACKBONE + k for k in stored} != expected:
-        raise CheckpointError(f"{path}: backbone weights do not match backbone {config['backbone']!r} "
-                              f"({len(result.unexpected_keys)} unexpected); re-train it with `mvla-sim train`")
+    _check_tensors(path, tensors, {name: tuple(t.shape) for name, t in _tensors(model).items()})
+    model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+    model.action_token.data.copy_(tensors["action_token"])
+    model.backbone.model.load_state_dict({k[len(_BACKBONE):]: v for k, v in tensors.items()
+                                          if k.startswith(_BACKBONE)}, strict=False)
     model.requires_grad_(False)
     return model.to(device).eval(), config
 

@@ -26,8 +26,6 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
     if name.startswith("sb3:"):
         return _check_drive(SB3Policy(name[4:], device=device), drive, name)
     if name.endswith(".ckpt"):
-        if not Path(name).is_file():
-            raise PolicyLoadError(f"checkpoint {name} not found; train one with `mvla-sim train --out {name}`")
         from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
 
         return _check_drive(load_policy_checkpoint(name, device), drive, name)

@@ -13,8 +13,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from mobile_vla_sim.config import parse_choices as parse_choice
+from mobile_vla_sim.config import check_knobs, knob
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.errors import ConfigError
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -33,14 +35,22 @@ class StateOnly(gym.ObservationWrapper):
 
 @dataclass
 class RLConfig:
-    out: Path
-    timesteps: int = 200_000
-    difficulty: str = "easy"
-    drive: str = "diff"
-    seed: int = 0
-    n_envs: int = 4
-    n_steps: int = 256  # PPO rollout length per env between updates
-    device: str = "cpu"
+    """Options of `train_rl` (the `train-rl` command)."""
+
+    out: Path = knob(Path("ppo.zip"), "where to save the model (.zip, stable-baselines3 format)")
+    timesteps: int = knob(200_000, "env steps to train for, summed over all envs", min=1)
+    difficulty: str = knob("easy", "difficulty of the training episodes", choices=tuple(DIFFICULTIES))
+    drive: str = knob("diff", "action layout of the env", choices=tuple(LAYOUT_DIMS))
+    seed: int = knob(0, "seed of PPO and of the envs", min=0)
+    n_envs: int = knob(4, "envs PPO collects from", min=1)
+    n_steps: int = knob(256, "PPO rollout length per env between updates", min=1)
+    device: str = knob("cpu", "torch device of the PPO networks")
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        check_knobs(self)
+        if self.out.suffix != ".zip":
+            raise ConfigError(f"--out must end in .zip (stable-baselines3 format), got {self.out}")
 
 
 def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
@@ -51,46 +61,37 @@ def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
                               image_size=RL_IMAGE_SIZE))
 
 
-def _progress_callback(total: int, enabled: bool):
+def _progress_callback(bar):
+    """sb3 callback that advances `bar` by one step per env."""
     from stable_baselines3.common.callbacks import BaseCallback
-    from tqdm.auto import tqdm
 
     class TqdmCallback(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.bar = tqdm(total=total, desc="train-rl PPO", unit="step", disable=not enabled)
-
         def _on_step(self) -> bool:
-            self.bar.update(self.training_env.num_envs)
+            bar.update(self.training_env.num_envs)
             return True
-
-        def _on_training_end(self) -> None:
-            self.bar.close()
 
     return TqdmCallback()
 
 
 def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
-    """Train PPO and save it to `cfg.out` (.zip); on Ctrl-C the model so far is saved. Returns (path, interrupted)."""
+    """Train PPO and save it to `cfg.out`; on Ctrl-C the model so far is saved. Returns (path, interrupted)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from tqdm.auto import tqdm
 
-    (difficulty,) = parse_choice(cfg.difficulty, tuple(DIFFICULTIES), "difficulty")[:1] or ("easy",)
-    if cfg.timesteps < 1:
-        raise ValueError(f"--timesteps must be at least 1 (got {cfg.timesteps})")
-    out = Path(cfg.out)
-    if out.suffix != ".zip":
-        raise ValueError(f"--out must end in .zip (stable-baselines3 format), got {out}")
     env = make_vec_env(make_state_env, n_envs=cfg.n_envs, seed=cfg.seed,
-                       env_kwargs={"difficulty": difficulty, "drive": cfg.drive})
-    model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=min(256, cfg.n_steps * cfg.n_envs), gae_lambda=0.95, gamma=0.99, ent_coef=0.0,
-                seed=cfg.seed, device=cfg.device, verbose=0)
+                       env_kwargs={"difficulty": cfg.difficulty, "drive": cfg.drive})
+    model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=min(256, cfg.n_steps * cfg.n_envs),
+                gae_lambda=0.95, gamma=0.99, ent_coef=0.0, seed=cfg.seed, device=cfg.device, verbose=0)
     interrupted = False
     try:
-        model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(cfg.timesteps, progress))
+        with tqdm(total=cfg.timesteps, desc="train-rl PPO", unit="step", disable=not progress) as bar:
+            model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(bar))
     except KeyboardInterrupt:
         interrupted = True
     finally:
         env.close()
+    out = cfg.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.zip")
     model.save(tmp)
