@@ -93,6 +93,7 @@ class EpisodeRunner:
         rec.nan_actions += int(bool(info["action_nan"]))
         rec.clipped_actions += int(bool(info["action_clipped"]))
         rec.trajectory.append([float(v) for v in info["robot_pose"]])
+        rec.actions.append([float(v) for v in action])
         done = bool(terminated or truncated)
         if done:
             self._finish(info, truncated)
