@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.taxonomy import failure_summary, label_failures, paired_scenes
 
 #: Two runs whose positions never differ by more than this (m) followed the same path.
 SAME_PATH_TOL = 0.05
@@ -45,7 +46,8 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def summarize(records: Sequence[EpisodeRecord]) -> dict:
-    """Success rate with its Wilson 95% CI plus SPL, failure-mode rates and means for a group of episodes."""
+    """Success rate with its Wilson 95% CI plus SPL, failure-mode rates, failure labels and means for a group of
+    episodes (labelled by `label_failures`)."""
     return {
         "episodes": len(records),
         "success": _rate([r.success for r in records]),
@@ -58,6 +60,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict:
         "mean_steps": _mean(r.steps for r in records),
         "nan_actions": int(sum(r.nan_actions for r in records)),
         "clipped_actions": int(sum(r.clipped_actions for r in records)),
+        "failures": failure_summary(records),
     }
 
 
@@ -69,13 +72,10 @@ def grounding(records: Sequence[EpisodeRecord]) -> dict:
     right runs follow the same path (within SAME_PATH_TOL): the instruction had no effect at all, as with a
     policy collapsed to the mean action even when it never gets past the box.
     """
-    pairs: dict[tuple[str, int], dict[str, EpisodeRecord]] = defaultdict(dict)
-    for r in records:
-        pairs[(r.difficulty, r.index)][r.task] = r
-    complete = [p for p in pairs.values() if "left" in p and "right" in p]
-    both = [p["left"].success and p["right"].success for p in complete]
-    same = [p["left"].side_taken == p["right"].side_taken != "none" for p in complete]
-    same_path = [_same_path(p["left"].trajectory, p["right"].trajectory) for p in complete]
+    complete = paired_scenes(records)
+    both = [left.success and right.success for left, right in complete]
+    same = [left.side_taken == right.side_taken != "none" for left, right in complete]
+    same_path = [_same_path(left.trajectory, right.trajectory) for left, right in complete]
     return {"pairs": len(complete), "both_success": _rate(both), "same_side": _rate(same),
             "same_path": _rate(same_path)}
 
@@ -90,7 +90,12 @@ def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bo
 
 
 def aggregate(records: Sequence[EpisodeRecord]) -> dict:
-    """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty."""
+    """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty.
+
+    First labels every record's failure (`label_failures`, in place, over the whole set so that paired scenes
+    find each other), so episodes.csv written afterwards carries the same labels as the summary.
+    """
+    label_failures(records)
     by_diff: dict[str, list[EpisodeRecord]] = defaultdict(list)
     by_task: dict[str, list[EpisodeRecord]] = defaultdict(list)
     by_both: dict[str, list[EpisodeRecord]] = defaultdict(list)

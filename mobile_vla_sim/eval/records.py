@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 #: Record fields that are lists (kept in results.json, left out of episodes.csv).
-_LIST_FIELDS = ("trajectory", "obstacles", "goal")
+_LIST_FIELDS = ("trajectory", "actions", "obstacles", "goal")
 
 
 @dataclass
@@ -31,9 +31,15 @@ class EpisodeRecord:
     nan_actions: int = 0
     clipped_actions: int = 0
     side_taken: str = "none"
+    #: Primary failure label of a failed episode ("" on success) and every label that applies, ";"-joined;
+    #: set by `mobile_vla_sim.eval.taxonomy.label_failures` (which needs the paired episode).
+    failure_label: str = ""
+    failure_flags: str = ""
     video: str = ""
     #: Robot poses (x, y, yaw) from reset to the end, for plots.
     trajectory: list[list[float]] = field(default_factory=list)
+    #: The env action the policy sent at each step (before the env's NaN/clip handling; NaN is null in JSON).
+    actions: list[list[float]] = field(default_factory=list)
     #: World (cx, cy, hx, hy) of each box and (x, y) of the goal, for plots and the side test.
     obstacles: list[list[float]] = field(default_factory=list)
     goal: list[float] = field(default_factory=list)

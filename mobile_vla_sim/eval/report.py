@@ -12,12 +12,14 @@ from typing import Sequence
 from mobile_vla_sim import __version__
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
+from mobile_vla_sim.eval.taxonomy import LABELS
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
                    "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -34,21 +36,22 @@ def json_safe(value):
     return value
 
 
-def _pct(rate: float | None) -> str:
+def pct(rate: float | None) -> str:
+    """A rate as a whole percentage for tables; "–" when undefined."""
     return "–" if rate is None or not math.isfinite(rate) else f"{100 * rate:.0f}%"
 
 
 def success_cell(stats: dict) -> str:
     s = stats["success"]
     lo, hi = s["ci95"]
-    return f"{_pct(s['rate'])} [{_pct(lo)}, {_pct(hi)}] ({s['k']}/{s['n']})"
+    return f"{pct(s['rate'])} [{pct(lo)}, {pct(hi)}] ({s['k']}/{s['n']})"
 
 
 def _grounding_cell(g: dict) -> str:
     if not g or not g["pairs"]:
         return "–"
-    return (f"{_pct(g['both_success']['rate'])} both / {_pct(g['same_side']['rate'])} same side / "
-            f"{_pct(g['same_path']['rate'])} same path")
+    return (f"{pct(g['both_success']['rate'])} both / {pct(g['same_side']['rate'])} same side / "
+            f"{pct(g['same_path']['rate'])} same path")
 
 
 def summary_rows(policy: str, aggregates: dict) -> list[str]:
@@ -60,8 +63,8 @@ def summary_rows(policy: str, aggregates: dict) -> list[str]:
         spl = stats["spl"]
         spl_cell = "–" if spl is None or not math.isfinite(spl) else f"{spl:.2f}"
         rows.append(f"| {policy} | {name} | {success_cell(stats)} | {spl_cell} | "
-                    f"{_pct(stats['collision_rate'])} | {_pct(stats['wrong_side_rate'])} | "
-                    f"{_pct(stats['timeout_rate'])} | {_grounding_cell(g)} |")
+                    f"{pct(stats['collision_rate'])} | {pct(stats['wrong_side_rate'])} | "
+                    f"{pct(stats['timeout_rate'])} | {_grounding_cell(g)} |")
     return rows
 
 
@@ -76,12 +79,31 @@ OFFLINE_HEADER = ("| policy | frames | RMSE | RMSE per dim | MAE | sign agreemen
 def offline_row(policy: str, offline: dict) -> str:
     dims = ", ".join(f"{k} {v:.3f}" for k, v in offline["rmse_per_dim"].items())
     return (f"| {policy} | {offline['frames']} | {offline['rmse']:.3f} | {dims} | {offline['mae']:.3f} | "
-            f"{_pct(offline['sign_agreement'])} |")
+            f"{pct(offline['sign_agreement'])} |")
 
 
 def offline_table(policy: str, offline: dict) -> str:
     """Markdown table of offline metrics on held-out demonstrations."""
     return f"{OFFLINE_HEADER}\n{offline_row(policy, offline)}"
+
+
+def failure_table(aggregates: dict) -> str:
+    """Markdown table of the primary failure labels per difficulty and overall: count (share of all episodes).
+
+    Only labels that occur somewhere get a column; "" when no episode failed or the aggregates predate labels.
+    """
+    if "failures" not in aggregates["overall"]:
+        return ""
+    seen = [name for name in LABELS if aggregates["overall"]["failures"]["counts"][name]]
+    if not seen:
+        return ""
+    rows = [f"| difficulty | failed | {' | '.join(n.replace('_', ' ') for n in seen)} |",
+            "|---|---|" + "---|" * len(seen)]
+    for name, stats in [*aggregates["by_difficulty"].items(), ("all", aggregates["overall"])]:
+        f = stats["failures"]
+        cells = " | ".join(f"{f['counts'][n]} ({pct(f['rates'][n])})" for n in seen)
+        rows.append(f"| {name} | {f['failed']}/{f['episodes']} | {cells} |")
+    return "\n".join(rows)
 
 
 def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "") -> str:
@@ -91,6 +113,12 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
              "Grounding: on scenes run with both instructions, how often both succeed / the robot goes around the "
              "same side whatever the instruction / the left and right runs follow the same path (the instruction "
              "is ignored)."]
+    failures = failure_table(aggregates)
+    if failures:
+        parts += ["", "## Failure labels", "", failures, "",
+                  "One primary label per failed episode, the first that applies in the order "
+                  f"{', '.join(LABELS)} (definitions: `mobile_vla_sim.eval.taxonomy`); rates are shares of all "
+                  "episodes. episodes.csv lists each episode's label and every label that applies (failure_flags)."]
     if offline:
         parts += ["", f"## Offline metrics ({offline['split']} split of `{offline['data']}`)", "",
                   offline_table(policy, offline)]
@@ -150,10 +178,10 @@ def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence
     payload = {"package": "mobile-vla-sim", "version": __version__, "policy": policy, "config": config,
                "interrupted": interrupted, "throughput": throughput or {}, "aggregates": aggregates,
                "offline": offline, "episodes": [r.to_dict() for r in records]}
-    _atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
+    atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
-    _atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
+    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
     plot_trajectories(paths["trajectories.png"], records, title=f"{policy}: trajectories by outcome")
     return paths
 

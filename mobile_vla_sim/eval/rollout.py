@@ -50,6 +50,7 @@ class EvalRecorder:
         rec.nan_actions += int(bool(info["action_nan"]))
         rec.clipped_actions += int(bool(info["action_clipped"]))
         rec.trajectory.append([float(v) for v in info["robot_pose"]])
+        rec.actions.append([float(v) for v in action])
         if self.video is not None:
             self._last_frame = (obs["image"], action)
             if not done:  # the last frame waits for `finish`, which knows the outcome to print on it
