@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 
 from mobile_vla_sim.envs.sim import ROBOT_HALF_WIDTH
 from mobile_vla_sim.eval.episodes import episode_set
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.eval.taxonomy import (FALSE_STOP_STEPS, LATE_TURN_M, OSCILLATION_STEER, label_failures,
                                           sign_flips, steer_signal)
 from mobile_vla_sim.policies.baselines import ExpertPolicy
@@ -42,7 +44,8 @@ def main() -> None:
     print("| expert noise | episodes | success | labels / flags | max flips | min late-turn clearance (m) | "
           "min motion, last steps (m) |\n|---|---|---|---|---|---|---|")
     for noise in (0.0, 0.2, 0.3):
-        recs = run_episodes(ExpertPolicy(noise_std=noise), specs, env, workers=args.workers, progress=False).records
+        noisy = [replace(s, noise_seed=s.seed) for s in specs]  # executed-action noise seeded per episode
+        recs = run_episodes(ExpertPolicy(), noisy, env, workers=args.workers, progress=False, action_noise=noise).records
         label_failures(recs)
         flags = Counter(f for r in recs for f in r.failure_flags.split(";") if f)
         flips = max(sign_flips(steer_signal(r), OSCILLATION_STEER) for r in recs)

@@ -14,7 +14,9 @@ from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
 from mobile_vla_sim.eval.report import json_safe, summary_markdown
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
 from mobile_vla_sim.eval.taxonomy import LABELS, classify, label_failures, steer_signal
 from mobile_vla_sim.policies.base import Policy
@@ -170,7 +172,7 @@ class _Scripted(Policy):
 
 
 def test_drive_straight_is_forward_collapse_into_a_collision(tmp_path):
-    res = evaluate(EvalConfig(policy="constant", difficulty="easy", episodes=2, workers=1, out=tmp_path,
+    res = evaluate(EvalConfig(policy="constant", difficulty="easy", episodes=2, pool=PoolConfig(workers=1), out=tmp_path,
                               env=EnvConfig(image_size=32)), progress=False)
     assert {r.failure_label for r in res.records} == {"forward_collapse"}
     assert all(r.failure_flags.split(";") == ["forward_collapse", "collision"] for r in res.records)

@@ -90,10 +90,13 @@ class RolloutResult:
 
 def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig, workers: int = 1,
                  envs_per_worker: int = 4, video_paths: dict[str, str] | None = None, progress: bool = True,
-                 on_record: Callable[[EpisodeRecord], None] | None = None) -> RolloutResult:
-    """Run every spec once with `policy`; records come back in spec order. Ctrl-C keeps finished episodes."""
+                 on_record: Callable[[EpisodeRecord], None] | None = None, action_noise: float = 0.0) -> RolloutResult:
+    """Run every spec once with `policy`; records come back in spec order. Ctrl-C keeps finished episodes.
+
+    `action_noise` perturbs executed actions of specs with a `noise_seed` (see the engine); records keep the policy's.
+    """
     result = run_engine(policy, specs, env_cfg, RecorderFactory(video_paths or {}),
-                        PoolConfig(workers=workers, envs_per_worker=envs_per_worker), progress=progress,
+                        PoolConfig(workers=workers, envs_per_worker=envs_per_worker), action_noise, progress=progress,
                         on_result=on_record, desc=f"eval {policy.name}")
     return RolloutResult(result.results, result.interrupted, result.seconds)
 
