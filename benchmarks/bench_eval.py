@@ -11,9 +11,11 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import report
+from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 from mobile_vla_sim.eval.episodes import episode_set
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.eval.rollout import run_episodes
 
 LAYOUTS = ((1, 1), (1, 8), (2, 1), (2, 4))
 
@@ -25,7 +27,7 @@ def run(episodes: int = 8, image_size: int = 224) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         data, ckpt = Path(tmp) / "data", Path(tmp) / "tiny.ckpt"
-        generate_dataset(GenerateConfig(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2),
+        generate_dataset(build(GenerateConfig, dict(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2)),
                          progress=False)
         train(TrainConfig(data=data, mode="frozen", backbone="tiny", epochs=1, out=ckpt, seed=0), progress=False)
         specs = episode_set(0, "easy", "both", episodes)

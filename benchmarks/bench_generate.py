@@ -11,12 +11,13 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import report
+from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 
 
 def _throughput(episodes: int, workers: int, image_size: int, root: Path) -> tuple[float, float]:
     out = root / f"w{workers}"
-    s = generate_dataset(GenerateConfig(episodes=episodes, out=out, workers=workers, image_size=image_size, seed=0),
+    s = generate_dataset(build(GenerateConfig, dict(episodes=episodes, out=out, workers=workers, image_size=image_size, seed=0)),
                          progress=False)
     for f in out.iterdir():  # the next repeat makes every episode again
         f.unlink()

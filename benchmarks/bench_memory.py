@@ -12,19 +12,22 @@ from pathlib import Path
 
 from benchmarks.common import report
 from benchmarks.memory import RssSampler
+from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
-from mobile_vla_sim.eval.rollout import EnvConfig
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.engine import PoolConfig
 
 
 def run(eval_episodes: int = 1000, generate_episodes: int = 2000, image_size: int = 96) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         with RssSampler() as ev:
             evaluate(EvalConfig(policy="expert", difficulty="all", task="both", episodes=eval_episodes // 6,
-                                workers=2, out=Path(tmp) / "eval", env=EnvConfig(image_size=image_size)), progress=False)
+                                pool=PoolConfig(workers=2), out=Path(tmp) / "eval", env=EnvConfig(image_size=image_size)),
+                     progress=False)
         with RssSampler() as gen:
-            generate_dataset(GenerateConfig(episodes=generate_episodes, out=Path(tmp) / "gen", workers=2,
-                                            image_size=image_size), progress=False)
+            generate_dataset(build(GenerateConfig, dict(episodes=generate_episodes, out=Path(tmp) / "gen", workers=2,
+                                            image_size=image_size)), progress=False)
     (e0, e1, ep), (g0, g1, gp) = ev.growth(), gen.growth()
     growth = max(e1 / e0, g1 / g0)
     return report(f"memory over long runs ({image_size}px; process tree RSS)",
