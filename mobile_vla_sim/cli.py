@@ -162,6 +162,8 @@ def eval_cmd(cfg: EvalConfig) -> None:
     from mobile_vla_sim.eval.run import evaluate
 
     result = evaluate(cfg)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if cfg.out is not None:
         click.echo(result.paths["summary.md"].read_text())
     click.echo(f"{len(result.records)} episodes, {result.episodes_per_min:.1f} episodes/min; results in {cfg.out}")

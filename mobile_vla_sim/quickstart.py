@@ -83,8 +83,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
             echo(f"[2/4] {ckpts[mode]} already trained (delete it to retrain)")
             continue
         echo(f"[2/4] training a tiny Kosmos-2 VLA policy, {mode}, {epochs} epochs → {ckpts[mode]}")
-        train(TrainConfig(data=data, mode=mode, backbone="tiny", epochs=epochs, lr_head=cfg.lr_head,
-                          lr_lora=cfg.lr_lora, out=ckpts[mode], seed=cfg.seed), progress=progress)
+        lora = {"lr_lora": cfg.lr_lora} if mode == "lora" else {}
+        train(TrainConfig(data=data, mode=mode, backbone="tiny", epochs=epochs, lr_head=cfg.lr_head, out=ckpts[mode],
+                          seed=cfg.seed, **lora), progress=progress)
 
     base_eval = EvalConfig(policy="expert", episodes=cfg.eval_episodes, seed=cfg.seed, offline_data=data, env=env,
                            pool=pool)

@@ -35,6 +35,7 @@ from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, run_episodes
 from mobile_vla_sim.envs.expert import ExpertPolicy
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
+from mobile_vla_sim.paths import check_output_dir
 
 FORMAT = "mobile-vla-sim/hdf5-episodes/v1"
 #: `mix`: difficulty of scene pair k is MIX_CYCLE[k % 7], the real project's planned 2:3:2 easy:medium:hard.
@@ -242,6 +243,7 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
 
     Ctrl-C keeps every finished episode (listed in `dataset.json`) and re-raises KeyboardInterrupt.
     """
+    check_output_dir(cfg.out, "--out")
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_folder(cfg)
     specs = episode_specs(cfg)

@@ -66,7 +66,9 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path} is not valid JSON ({err}); delete it and re-run `mvla-sim generate`") from err
+        raise DatasetError(f"{path} is not valid JSON ({err}); restore it, or generate the dataset again into a new "
+                           "--out folder") from err
     if not isinstance(manifest, dict) or not isinstance(manifest.get("episodes"), list):
-        raise DatasetError(f"{path} has no 'episodes' list; delete it and re-run `mvla-sim generate`")
+        raise DatasetError(f"{path} has no 'episodes' list; restore it, or generate the dataset again into a new "
+                           "--out folder")
     return manifest

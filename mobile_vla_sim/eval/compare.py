@@ -362,14 +362,18 @@ def render_report(result: dict) -> str:
 
 
 def _check_inputs(cfg: CompareConfig) -> None:
-    for name, path in (("checkpoint A", cfg.checkpoint_a), ("checkpoint B", cfg.checkpoint_b)):
-        if not path.exists():
-            raise FileNotFoundError(f"{name} not found: {path}; train one with `mvla-sim train`")
+    """Refuse what cannot be compared before any slow work: non-checkpoints, unlike action layouts, missing folders."""
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+
+    drives = [read_checkpoint(path)[1]["drive"] for path in (cfg.checkpoint_a, cfg.checkpoint_b)]
+    if drives[0] != drives[1]:
+        raise EvalError(f"{cfg.checkpoint_a} drives {drives[0]!r} but {cfg.checkpoint_b} drives {drives[1]!r}: "
+                        "their actions and episodes are not comparable; compare checkpoints of one drive")
     if not cfg.data.is_dir():
-        raise FileNotFoundError(f"dataset directory not found: {cfg.data}; create one with `mvla-sim generate`")
+        raise EvalError(f"--data {cfg.data} is not a folder; create a dataset with `mvla-sim generate`")
     for path in cfg.eval_dirs or ():
         if not path.is_dir():
-            raise FileNotFoundError(f"eval results directory not found: {path}; run `mvla-sim eval --out {path}`")
+            raise EvalError(f"--eval {path} is not a folder; run `mvla-sim eval --out {path}` first")
 
 
 def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareConfig) -> dict:

@@ -58,6 +58,8 @@ class EvalResult:
     interrupted: bool
     episodes_per_min: float
     paths: dict[str, Path] = field(default_factory=dict)
+    #: Conditions that make the numbers hard to interpret (e.g. an image size the policy was not trained on).
+    warnings: list[str] = field(default_factory=list)
 
 
 def video_paths(specs: list[EpisodeSpec], video_dir: Path, per_group: int, all_: bool) -> dict[str, str]:
@@ -90,6 +92,27 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
     return {r.key: r for r in records}
 
 
+#: Env knobs a checkpoint records from its training data; evaluating with other values is allowed but warned about.
+_TRAINED_ON = ("image_size", "drive", "control", "renderer")
+
+
+def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
+    """What differs between the data a checkpoint was trained on (and `--offline-data`) and this evaluation."""
+    from mobile_vla_sim.datasets.manifest import load_manifest
+
+    trained = (getattr(policy, "metadata", None) or {}).get("dataset_config") or {}
+    env = to_dict(cfg.env)
+    out = [f"the policy was trained on {k}={trained[k]!r} but is evaluated with --{k.replace('_', '-')} {env[k]!r}; "
+           f"pass --{k.replace('_', '-')} {trained[k]} to evaluate it as trained" for k in _TRAINED_ON
+           if k in trained and trained[k] != env[k]]
+    if cfg.offline_data is not None:
+        data = ((load_manifest(cfg.offline_data) or {}).get("config") or {})
+        out += [f"--offline-data {cfg.offline_data} has {k}={data[k]!r}, the policy {trained.get(k, env[k])!r}: "
+                "offline metrics compare unlike data" for k in ("image_size", "drive")
+                if k in data and data[k] != trained.get(k, env[k])]
+    return out
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given).
 
@@ -105,6 +128,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     todo = [s for s in specs if s.key not in done]
     policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
                          seed=cfg.seed)
+    warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None
         if cfg.offline_data is not None:
@@ -128,4 +152,4 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
                                           "episodes_per_min": rate})
     return EvalResult(records=records, aggregates=aggregates, offline=offline,
-                      interrupted=interrupted, episodes_per_min=rate, paths=paths)
+                      interrupted=interrupted, episodes_per_min=rate, paths=paths, warnings=warnings)

@@ -88,7 +88,7 @@ class TrainConfig:
             given = [f.name for f in dataclasses.fields(self) if f.name in _LORA_KNOBS
                      and getattr(self, f.name) != (f.default if f.default is not dataclasses.MISSING else None)]
             if given:
-                raise ConfigError(f"{', '.join('--' + g.replace('_', '-') for g in given)} only apply with "
+                raise ConfigError(f"{', '.join('--' + g.replace('_', '-') for g in given)} apply only with "
                                   "--mode lora; drop them or add --mode lora")
         unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
         if unknown or not self.lora_targets:

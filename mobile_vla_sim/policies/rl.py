@@ -17,6 +17,7 @@ from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
+from mobile_vla_sim.paths import check_output_file
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -51,6 +52,7 @@ class RLConfig:
         check_knobs(self)
         if self.out.suffix != ".zip":
             raise ConfigError(f"--out must end in .zip (stable-baselines3 format), got {self.out}")
+        check_output_file(self.out, "--out")
 
 
 def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
