@@ -113,6 +113,7 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
                        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
             if missing:
                 raise ConfigError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
+            ctx.obj["given"] = set(values)
             cfg = build(cls, values)
             if print_config:
                 click.echo(to_yaml(cfg), nl=False)
@@ -159,9 +160,9 @@ def train(cfg: TrainConfig) -> None:
 @config_command(EvalConfig, "eval")
 def eval_cmd(cfg: EvalConfig) -> None:
     """Score a policy closed-loop on a fixed, seeded episode set (plus offline metrics with --offline-data)."""
-    from mobile_vla_sim.eval.run import evaluate
+    from mobile_vla_sim.eval.run import as_trained, evaluate
 
-    result = evaluate(cfg)
+    result = evaluate(as_trained(cfg, click.get_current_context().obj["given"]))
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if cfg.out is not None:

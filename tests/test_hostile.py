@@ -177,3 +177,15 @@ def test_config_errors_are_value_errors_for_library_users():
     with pytest.raises(ValueError, match="--image-size must be >= 16"):
         EnvConfig(image_size=8)
     assert issubclass(ConfigError, ValueError)
+
+
+def test_eval_defaults_to_what_the_checkpoint_was_trained_on(tiny_checkpoints, tmp_path):
+    import json
+
+    ckpt = tiny_checkpoints["frozen"]
+    base = ["eval", "--policy", ckpt, "--difficulty", "easy", "--episodes", "1", "--workers", "1"]
+    plain = run(*base, "--out", tmp_path / "a")
+    assert plain.exit_code == 0 and "Warning" not in plain.output, plain.output
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["env"]["image_size"] == 48
+    other = run(*base, "--image-size", "32", "--out", tmp_path / "b")
+    assert other.exit_code == 0 and "Warning: the policy was trained on image_size=48" in other.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobile_vla_sim.config import check_knobs, knob, to_dict
@@ -94,6 +94,18 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
 
 #: Env knobs a checkpoint records from its training data; evaluating with other values is allowed but warned about.
 _TRAINED_ON = ("image_size", "drive", "control", "renderer")
+
+
+def as_trained(cfg: EvalConfig, given: set[str]) -> EvalConfig:
+    """`cfg` with the env knobs of `_TRAINED_ON` that the user did not set taken from the checkpoint's training data,
+    so a checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise (then `evaluate` warns)."""
+    if not cfg.policy.endswith(".ckpt") or not Path(cfg.policy).is_file():
+        return cfg
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+
+    trained = read_checkpoint(cfg.policy)[1].get("dataset_config") or {}
+    changes = {k: trained[k] for k in _TRAINED_ON if k in trained and k not in given}
+    return replace(cfg, env=replace(cfg.env, **changes)) if changes else cfg
 
 
 def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
