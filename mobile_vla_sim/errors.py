@@ -55,3 +55,7 @@ class TrainingError(MvlaError, ValueError):
 
 class OutputError(MvlaError, ValueError):
     """An output location that cannot be written, or that holds finished work the command would overwrite."""
+
+
+class ProtocolError(MvlaError, ValueError):
+    """A policy-server message that breaks the protocol (not msgpack, missing fields, unknown episode...)."""
