@@ -83,6 +83,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=config, records=result.records,
                               aggregates=aggregates, offline=offline, interrupted=result.interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
-                                          "episodes_per_min": rate})
+                                          "episodes_per_min": rate, "policy": policy.stats()})
     return EvalResult(records=result.records, aggregates=aggregates, offline=offline,
                       interrupted=result.interrupted, episodes_per_min=rate, paths=paths)

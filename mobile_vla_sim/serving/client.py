@@ -32,8 +32,9 @@ class RemotePolicy(Policy):
         token = token or os.environ.get(TOKEN_ENV)
         headers = {AUTH_HEADER: f"{AUTH_SCHEME} {token}"} if token else None
         try:
+            # entered by hand: the connection lives as long as the policy (until `close`)
             self._ws = connect(url, open_timeout=timeout, additional_headers=headers, compression=None,
-                               max_size=MAX_MESSAGE_BYTES, proxy=None)
+                               max_size=MAX_MESSAGE_BYTES, proxy=None).__enter__()
         except InvalidStatus as err:
             code = err.response.status_code
             fix = (f"pass its token with --policy-arg token=... or ${TOKEN_ENV}" if code == 401

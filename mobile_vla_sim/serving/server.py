@@ -148,8 +148,9 @@ class PolicyServer:
             pass
         finally:
             writer.cancel()
-            for episode_id in self._episodes.pop(conn):
+            for episode_id in list(self._episodes[conn]):
                 self._forget(conn, episode_id)
+            del self._episodes[conn]
 
     @staticmethod
     async def _write(ws, replies: asyncio.Queue) -> None:

@@ -1,0 +1,84 @@
+"""Policy server: remote eval against in-process eval of the same tiny VLA checkpoint, and server-side batching.
+
+Three runs of the same fixed episode set with 2 workers x 4 concurrent episodes:
+  * in-process: the eval process holds the checkpoint (one act_batch per round over all running episodes);
+  * remote, batched: `mvla-sim serve`'s server in its own process, the eval process sends one request per episode
+    back to back and the server batches them (max batch 16);
+  * remote, batch 1: the same server with max batch 1, one inference per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import report
+from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+from mobile_vla_sim.eval.episodes import episode_set
+from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+
+WORKERS, PER_WORKER = 2, 4
+SERVER = ("from mobile_vla_sim.serving.server import ServeConfig, serve; "
+          "serve(ServeConfig(policy={ckpt!r}, port=0, max_batch={max_batch}), log=lambda m: print(m, flush=True))")
+
+
+def _serve(ckpt: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    """Start a server process on a free port; return it and its URL once it listens."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVER.format(ckpt=str(ckpt), max_batch=max_batch)],
+                            stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if found := re.search(r"ws://\S+:\d+", line):
+            return proc, found.group(0)
+    raise RuntimeError(f"policy server exited with code {proc.wait()} before listening")
+
+
+def _rate(policy, specs, env_cfg) -> float:
+    r = run_episodes(policy, specs, env_cfg, workers=WORKERS, envs_per_worker=PER_WORKER, progress=False)
+    policy.close()
+    return 60.0 * len(r.records) / r.seconds
+
+
+def run(episodes: int = 6, image_size: int = 112) -> dict:
+    # torch is imported here, not at the top: spawned workers re-import the main module, and would pay for it
+    from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
+    from mobile_vla_sim.policies.train import TrainConfig, train
+    from mobile_vla_sim.serving.client import RemotePolicy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, ckpt = Path(tmp) / "data", Path(tmp) / "tiny.ckpt"
+        generate_dataset(GenerateConfig(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2),
+                         progress=False)
+        train(TrainConfig(data=data, mode="frozen", backbone="tiny", epochs=1, out=ckpt, seed=0), progress=False)
+        specs = episode_set(0, "easy", "both", episodes)
+        env_cfg = EnvConfig(image_size=image_size)
+        rates, latency = {}, {}
+        rates["in-process"] = _rate(load_policy_checkpoint(ckpt), specs, env_cfg)
+        for label, max_batch in (("remote, batched", 16), ("remote, batch 1", 1)):
+            proc, url = _serve(ckpt, max_batch)
+            try:
+                policy = RemotePolicy(url)
+                rates[label] = _rate(policy, specs, env_cfg)
+                latency[label] = policy.stats()["remote"]
+            finally:
+                proc.terminate()
+                proc.wait()
+    rows = [(f"{label}: episodes/min", f"{rate:.1f}") for label, rate in rates.items()]
+    rows += [(f"{label}: round trip mean / p95 (ms), server batch mean",
+              f"{s['latency_ms_mean']:.1f} / {s['latency_ms_p95']:.1f}, {s['server_batch_size_mean']:.2f}")
+             for label, s in latency.items()]
+    rows.append(("server batching: batched / batch 1", f"{rates['remote, batched'] / rates['remote, batch 1']:.2f}"))
+    return report(f"policy server, tiny VLA ({2 * episodes} easy episodes, {image_size}px, "
+                  f"{WORKERS} workers x {PER_WORKER})", rows,
+                  ("remote (batched) / in-process", rates["remote, batched"] / rates["in-process"], 0.8))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--episodes", type=int, default=6, help="per task (left and right)")
+    ap.add_argument("--image-size", type=int, default=112)
+    a = ap.parse_args()
+    run(a.episodes, a.image_size)
