@@ -82,14 +82,16 @@ def _param(name: str, f: dataclasses.Field, tp: Any) -> click.Parameter:
         ptype = click.Path(path_type=Path)
     else:
         ptype = str
-    if isinstance(default, tuple) and nargs == 1:
+    multiple = bool(meta.get("multiple"))
+    if isinstance(default, tuple) and nargs == 1 and not multiple:
         default = ",".join(map(str, default))
     if meta.get("argument"):
         return click.Argument([name], type=ptype, required=True)
     flags = [meta.get("flag") or option_name(name)]
     if inner is bool:
         flags = [f"{flags[0]}/--no-{flags[0][2:]}"]
-    return click.Option([*flags, name], type=ptype, default=default, nargs=nargs, show_default=default is not None,
+    return click.Option([*flags, name], type=ptype, default=default, nargs=nargs, multiple=multiple,
+                        show_default=default not in (None, ()),
                         help=meta.get("help", "") + (" [required]" if required else ""))
 
 
@@ -134,6 +136,7 @@ from mobile_vla_sim.eval.run import EvalConfig  # noqa: E402
 from mobile_vla_sim.policies.config import TrainConfig  # noqa: E402
 from mobile_vla_sim.policies.rl import RLConfig  # noqa: E402
 from mobile_vla_sim.quickstart import QuickstartConfig  # noqa: E402
+from mobile_vla_sim.serving.server import ServeConfig  # noqa: E402
 
 
 @config_command(GenerateConfig, "generate")
@@ -197,6 +200,17 @@ def compare(cfg: CompareConfig) -> None:
         click.echo(f"{name} {h['measure']}: {h['value']:.4f} {h['op']} {h['threshold']} -> "
                    f"{'holds' if h['holds'] else 'does not hold'}")
     click.echo(f"report: {cfg.out / 'report.md'}")
+
+
+@config_command(ServeConfig, "serve")
+def serve(cfg: ServeConfig) -> None:
+    """Serve a policy over WebSocket (openpi's msgpack-numpy protocol), batching requests from every client."""
+    from mobile_vla_sim.serving.server import serve as run_server
+
+    try:
+        run_server(cfg, log=click.echo)
+    except KeyboardInterrupt:
+        raise Interrupted("the server stopped") from None
 
 
 @config_command(QuickstartConfig, "quickstart")

@@ -23,15 +23,17 @@ _HELP, _CHOICES, _MIN, _MAX, _CLI, _ARGUMENT = "help", "choices", "min", "max", 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
          min: float | None = None, max: float | None = None, cli: bool = True, argument: bool = False,
-         flag: str | None = None, nargs: int = 1, default_factory: Any = dataclasses.MISSING) -> Any:
+         flag: str | None = None, nargs: int = 1, multiple: bool = False,
+         default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field: its default, one-line help, and optional allowed choices or numeric bounds (inclusive).
 
     `cli=False` keeps a field out of the command line (it is still in YAML files and results); `argument=True` makes
     it a positional command-line argument; `flag` names its option when that differs from the field name; `nargs` > 1
-    takes several values (a tuple).
+    takes several values (a tuple); `multiple` lets the option repeat (a tuple of every value given).
     """
     metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _MIN: min, _MAX: max, _CLI: cli,
-                _ARGUMENT: argument, "flag": flag, "nargs": nargs}
+                _ARGUMENT: argument, "flag": flag, "nargs": nargs,
+                "multiple": multiple}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 

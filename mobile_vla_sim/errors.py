@@ -69,3 +69,7 @@ def require_file(path: Path, what: str, fix: str, error: type[MvlaError]) -> Non
 
 class Interrupted(MvlaError, KeyboardInterrupt):
     """Ctrl-C: the work was stopped; the message says what was kept and how to resume (exit status 130)."""
+
+
+class ProtocolError(MvlaError, ValueError):
+    """A policy-server message that breaks the protocol (not msgpack, missing fields, unknown episode...)."""

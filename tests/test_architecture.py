@@ -12,9 +12,10 @@ from pathlib import Path
 import mobile_vla_sim
 
 PACKAGE = Path(mobile_vla_sim.__file__).parent
-#: Layer of each subpackage; a module may import its own layer and lower ones. Top-level modules (config, errors,
+#: Layer of each subpackage; a module may import its own layer and lower ones (serving is a policy transport: the
+#: policies layer, since `load_policy` builds its client). Top-level modules (config, errors,
 #: paths) are the base layer; cli and quickstart sit on top of everything.
-LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 4, "eval": 5, "top": 6}
+LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 3, "eval": 4, "top": 5}
 TOP = {"cli", "quickstart"}
 
 

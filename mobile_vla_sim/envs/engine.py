@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import action_limits, noisy_action
 from mobile_vla_sim.envs.config import EnvConfig, make_env
-from mobile_vla_sim.errors import MvlaError
+from mobile_vla_sim.errors import EvalError, MvlaError
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,21 @@ class EpisodeHandler(Protocol):
         """The episode's result (small and picklable: it travels to the parent)."""
 
     def abort(self) -> None: ...
+
+
+def next_actions(policy: BatchPolicy, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+    """The (B, dims) actions the env executes now: `act_batch` as is, or the first action of each chunk.
+
+    The one place that turns a policy's output into env actions, so how many actions of a chunk to execute is
+    decided here for every caller (rollouts, offline metrics, `Policy.act`).
+    """
+    actions = np.asarray(policy.act_batch(obs, slots), dtype=np.float32)
+    if actions.ndim == 3 and actions.shape[1] >= 1:
+        actions = actions[:, 0]
+    if actions.ndim != 2 or actions.shape[0] != len(slots):
+        raise EvalError(f"policy {policy.name!r} returned actions of shape {actions.shape} for {len(slots)} "
+                                "slots; act_batch must return (B, dims) or an action chunk (B, K, dims)")
+    return actions
 
 
 class WorkerError(MvlaError, RuntimeError):
@@ -260,7 +275,7 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
             if running:
                 ids = sorted(running)
                 batch = {k: np.stack([running[s][k] for s in ids]) for k in running[ids[0]]}
-                actions = dict(zip(ids, policy.act_batch(batch, ids)))
+                actions = dict(zip(ids, next_actions(policy, batch, ids)))
             spare = iter(queue)  # idle slots get the next specs; running slots a spare one, used if their episode ends
             msgs: list[dict] = [{} for _ in conns]
             for s in sorted(slots, key=lambda s: s in running):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.envs.engine import next_actions
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.policies.base import Policy
 
@@ -77,7 +78,7 @@ def _predict(policy: Policy, episodes: list, dims: list[int]) -> tuple[np.ndarra
         obs = {"image": np.stack([episodes[i].images[t] for i in live])}
         if all(getattr(episodes[i], "states", None) is not None for i in live):
             obs["state"] = np.stack([episodes[i].states[t] for i in live]).astype(np.float32)
-        action = np.asarray(policy.act_batch(obs, live), dtype=np.float64)
+        action = np.asarray(next_actions(policy, obs, live), dtype=np.float64)
         preds.append(action)
         targets.append(np.stack([np.asarray(episodes[i].targets[t + 1], dtype=np.float64)[dims] for i in live]))
     return np.concatenate(preds), np.concatenate(targets)

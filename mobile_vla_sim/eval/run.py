@@ -29,6 +29,8 @@ class EvalConfig:
 
     policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right or "
                        "sb3:PATH.zip")
+    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory or a ws:// policy (token=...); "
+                                        "repeat it", flag="--policy-arg", multiple=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
     task: str = knob("both", "left, right or both")
     episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
@@ -130,7 +132,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
     Outputs are checked before any episode runs; finished episodes of an interrupted run in `cfg.out` are kept.
     """
-    from mobile_vla_sim.policies.registry import load_policy
+    from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
     for path, option in ((cfg.out, "--out"), (cfg.video_dir, "--video-dir")):
         if path is not None:
@@ -139,7 +141,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     done = _resumed(cfg)
     todo = [s for s in specs if s.key not in done]
     policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
-                         seed=cfg.seed)
+                         seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args))
     warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None
@@ -162,6 +164,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=to_dict(cfg), records=records,
                               aggregates=aggregates, offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
-                                          "episodes_per_min": rate})
+                                          "episodes_per_min": rate, "policy": policy.stats()})
     return EvalResult(records=records, aggregates=aggregates, offline=offline,
                       interrupted=interrupted, episodes_per_min=rate, paths=paths, warnings=warnings)

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mobile_vla_sim.envs.engine import next_actions
+
 
 class Policy(ABC):
     """Base class: implement `act_batch`; `reset` and `act` come for free where nothing is stateful."""
@@ -19,18 +21,28 @@ class Policy(ABC):
     drive: str = "diff"
     #: Short name for reports.
     name: str = "policy"
+    #: Camera image side the policy was trained on (None: any); a policy server tells its clients.
+    image_size: int | None = None
+    #: Future actions `act_batch` returns per slot: 1 -> (B, dims), K > 1 -> an action chunk (B, K, dims).
+    chunk_size: int = 1
 
     def reset(self, instruction: str, slot: int = 0) -> None:
         """Start a new episode in `slot` with this instruction."""
 
     @abstractmethod
     def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
-        """Actions (len(slots), action_dim) float32 for observations stacked on axis 0, one row per slot."""
+        """Actions float32 for observations stacked on axis 0, one row per slot: (B, dims), or an action chunk
+        (B, K, dims) of the next K actions; `next_actions` decides what the env executes."""
 
     def act(self, obs: dict[str, np.ndarray], slot: int = 0) -> np.ndarray:
-        """Action for a single, unbatched observation."""
+        """Action to execute for a single, unbatched observation."""
         batched = {k: np.asarray(v)[None] for k, v in obs.items()}
-        return self.act_batch(batched, [slot])[0]
+        return next_actions(self, batched, [slot])[0]
+
+    def stats(self) -> dict:
+        """Figures the policy measured about itself (e.g. a remote policy's round-trip latency) for results.json;
+        still valid after `close`."""
+        return {}
 
     def close(self) -> None:
         """Release resources (models, files)."""

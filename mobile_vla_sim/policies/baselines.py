@@ -14,18 +14,20 @@ from typing import Sequence
 
 import numpy as np
 
+from mobile_vla_sim.envs import expert
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits, check_drive, from_action3
-from mobile_vla_sim.envs.expert import ExpertPolicy
 from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM
 from mobile_vla_sim.errors import PolicyLoadError, require_file
 from mobile_vla_sim.policies.base import Policy
-
-Policy.register(ExpertPolicy)  # the expert lives with the env (generate uses it); it has the full interface
 
 #: Mean dataset action [linear_x, linear_y, angular_z] of scripted-expert demonstrations, episode_start frames
 #: included as in `dataset.json`: 180 diff-drive episodes, 30 per (difficulty, task), 2,770 frames (std 0.13, 0,
 #: 0.61). The turns cancel between left and right, so the mean drives straight into the box.
 DEFAULT_MEAN_ACTION3 = (0.424, 0.0, -0.001)
+
+
+class ExpertPolicy(expert.ExpertPolicy, Policy):
+    """The scripted expert with the full Policy interface (`envs.expert.ExpertPolicy` is what generate runs)."""
 
 
 class AlwaysSidePolicy(ExpertPolicy):

@@ -1,20 +1,58 @@
-"""`load_policy(spec)`: one entry point from a command-line policy name or path to a `Policy`."""
+"""`load_policy(spec)`: one entry point from a command-line policy name, path, plugin or server URL to a `Policy`."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import re
 from pathlib import Path
+from typing import Any, Sequence
 
+from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.errors import PolicyLoadError
 from mobile_vla_sim.policies.baselines import AlwaysSidePolicy, ConstantPolicy, ExpertPolicy, RandomPolicy, SB3Policy
 
-POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt")
+POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt",
+                "package.module:factory", "ws://HOST:PORT")
+#: `package.module:factory`: dotted Python identifiers, a colon, one identifier (so never `sb3:ppo.zip`).
+PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+#: What a plugin's factory must return: the parts of the `Policy` interface eval calls.
+REQUIRED_METHODS = ("reset", "act_batch")
+
+
+def parse_policy_args(items: Sequence[str]) -> dict[str, Any]:
+    """`--policy-arg KEY=VALUE` options -> keyword arguments; a value is JSON when it parses (3, 0.5, true,
+    [1, 2], "x"), else the plain string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--policy-arg must be KEY=VALUE with KEY a Python identifier, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_data: str | Path | None = None,
-                seed: int = 0) -> Policy:
-    """Build the policy named by `spec` for env layout `drive`; raise a one-line `PolicyLoadError` otherwise."""
+                seed: int = 0, policy_args: dict[str, Any] | None = None) -> Policy:
+    """Build the policy named by `spec` for env layout `drive`; raise a one-line `PolicyLoadError` otherwise.
+
+    `policy_args` go to a plugin's factory or to the remote client (`token`, `timeout`); other policies take none.
+    """
     name = spec.strip()
+    policy_args = dict(policy_args or {})
+    if name.startswith(("ws://", "wss://")):
+        from mobile_vla_sim.serving.client import RemotePolicy
+
+        return _check_drive(RemotePolicy(name, drive=drive, **_client_args(name, policy_args)), drive, name)
+    if PLUGIN_RE.match(name) and not name.startswith("sb3:"):
+        return _check_drive(load_plugin(name, drive=drive, device=device, policy_args=policy_args), drive, name)
+    if policy_args:
+        raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// servers, "
+                              f"not to {name!r}; drop it")
     if name == "expert":
         return ExpertPolicy(drive=drive, seed=seed)
     if name == "random":
@@ -32,9 +70,65 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
     raise PolicyLoadError(f"unknown policy {spec!r}: use one of {', '.join(POLICY_SPECS)}")
 
 
+def load_plugin(spec: str, drive: str = "diff", device: str = "cpu",
+                policy_args: dict[str, Any] | None = None) -> Policy:
+    """Import `package.module`, call `factory(drive=..., device=..., **policy_args)` and check what it returns."""
+    module_name, _, factory_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or the user's module failing while it imports
+        raise PolicyLoadError(f"cannot import {module_name!r} for --policy {spec} ({type(err).__name__}: {err}); "
+                              "put its folder on PYTHONPATH or pip install it") from err
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise PolicyLoadError(f"{module_name} has no callable {factory_name!r}; --policy {spec} must name a "
+                              "function returning a Policy")
+    try:
+        policy = factory(drive=drive, device=device, **(policy_args or {}))
+    except Exception as err:
+        raise PolicyLoadError(f"{spec}(drive={drive!r}, device={device!r}, **{policy_args or {}}) raised "
+                              f"{type(err).__name__}: {err}; fix the factory or its --policy-arg values") from err
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(policy, m, None))]
+    if missing or not isinstance(getattr(policy, "drive", None), str):
+        lacks = ", ".join(missing + ([] if isinstance(getattr(policy, "drive", None), str) else ["drive"]))
+        raise PolicyLoadError(f"{spec} returned a {type(policy).__name__} without {lacks}; return a "
+                              "mobile_vla_sim.policies.base.Policy subclass (reset, act_batch, drive)")
+    return policy if isinstance(policy, Policy) else _DuckPolicy(policy, spec)
+
+
+class _DuckPolicy(Policy):
+    """A plugin object with the interface but not the base class: gets `name`, `act`, `stats` and `close`."""
+
+    def __init__(self, inner: Any, spec: str):
+        self.inner, self.drive = inner, inner.drive
+        self.name = getattr(inner, "name", spec)
+        self.image_size = getattr(inner, "image_size", None)
+        self.chunk_size = getattr(inner, "chunk_size", 1)
+
+    def reset(self, instruction: str, slot: int = 0) -> None:
+        self.inner.reset(instruction, slot)
+
+    def act_batch(self, obs, slots):
+        return self.inner.act_batch(obs, slots)
+
+    def close(self) -> None:
+        if callable(getattr(self.inner, "close", None)):
+            self.inner.close()
+
+
+def _client_args(url: str, policy_args: dict[str, Any]) -> dict[str, Any]:
+    """The remote client takes `token` and `timeout` only; anything else is a typo worth reporting."""
+    unknown = set(policy_args) - {"token", "timeout"}
+    if unknown:
+        raise PolicyLoadError(f"{url} takes --policy-arg token=... and timeout=SECONDS only, not "
+                              f"{', '.join(sorted(unknown))}")
+    return policy_args
+
+
 def _check_drive(policy: Policy, drive: str, spec: str) -> Policy:
     """A policy emitting another action layout would be fed to the wrong action space: refuse it."""
     if policy.drive != drive:
+        policy.close()
         raise PolicyLoadError(f"{spec} emits {policy.drive!r} actions but the env uses drive {drive!r}; "
                               f"re-run with --drive {policy.drive}")
     return policy
