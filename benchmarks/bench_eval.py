@@ -10,9 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import report
-from mobile_vla_sim.config import build
-from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+from benchmarks.common import report, tiny_checkpoint
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.eval.rollout import run_episodes
@@ -23,13 +21,9 @@ LAYOUTS = ((1, 1), (1, 8), (2, 1), (2, 4))
 def run(episodes: int = 8, image_size: int = 224) -> dict:
     # torch is imported here, not at the top: spawned workers re-import the main module, and would pay for it
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-    from mobile_vla_sim.policies.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        data, ckpt = Path(tmp) / "data", Path(tmp) / "tiny.ckpt"
-        generate_dataset(build(GenerateConfig, dict(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2)),
-                         progress=False)
-        train(TrainConfig(data=data, mode="frozen", backbone="tiny", epochs=1, out=ckpt, seed=0), progress=False)
+        ckpt = tiny_checkpoint(Path(tmp), image_size)
         specs = episode_set(0, "easy", "both", episodes)
         env_cfg = EnvConfig(image_size=image_size)
         rates = {}

@@ -18,9 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import report
-from mobile_vla_sim.config import build
-from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+from benchmarks.common import report, tiny_checkpoint
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.eval.rollout import run_episodes
@@ -52,14 +50,10 @@ def run(episodes: int = 4, image_size: int = 112, threads: int = 1) -> dict:
     import torch
 
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-    from mobile_vla_sim.policies.train import TrainConfig, train
     from mobile_vla_sim.serving.client import RemotePolicy
 
     with tempfile.TemporaryDirectory() as tmp:
-        data, ckpt = Path(tmp) / "data", Path(tmp) / "tiny.ckpt"
-        generate_dataset(build(GenerateConfig, dict(episodes=12, out=data, difficulty="easy", image_size=image_size, workers=2)),
-                         progress=False)
-        train(TrainConfig(data=data, mode="frozen", backbone="tiny", epochs=1, out=ckpt, seed=0), progress=False)
+        ckpt = tiny_checkpoint(Path(tmp), image_size)
         specs = episode_set(0, "easy", "both", episodes)
         env_cfg = EnvConfig(image_size=image_size)
         rates, latency = {}, {}

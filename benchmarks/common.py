@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 
@@ -34,3 +35,16 @@ def report(title: str, rows: list[tuple[str, str]], ratio: tuple[str, float, flo
     verdict = "" if target is None else ("  (target >= %.2f: %s)" % (target, "met" if value >= target else "NOT met"))
     print(f"  {label:<48} {value:.2f}{verdict}")
     return {"title": title, "rows": dict(rows), "ratio": {label: value}, "target": target}
+
+
+def tiny_checkpoint(folder: Path, image_size: int) -> Path:
+    """A tiny frozen checkpoint trained one epoch on 12 easy demos at `image_size`: a real policy to time."""
+    from mobile_vla_sim.config import build
+    from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
+    from mobile_vla_sim.policies.train import TrainConfig, train
+
+    data, ckpt = Path(folder) / "data", Path(folder) / "tiny.ckpt"
+    generate_dataset(build(GenerateConfig, dict(episodes=12, out=data, difficulty="easy", image_size=image_size,
+                                                workers=2)), progress=False)
+    train(TrainConfig(data=data, mode="frozen", backbone="tiny", epochs=1, out=ckpt, seed=0), progress=False)
+    return ckpt
