@@ -187,8 +187,10 @@ class VLAModel(nn.Module):
         with sdpa_kernel(SDPBackend.MATH):
             for length in sorted(set(lengths)):
                 rows = [i for i, n in enumerate(lengths) if n == length]
-                out[rows] = in_fixed_batches(
-                    lambda idx: self.frame_features(images[idx], [instructions[i] for i in idx], length), rows, batch)
+                def features(idx: list[int], length: int = length) -> torch.Tensor:
+                    return self.frame_features(images[idx], [instructions[i] for i in idx], length)
+
+                out[rows] = in_fixed_batches(features, rows, batch)
         return out
 
     def invariant_head(self, feats: torch.Tensor, frame_mask: torch.Tensor, batch: int = INFERENCE_BATCH
