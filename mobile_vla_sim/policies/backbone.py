@@ -113,10 +113,21 @@ class Backbone(nn.Module):
             self._text_cache[instruction] = (list(enc["input_ids"]), list(enc["image_embeds_position_mask"]))
         return self._text_cache[instruction]
 
-    def encode_text(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`input_ids`, `attention_mask`, `image_embeds_position_mask` (N, L), right-padded, from the processor."""
+    def text_length(self, instruction: str) -> int:
+        """Tokens of the decoder prefix (`<s> <image> [image] </image> instruction`) for this instruction."""
+        return len(self._encode_one(instruction)[0])
+
+    def encode_text(self, instructions: list[str], length: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`input_ids`, `attention_mask`, `image_embeds_position_mask` (N, L), from the processor.
+
+        Right-padded to `length`, or to the longest instruction when None (then L depends on the batch).
+        """
         encoded = [self._encode_one(s) for s in instructions]
-        length = max(len(ids) for ids, _ in encoded)
+        longest = max(len(ids) for ids, _ in encoded)
+        if length is not None and length < longest:
+            raise ValueError(f"text length {length} is shorter than the longest prefix ({longest} tokens)")
+        length = longest if length is None else length
         pad = self.processor.tokenizer.pad_token_id
         ids = torch.full((len(encoded), length), pad, dtype=torch.long)
         attn = torch.zeros((len(encoded), length), dtype=torch.long)
@@ -127,11 +138,14 @@ class Backbone(nn.Module):
             img[i, :len(tok)] = torch.tensor(img_mask)
         return ids.to(self.device), attn.to(self.device), img.to(self.device)
 
-    def prefix(self, image_embeds: torch.Tensor, instructions: list[str]) -> Prefix:
-        """Run the decoder over image + instruction for each frame; keep its keys/values for the action token."""
+    def prefix(self, image_embeds: torch.Tensor, instructions: list[str], length: int | None = None) -> Prefix:
+        """Run the decoder over image + instruction for each frame; keep its keys/values for the action token.
+
+        `length`: pad every prefix to this many tokens (see `encode_text`).
+        """
         if len(instructions) != len(image_embeds):
             raise ValueError(f"{len(instructions)} instructions for {len(image_embeds)} frames; give one per frame")
-        ids, attn, img_mask = self.encode_text(instructions)
+        ids, attn, img_mask = self.encode_text(instructions, length)
         out = self.model.text_model(input_ids=ids, attention_mask=attn, image_embeds=image_embeds,
                                     image_embeds_position_mask=img_mask, use_cache=True)
         layers = out.past_key_values.layers

@@ -20,7 +20,8 @@ from mobile_vla_sim import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
 from mobile_vla_sim.policies.backbone import TINY, load_backbone
-from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel
+from mobile_vla_sim.policies.vla import INFERENCE_BATCH, HeadConfig, LoraSettings, VLAModel
+from mobile_vla_sim.policies.vla_policy import VLAPolicy
 
 FORMAT = "mobile-vla-sim/vla"
 FORMAT_VERSION = 1
@@ -125,8 +126,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(device).eval(), config
 
 
-def load_policy_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """The evaluation `Policy` (`VLAPolicy`) of a checkpoint."""
-    from mobile_vla_sim.policies.vla_policy import VLAPolicy  # the policy module builds on this one
-
-    return VLAPolicy(*load_checkpoint(path, device))
+def load_policy_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                           batch: int = INFERENCE_BATCH) -> VLAPolicy:
+    """The evaluation `Policy` of a checkpoint; `batch`: rows of every (fixed-shape) inference call."""
+    return VLAPolicy(*load_checkpoint(path, device), batch=batch)

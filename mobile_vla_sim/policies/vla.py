@@ -8,16 +8,42 @@ the model. At inference the first action of the chunk predicted at the last fram
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mobile_vla_sim.policies.backbone import Backbone, Prefix
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+#: Rows of every batch-invariant inference call (`VLAModel.invariant_*`): CPU and GPU kernels pick their blocking,
+#: hence their float summation order, from the shapes, so one fixed shape gives every row the same bits.
+INFERENCE_BATCH = 8
+#: Batch-invariant prefixes are right-padded to their own token count rounded up to a multiple of this, so the padded
+#: length depends on the instruction alone; coarse enough that the left/right instructions share one length.
+TEXT_QUANTUM = 32
+
+Out = TypeVar("Out", torch.Tensor, tuple[torch.Tensor, ...])
+
+
+def in_fixed_batches(fn: Callable[[list[int]], Out], rows: list[int], batch: int) -> Out:
+    """`fn(index)` on chunks of exactly `batch` of `rows` (the last padded by repeating its first row), concatenated.
+
+    `fn` maps a list of row indices to a tensor, or a tuple of tensors, with one row per index; the padding rows
+    are dropped. Every call has the same shape, so a row's result does not depend on the batch it came in.
+    """
+    parts = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        out = fn(chunk + chunk[:1] * (batch - len(chunk)))
+        parts.append(tuple(o[:len(chunk)] for o in out) if isinstance(out, tuple) else out[:len(chunk)])
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
 
 
 @dataclass
@@ -131,18 +157,46 @@ class VLAModel(nn.Module):
         return self
 
     # --- features ----------------------------------------------------------------------------------------------
-    def encode_frames(self, images: np.ndarray | torch.Tensor, instructions: list[str]
-                      ) -> tuple[torch.Tensor, Prefix]:
+    def encode_frames(self, images: np.ndarray | torch.Tensor, instructions: list[str],
+                      text_length: int | None = None) -> tuple[torch.Tensor, Prefix]:
         """Context vectors (N, 64, D) and decoder prefixes of N frames, each with its own instruction."""
         context = self.backbone.image_features(self.backbone.pixel_values(images))
-        return context, self.backbone.prefix(context, instructions)
+        return context, self.backbone.prefix(context, instructions, text_length)
 
     def action_features(self, prefix: Prefix) -> torch.Tensor:
         """(N, D) head inputs: the decoder's last hidden state at the action token."""
         return self.backbone.action_features(prefix, self.action_token)
 
-    def frame_features(self, images: np.ndarray | torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        return self.action_features(self.encode_frames(images, instructions)[1])
+    def frame_features(self, images: np.ndarray | torch.Tensor, instructions: list[str],
+                       text_length: int | None = None) -> torch.Tensor:
+        """(N, D) head inputs of N frames in one backbone call (its bits depend on N and the longest instruction)."""
+        return self.action_features(self.encode_frames(images, instructions, text_length)[1])
+
+    # --- batch-invariant inference -----------------------------------------------------------------------------
+    def invariant_frame_features(self, images: np.ndarray | torch.Tensor, instructions: list[str],
+                                 batch: int = INFERENCE_BATCH) -> torch.Tensor:
+        """`frame_features`, bit-identical for a frame whatever else is in the call and where.
+
+        Frames are grouped by padded text length (own prefix length rounded up to `TEXT_QUANTUM`) and each group
+        runs `in_fixed_batches`: every backbone call has shape (`batch`, length), whatever N is. Attention uses
+        the composite (math) kernel: the fused CPU kernel gives a 1-query row (the action token) different bits
+        depending on the thread that computes it, i.e. on the row's position.
+        """
+        lengths = [-(-self.backbone.text_length(s) // TEXT_QUANTUM) * TEXT_QUANTUM for s in instructions]
+        out = torch.empty(len(instructions), self.backbone.hidden_size, device=self.scale.device)
+        with sdpa_kernel(SDPBackend.MATH):
+            for length in sorted(set(lengths)):
+                rows = [i for i, n in enumerate(lengths) if n == length]
+                def features(idx: list[int], length: int = length) -> torch.Tensor:
+                    return self.frame_features(images[idx], [instructions[i] for i in idx], length)
+
+                out[rows] = in_fixed_batches(features, rows, batch)
+        return out
+
+    def invariant_head(self, feats: torch.Tensor, frame_mask: torch.Tensor, batch: int = INFERENCE_BATCH
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`head(feats, frame_mask)` in LSTM calls of exactly `batch` windows (see `in_fixed_batches`)."""
+        return in_fixed_batches(lambda idx: self.head(feats[idx], frame_mask[idx]), list(range(len(feats))), batch)
 
     # --- actions -----------------------------------------------------------------------------------------------
     def normalise(self, actions3: torch.Tensor) -> torch.Tensor:

@@ -9,21 +9,24 @@ import numpy as np
 import torch
 
 from mobile_vla_sim.envs.actions import from_action3
+from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-from mobile_vla_sim.policies.vla import VLAModel
-
-__all__ = ["VLAPolicy", "load_policy_checkpoint"]
+from mobile_vla_sim.policies.vla import INFERENCE_BATCH, VLAModel
 
 
 class VLAPolicy(Policy):
-    """Per new frame: one backbone call for all slots, a per-slot window of action-token features, the LSTM head.
+    """Per new frame: backbone calls for all slots, a per-slot window of action-token features, the LSTM head.
 
     Executes the first action of the chunk predicted at the window's last frame, like the real project.
+    Inference is batch-invariant: a slot's features, LSTM state and action are bit-identical whichever slots,
+    envs per worker or workers share its `act_batch` call (see `act_batch`).
     """
 
-    def __init__(self, model: VLAModel, metadata: dict[str, Any]):
+    def __init__(self, model: VLAModel, metadata: dict[str, Any], batch: int = INFERENCE_BATCH):
+        if batch < 1:
+            raise ConfigError(f"inference batch (rows of every policy call) must be >= 1, got {batch}")
         self.model = model.eval()
+        self.batch = batch
         self.metadata = metadata
         self.drive = metadata["drive"]
         self.name = f"vla-{metadata['mode']}"
@@ -48,6 +51,13 @@ class VLAPolicy(Policy):
 
     @torch.no_grad()
     def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        """One action per slot, computed in calls of one fixed shape so that it never depends on the other slots.
+
+        Kernels choose their float summation order from the input shapes (a 1-row matmul, a 3-row one and an 8-row
+        one round differently, and the closed loop amplifies 1e-6 into different episodes). So the backbone and the
+        LSTM always run on exactly `self.batch` rows (short calls padded with a copy of a real row), and prefixes
+        are padded to a length set by their own instruction (`VLAModel.invariant_frame_features`).
+        """
         slots = list(slots)
         missing = [s for s in slots if s not in self._instructions]
         if missing:
@@ -55,10 +65,10 @@ class VLAPolicy(Policy):
         images = np.asarray(obs["image"])
         if len(images) != len(slots):
             raise ValueError(f"{len(images)} images for {len(slots)} slots; stack one observation per slot")
-        feats = self.model.frame_features(images, [self._instructions[s] for s in slots])
+        feats = self.model.invariant_frame_features(images, [self._instructions[s] for s in slots], self.batch)
         for slot, f in zip(slots, feats):
             self._history[slot].append(f)
-        pred, _ = self.model.head(*self._windows(slots))
+        pred, _ = self.model.invariant_head(*self._windows(slots), self.batch)
         action3 = self.model.denormalise(pred[:, -1, 0]).cpu().numpy()
         return from_action3(action3, self.drive).astype(np.float32)
 
