@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -127,6 +130,23 @@ def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _inference_threads(cfg: EvalConfig):
+    """CPU inference in this process gets the cores the env workers leave free: with torch's default of one thread
+    per core, inference and 2 env workers on 2 cores ran eval ~5x slower (measured, benchmarks/README.md)."""
+    torch = sys.modules.get("torch")
+    if torch is None or cfg.device != "cpu":
+        yield
+        return
+    cores = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores - min(cfg.pool.workers or cores, cores)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given).
 
@@ -150,8 +170,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        result = run_episodes(policy, todo, cfg.env, workers=cfg.pool.workers, envs_per_worker=cfg.pool.envs_per_worker,
-                              video_paths=videos, progress=progress)
+        with _inference_threads(cfg):
+            result = run_episodes(policy, todo, cfg.env, workers=cfg.pool.workers,
+                                  envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)
     finally:
         policy.close()
     order = {s.key: n for n, s in enumerate(specs)}
