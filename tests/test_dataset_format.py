@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
+from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import WindowDataset, future_actions, window_indices
@@ -17,11 +17,11 @@ INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bot
 
 
 def make_record(num_frames: int = 6, size: int = 8, seed: int = 0, task: str = "left", labels: bool = False,
-                success: bool = True) -> EpisodeRecord:
+                success: bool = True) -> Episode:
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1, 1, (num_frames, 3)).astype(np.float32)
     actions[0] = 0
-    return EpisodeRecord(
+    return Episode(
         images=rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8), actions=actions,
         instruction=INSTRUCTION.replace("left", task), name="", task=task, difficulty="easy", seed=seed,
         scenario=f"1box_hori_{task}", success=success, robot_poses=rng.normal(size=(num_frames, 3)),

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mobile_vla_sim import __version__
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
-from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
+from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,
                                               write_manifest)
@@ -175,7 +175,7 @@ class EpisodeMaker:
     def close(self) -> None:
         self.env.close()
 
-    def rollout(self, spec: EpisodeSpec) -> tuple[EpisodeRecord, dict[str, Any]]:
+    def rollout(self, spec: EpisodeSpec) -> tuple[Episode, dict[str, Any]]:
         """One expert episode as a record (file name not yet set) plus the final `info`."""
         obs, info = self.env.reset(seed=spec.scene_seed, options={"task": spec.task, "difficulty": spec.difficulty})
         expert = self._expert_cls(drive=self.cfg.drive, noise_std=self.cfg.noise_std, seed=spec.expert_seed)
@@ -190,7 +190,7 @@ class EpisodeMaker:
             steps.append((obs, info["robot_pose"], to_action3(executed, self.cfg.drive),
                           to_action3(label, self.cfg.drive)))
         observations, poses, actions, labels = zip(*steps)
-        record = EpisodeRecord(
+        record = Episode(
             images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
             instruction=info["instruction"], name="", task=spec.task, difficulty=spec.difficulty,
             seed=spec.scene_seed, scenario=info["scenario"], success=bool(info["success"]),
@@ -223,7 +223,7 @@ class EpisodeMaker:
         return episode_entry(path, record)
 
 
-def episode_entry(path: Path, record: EpisodeRecord) -> dict[str, Any]:
+def episode_entry(path: Path, record: Episode) -> dict[str, Any]:
     """Manifest entry of a written episode; `_moments` (action statistics input) is stripped before saving."""
     return {"index": int(record.attrs["episode_index"]), "file": path.name, "seed": record.seed,
             "expert_seed": record.attrs.get("expert_seed"), "task": record.task, "difficulty": record.difficulty,

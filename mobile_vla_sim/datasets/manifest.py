@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from mobile_vla_sim.errors import DatasetError
+from mobile_vla_sim.io import atomic_write
 
 MANIFEST_NAME = "dataset.json"
 VAL_FRACTION = 0.1
@@ -51,11 +52,7 @@ def merge_action_stats(moments: Iterable[dict[str, Any]]) -> dict[str, Any] | No
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Atomically replace `root/dataset.json`, so an interrupted run always leaves a valid manifest."""
-    path = Path(root) / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
 
 
 def load_manifest(root: str | os.PathLike) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from typing import Any
 import h5py
 
 from mobile_vla_sim.errors import DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, corrupt_episode_error, read_episode
+from mobile_vla_sim.datasets.hdf5_format import Episode, corrupt_episode_error, read_episode
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
 
 
@@ -36,7 +36,7 @@ def scan_episode(path: Path) -> dict[str, Any]:
 
 
 class EpisodeDataset:
-    """Episodes of `root` in a split: `len`, lazy `ds[i] -> EpisodeRecord`, `.paths`, `.entries`, `.manifest`.
+    """Episodes of `root` in a split: `len`, lazy `ds[i] -> Episode`, `.paths`, `.entries`, `.manifest`.
 
     With a `dataset.json` the manifest's list and splits are used; on a plain folder of episode files (e.g. the
     real data) every `*.h5` is listed and split by a hash of its seed (or name). Failed expert episodes are kept
@@ -65,7 +65,7 @@ class EpisodeDataset:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, i: int) -> EpisodeRecord:
+    def __getitem__(self, i: int) -> Episode:
         return read_episode(self.paths[i])
 
     def num_frames(self, i: int) -> int:

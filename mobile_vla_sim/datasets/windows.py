@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mobile_vla_sim.errors import DatasetError
-from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord
+from mobile_vla_sim.datasets.hdf5_format import Episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 
 
@@ -42,7 +42,7 @@ class WindowDataset(Dataset):
 
     Items: `images` uint8 (W, H, W, 3), `frame_mask` bool (W,), `actions` float32 (W, n, 3) targets of each window
     frame, `action_mask` bool (W, n), `instruction` str, `episode_index`, `frame_index`. Targets are the clean
-    expert labels where noise was injected (`EpisodeRecord.targets`).
+    expert labels where noise was injected (`Episode.targets`).
     """
 
     def __init__(self, episodes: EpisodeDataset, window: int = 8, fwd_pred_next_n: int = 10, cache_episodes: int = 4):
@@ -53,12 +53,12 @@ class WindowDataset(Dataset):
         # Consecutive windows share an episode; a small cache avoids re-decompressing its images each time
         # (a plain dict, so the dataset still pickles into spawned DataLoader workers).
         self.cache_episodes = max(1, cache_episodes)
-        self._cache: OrderedDict[int, EpisodeRecord] = OrderedDict()
+        self._cache: OrderedDict[int, Episode] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _episode(self, e: int) -> EpisodeRecord:
+    def _episode(self, e: int) -> Episode:
         if e not in self._cache:
             self._cache[e] = self.episodes[e]
             if len(self._cache) > self.cache_episodes:

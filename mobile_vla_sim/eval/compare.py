@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mobile_vla_sim.eval.episodes import DIFFICULTIES
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord

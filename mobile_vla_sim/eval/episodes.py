@@ -12,11 +12,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES as _LEVELS
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.instructions import TASKS
 from mobile_vla_sim.errors import EvalError
-
-DIFFICULTIES: tuple[str, ...] = tuple(_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def episode_set(seed: int, difficulties: str | Iterable[str] = "all", tasks: str
     """`n` episodes per (difficulty, task), ordered difficulty → index → task so pairs run side by side."""
     if n < 1:
         raise EvalError(f"--episodes must be at least 1 (got {n})")
-    diffs = parse_choice(difficulties, DIFFICULTIES, "difficulty")
+    diffs = parse_choice(difficulties, tuple(DIFFICULTIES), "difficulty")
     task_names = parse_choice(tasks, TASKS, "task")
     return [EpisodeSpec(index=i, seed=scene_seed(seed, d, i), difficulty=d, task=t)
             for d in diffs for i in range(n) for t in task_names]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from mobile_vla_sim.eval.records import EpisodeRecord
 
@@ -14,15 +14,15 @@ from mobile_vla_sim.eval.records import EpisodeRecord
 SAME_PATH_TOL = 0.05
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one.
+
+    No episode means no information: the whole [0, 1].
+    """
     if n <= 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def spl(success: bool, shortest_path_length: float, path_length: float) -> float:

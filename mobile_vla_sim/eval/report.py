@@ -5,22 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 from mobile_vla_sim import __version__
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.io import AtomicFile, atomic_write
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
                    "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def json_safe(value):
@@ -98,12 +92,10 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
 
 
 def write_csv(path: Path, records: Sequence[EpisodeRecord]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with AtomicFile(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(r.csv_row() for r in records)
-    os.replace(tmp, path)
 
 
 def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str = "") -> None:
@@ -150,10 +142,10 @@ def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence
     payload = {"package": "mobile-vla-sim", "version": __version__, "policy": policy, "config": config,
                "interrupted": interrupted, "throughput": throughput or {}, "aggregates": aggregates,
                "offline": offline, "episodes": [r.to_dict() for r in records]}
-    _atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
+    atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
-    _atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
+    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
     plot_trajectories(paths["trajectories.png"], records, title=f"{policy}: trajectories by outcome")
     return paths
 

@@ -6,14 +6,15 @@ state tells the agent which side to take.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from mobile_vla_sim.eval.episodes import DIFFICULTIES, parse_choice
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.eval.episodes import parse_choice
+from mobile_vla_sim.io import AtomicFile
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -73,7 +74,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    (difficulty,) = parse_choice(cfg.difficulty, DIFFICULTIES, "difficulty")[:1] or ("easy",)
+    (difficulty,) = parse_choice(cfg.difficulty, tuple(DIFFICULTIES), "difficulty")[:1] or ("easy",)
     if cfg.timesteps < 1:
         raise ValueError(f"--timesteps must be at least 1 (got {cfg.timesteps})")
     out = Path(cfg.out)
@@ -90,8 +91,6 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
         interrupted = True
     finally:
         env.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part.zip")
-    model.save(tmp)
-    os.replace(tmp, out)
+    with AtomicFile(out, keep_suffix=True) as tmp:  # sb3 appends .zip to a name without it
+        model.save(tmp)
     return out, interrupted

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import future_actions, window_indices
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
+from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, TINY, Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import save_checkpoint
 from mobile_vla_sim.policies.vla import (LORA_TARGETS, HeadConfig, LoraSettings, VLAModel, chunk_loss,
@@ -294,10 +294,9 @@ def _resume_path(out: Path) -> Path:
 
 
 def _save_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model), "optimizer": opt.state_dict(),
-                "rng": torch.get_rng_state(), **state}, tmp)
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model),
+                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
 
 
 def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict | None:
