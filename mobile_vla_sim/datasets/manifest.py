@@ -22,10 +22,14 @@ VAL_FRACTION = 0.1
 SPLITS = ("train", "val", "all")
 
 
+def split_digest(key: int | str) -> float:
+    """A key's place in [0, 1), stable across machines and Python versions (sha256, not hash())."""
+    return int(hashlib.sha256(str(key).encode()).hexdigest()[:12], 16) / 16**12
+
+
 def assign_split(key: int | str, val_fraction: float = VAL_FRACTION) -> str:
-    """'val' for about `val_fraction` of keys, stably across machines and Python versions (sha256, not hash())."""
-    digest = int(hashlib.sha256(str(key).encode()).hexdigest()[:12], 16)
-    return "val" if digest / 16**12 < val_fraction else "train"
+    """'val' for about `val_fraction` of keys: those whose digest falls in the lowest `val_fraction`."""
+    return "val" if split_digest(key) < val_fraction else "train"
 
 
 def action_moments(actions: np.ndarray) -> dict[str, Any]:
