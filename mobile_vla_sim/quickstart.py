@@ -49,7 +49,7 @@ def _trained(ckpt: Path) -> bool:
 
 def _evaluated(out: Path) -> bool:
     try:
-        return not read_results(out)[0].get("interrupted", True)
+        return not read_results(out).interrupted
     except EvalError:
         return False
 

@@ -29,7 +29,8 @@ from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import json_safe, success_cell, read_results
+from mobile_vla_sim.eval.report import read_results, success_cell
+from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_representations, mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
@@ -139,7 +140,7 @@ def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0
     """Success per difficulty for A and B, and the exact McNemar test on the episodes both ran."""
     if eval_dirs is None:
         return {"status": "not run"}
-    (_, recs_a), (_, recs_b) = (read_results(d) for d in eval_dirs)
+    recs_a, recs_b = (read_results(d).episodes for d in eval_dirs)
     by_key_b = {_episode_key(r): r for r in recs_b}
     shared = [(r, by_key_b[_episode_key(r)]) for r in recs_a if _episode_key(r) in by_key_b]
     paired: dict[str, Any] = {}

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.schema import Aggregates, GroupSummary, Grounding, Rate
 
 #: Two runs whose positions never differ by more than this (m) followed the same path.
 SAME_PATH_TOL = 0.05
@@ -32,7 +33,7 @@ def spl(success: bool, shortest_path_length: float, path_length: float) -> float
     return float(shortest_path_length / max(path_length, shortest_path_length))
 
 
-def _rate(flags: Sequence[bool]) -> dict:
+def _rate(flags: Sequence[bool]) -> Rate:
     k, n = int(sum(bool(f) for f in flags)), len(flags)
     lo, hi = wilson_interval(k, n)
     return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
@@ -44,7 +45,7 @@ def _mean(values: Iterable[float]) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def summarize(records: Sequence[EpisodeRecord]) -> dict:
+def summarize(records: Sequence[EpisodeRecord]) -> GroupSummary:
     """Success rate with its Wilson 95% CI plus SPL, failure-mode rates and means for a group of episodes."""
     return {
         "episodes": len(records),
@@ -61,7 +62,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict:
     }
 
 
-def grounding(records: Sequence[EpisodeRecord]) -> dict:
+def grounding(records: Sequence[EpisodeRecord]) -> Grounding:
     """Instruction grounding on paired scenes (same difficulty and index, left and right).
 
     `both_success`: how often the policy succeeds at both instructions in one scene. `same_side`: how often it
@@ -89,7 +90,7 @@ def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bo
     return bool(np.hypot(gap[:, 0], gap[:, 1]).max() < SAME_PATH_TOL)
 
 
-def aggregate(records: Sequence[EpisodeRecord]) -> dict:
+def aggregate(records: Sequence[EpisodeRecord]) -> Aggregates:
     """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty."""
     by_diff: dict[str, list[EpisodeRecord]] = defaultdict(list)
     by_task: dict[str, list[EpisodeRecord]] = defaultdict(list)

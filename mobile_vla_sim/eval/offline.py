@@ -9,7 +9,6 @@ the ones training validated on (`datasets.splits`); `compare` reports this RMSE 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,27 +16,12 @@ import numpy as np
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.eval.schema import OfflineMetrics
 from mobile_vla_sim.policies.base import Policy
 
 DIM_NAMES = ("linear_x", "linear_y", "angular_z")
 #: Targets smaller than this (m/s or rad/s) have no meaningful sign and are left out of sign agreement.
 SIGN_EPS = 1e-3
-
-
-@dataclass
-class OfflineMetrics:
-    data: str
-    split: str
-    episodes: int
-    frames: int
-    rmse: float
-    rmse_per_dim: dict[str, float]
-    mae: float
-    sign_agreement: float
-    episode_names: list[str]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def offline_metrics(policy: Policy, data: str | Path | EpisodeDataset, split: str = "val",
