@@ -54,7 +54,7 @@ def _evaluated(out: Path) -> bool:
     from mobile_vla_sim.eval.report import read_results
 
     try:
-        return not read_results(out)[0].get("interrupted", True)
+        return not read_results(out).interrupted
     except EvalError:
         return False
 

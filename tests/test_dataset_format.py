@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
+from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import WindowDataset, future_actions, window_indices
@@ -17,11 +17,11 @@ INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bot
 
 
 def make_record(num_frames: int = 6, size: int = 8, seed: int = 0, task: str = "left", labels: bool = False,
-                success: bool = True) -> EpisodeRecord:
+                success: bool = True) -> Episode:
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1, 1, (num_frames, 3)).astype(np.float32)
     actions[0] = 0
-    return EpisodeRecord(
+    return Episode(
         images=rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8), actions=actions,
         instruction=INSTRUCTION.replace("left", task), name="", task=task, difficulty="easy", seed=seed,
         scenario=f"1box_hori_{task}", success=success, robot_poses=rng.normal(size=(num_frames, 3)),
@@ -124,11 +124,11 @@ def test_reader_without_manifest(tmp_path):
     everything = EpisodeDataset(tmp_path)
     assert len(everything) == 6 and everything.manifest is None
     train, val = EpisodeDataset(tmp_path, "train"), EpisodeDataset(tmp_path, "val")
-    assert sorted(train.paths + val.paths) == sorted(everything.paths)
+    successful = EpisodeDataset(tmp_path, only_success=True)  # train and val hold successful demos only
+    assert len(successful) == 5 and sorted(train.paths + val.paths) == sorted(successful.paths)
     for split in (train, val):  # a scene pair never straddles the split
-        assert len({e["seed"] for e in split.entries} & {e["seed"] for e in everything.entries
+        assert len({e["seed"] for e in split.entries} & {e["seed"] for e in successful.entries
                                                           if e not in split.entries}) == 0
-    assert len(EpisodeDataset(tmp_path, only_success=True)) == 5
     record = everything[1]
     assert record.images.shape == (6, 8, 8, 3) and record.actions.dtype == np.float32 and record.task == "right"
     with pytest.raises(DatasetError, match="unknown split"):

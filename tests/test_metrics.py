@@ -83,7 +83,7 @@ def test_record_nan_survives_json_roundtrip(tmp_path):
 
     recs = [_rec(0, "left", True, "left", trajectory=[[0.0, 0.0, 0.0], [1.0, 0.2, 0.1]])]
     paths = write_results(tmp_path, policy="p", config={"a": 1}, records=recs, aggregates=aggregate(recs))
-    payload, back = read_results(tmp_path)
+    back = read_results(tmp_path).episodes
     assert back[0].success and math.isnan(back[0].final_distance)
     assert "| p | easy |" in paths["summary.md"].read_text()
     assert paths["episodes.csv"].read_text().splitlines()[0].startswith("index,seed,difficulty,task")

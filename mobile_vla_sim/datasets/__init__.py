@@ -4,8 +4,8 @@ Light imports only here; `datasets.generate` (PyBullet) and `datasets.windows` (
 """
 
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, parse_episode_name, read_episode, write_episode
+from mobile_vla_sim.datasets.hdf5_format import Episode, parse_episode_name, read_episode, write_episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 
-__all__ = ["ConfigMismatchError", "CorruptEpisodeError", "DatasetError", "EpisodeDataset", "EpisodeRecord",
+__all__ = ["ConfigMismatchError", "CorruptEpisodeError", "DatasetError", "Episode", "EpisodeDataset",
            "NoEpisodesError", "parse_episode_name", "read_episode", "write_episode"]

@@ -24,7 +24,7 @@ import numpy as np
 
 from mobile_vla_sim import __version__
 from mobile_vla_sim.config import check_knobs, knob, to_dict
-from mobile_vla_sim.datasets.hdf5_format import (EpisodeRecord, episode_file_name, parse_episode_name, read_episode,
+from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,
                                               write_manifest)
@@ -165,7 +165,7 @@ class DemoRecorder:
                                  num_boxes=num_boxes, side=spec.task, variant=info["variant"],
                                  distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
         step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.control == "pulse" else 0.0)
-        record = EpisodeRecord(
+        record = Episode(
             images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
             instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
             seed=spec.seed, scenario=info["scenario"], success=bool(info["success"]),
@@ -189,7 +189,7 @@ class DemoRecorder:
         self.steps: list = []
 
 
-def episode_entry(path: Path, record: EpisodeRecord) -> dict[str, Any]:
+def episode_entry(path: Path, record: Episode) -> dict[str, Any]:
     """Manifest entry of a written episode; `_moments` (action statistics input) is stripped before saving."""
     return {"index": int(record.attrs["episode_index"]), "file": path.name, "seed": record.seed,
             "expert_seed": record.attrs.get("expert_seed"), "task": record.task, "difficulty": record.difficulty,

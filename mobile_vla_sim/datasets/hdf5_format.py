@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError
+from mobile_vla_sim.io import AtomicFile
 
 #: Real attribute values carried over unchanged.
 ACTION_CHUNK_SIZE = 8
@@ -39,7 +40,7 @@ _NAME_RE = re.compile(
 
 
 @dataclass
-class EpisodeRecord:
+class Episode:
     """One episode in memory. `attrs` holds every HDF5 attribute (real and simulation ones) not promoted to a field."""
 
     images: np.ndarray  # (T, H, W, 3) uint8 RGB
@@ -91,7 +92,7 @@ def parse_episode_name(name: str | os.PathLike) -> dict[str, Any]:
     return fields
 
 
-def _check_record(record: EpisodeRecord) -> None:
+def _check_record(record: Episode) -> None:
     images, actions = np.asarray(record.images), np.asarray(record.actions)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetError(f"images must be uint8 (T, H, W, 3), got {images.dtype} {images.shape}")
@@ -115,17 +116,16 @@ def default_event_types(num_frames: int) -> list[str]:
     return [EVENT_START] + [EVENT_ACTION] * (num_frames - 1)
 
 
-def write_episode(path: str | os.PathLike, record: EpisodeRecord) -> Path:
+def write_episode(path: str | os.PathLike, record: Episode) -> Path:
     """Write `record` to `path` atomically: a temporary file in the same folder, then a rename.
 
     A crash or Ctrl-C therefore never leaves a partial `.h5`; only a `*.tmp` that `generate` removes on resume.
     """
     _check_record(record)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     images = np.ascontiguousarray(record.images)
     gzip = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
-    try:
+    with AtomicFile(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), **gzip)
             f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
@@ -150,9 +150,6 @@ def write_episode(path: str | os.PathLike, record: EpisodeRecord) -> Path:
                     attrs[key] = getattr(record, key)
             for key, value in attrs.items():
                 f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -171,7 +168,7 @@ def _attr(value: Any) -> Any:
     return value
 
 
-def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> EpisodeRecord:
+def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episode:
     """Read one episode (real or synthetic). `load_images=False` skips the image decompression (metadata scans)."""
     path = Path(path)
     if not path.is_file():
@@ -196,7 +193,7 @@ def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episod
         parsed = parse_episode_name(path.name)
     except DatasetError:
         parsed = {}
-    return EpisodeRecord(
+    return Episode(
         images=images, actions=actions, instruction=instruction, name=path.stem, event_types=events,
         task=attrs.pop("task", parsed.get("side")), difficulty=attrs.pop("difficulty", parsed.get("difficulty")),
         seed=attrs.pop("seed", None), scenario=attrs.pop("scenario", parsed.get("scenario")),

@@ -15,16 +15,21 @@ from typing import Any, Iterable
 import numpy as np
 
 from mobile_vla_sim.errors import DatasetError
+from mobile_vla_sim.io import atomic_write
 
 MANIFEST_NAME = "dataset.json"
 VAL_FRACTION = 0.1
 SPLITS = ("train", "val", "all")
 
 
+def split_digest(key: int | str) -> float:
+    """A key's place in [0, 1), stable across machines and Python versions (sha256, not hash())."""
+    return int(hashlib.sha256(str(key).encode()).hexdigest()[:12], 16) / 16**12
+
+
 def assign_split(key: int | str, val_fraction: float = VAL_FRACTION) -> str:
-    """'val' for about `val_fraction` of keys, stably across machines and Python versions (sha256, not hash())."""
-    digest = int(hashlib.sha256(str(key).encode()).hexdigest()[:12], 16)
-    return "val" if digest / 16**12 < val_fraction else "train"
+    """'val' for about `val_fraction` of keys: those whose digest falls in the lowest `val_fraction`."""
+    return "val" if split_digest(key) < val_fraction else "train"
 
 
 def action_moments(actions: np.ndarray) -> dict[str, Any]:
@@ -51,11 +56,7 @@ def merge_action_stats(moments: Iterable[dict[str, Any]]) -> dict[str, Any] | No
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Atomically replace `root/dataset.json`, so an interrupted run always leaves a valid manifest."""
-    path = Path(root) / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
 
 
 def load_manifest(root: str | os.PathLike) -> dict[str, Any] | None:

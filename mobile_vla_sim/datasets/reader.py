@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import h5py
 
 from mobile_vla_sim.errors import DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord, corrupt_episode_error, read_episode
+from mobile_vla_sim.datasets.hdf5_format import Episode, corrupt_episode_error, read_episode
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
-
-
-def _split_key(path: Path, seed: Any) -> str:
-    """Scene seed when the file has one; otherwise the name without its side, so left/right pairs stay together."""
-    return str(seed) if seed is not None else re.sub(r"_(left|right)(?=_|\.h5$)", "", path.name)
+from mobile_vla_sim.datasets.splits import scene_key, split_entries
 
 
 def scan_episode(path: Path) -> dict[str, Any]:
@@ -29,18 +24,21 @@ def scan_episode(path: Path) -> dict[str, Any]:
         raise corrupt_episode_error(path, err) from err
     seed = attrs.get("seed")
     seed = int(seed) if seed is not None else None
-    success = attrs.get("success")
+    success, task = attrs.get("success"), attrs.get("task")
     return {"file": path.name, "seed": seed, "num_frames": num_frames,
             "success": bool(success) if success is not None else None,
-            "split": assign_split(_split_key(path, seed))}
+            "task": task.decode() if isinstance(task, bytes) else task,
+            "split": assign_split(scene_key(path.name, seed))}
 
 
 class EpisodeDataset:
-    """Episodes of `root` in a split: `len`, lazy `ds[i] -> EpisodeRecord`, `.paths`, `.entries`, `.manifest`.
+    """Episodes of `root` in a split: `len`, lazy `ds[i] -> Episode`, `.paths`, `.names`, `.entries`, `.manifest`.
 
-    With a `dataset.json` the manifest's list and splits are used; on a plain folder of episode files (e.g. the
-    real data) every `*.h5` is listed and split by a hash of its seed (or name). Failed expert episodes are kept
-    on disk; `only_success=True` drops them here. An empty split is an empty dataset; an empty folder is an error.
+    With a `dataset.json` the manifest's list is used; on a plain folder of episode files (e.g. the real data) every
+    `*.h5` is listed. `split="train"` / `"val"` are the one split every command uses (`datasets.splits`:
+    successful demonstrations only, the seed-hash split or a deterministic fallback; `.note` says when the fallback
+    was used). `split="all"` lists every file; failed expert episodes are kept on disk and `only_success=True`
+    drops them here. An empty folder is an error.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "all", only_success: bool = False):
@@ -58,14 +56,24 @@ class EpisodeDataset:
         if not entries:
             raise NoEpisodesError(f"no episode files (*.h5) in {self.root}; run `mvla-sim generate --out "
                                   f"{self.root}` or point to a folder of episodes")
-        self.entries = [e for e in entries if (split == "all" or e["split"] == split)
-                        and not (only_success and e.get("success") is False)]
+        self.note: str | None = None
+        if split == "all":
+            keep = [i for i, e in enumerate(entries) if not (only_success and e.get("success") is False)]
+        else:
+            plan = split_entries(entries, source=str(self.root))
+            keep, self.note = list(getattr(plan, split)), plan.note
+        self.entries = [entries[i] for i in keep]
         self.paths = [self.root / e["file"] for e in self.entries]
+
+    @property
+    def names(self) -> list[str]:
+        """Episode names (file stems), the identifiers outputs record to say which episodes they used."""
+        return [p.stem for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, i: int) -> EpisodeRecord:
+    def __getitem__(self, i: int) -> Episode:
         return read_episode(self.paths[i])
 
     def num_frames(self, i: int) -> int:

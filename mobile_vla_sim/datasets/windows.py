@@ -1,18 +1,22 @@
 """Training windows (ARCHITECTURE.md "Dataset contract"): 8 past frames in, the next `n` actions of each frame out.
 
-`window_indices` and `future_actions` are pure numpy so they work equally over images and over cached features.
+The one windowing code path: `EpisodeTargets.window` builds every window, for `WindowDataset` (torch items over
+images) and for training's batches over cached features alike. `window_indices` and `future_actions` are pure
+numpy so they work equally over images and over features.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mobile_vla_sim.errors import DatasetError
-from mobile_vla_sim.datasets.hdf5_format import EpisodeRecord
+from mobile_vla_sim.datasets.hdf5_format import Episode
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 
 
@@ -37,48 +41,77 @@ def future_actions(actions: np.ndarray, t: int, n: int) -> tuple[np.ndarray, np.
     return targets, mask
 
 
+@dataclass
+class EpisodeTargets:
+    """One episode as training sees it: instruction, images (None once features are cached) and the targets of
+    every frame, computed once so that each window is a slice."""
+
+    instruction: str
+    images: np.ndarray | None
+    future: np.ndarray  # (T, n, 3) float32: actions t+1..t+n of each frame t (clean labels where noise was injected)
+    future_mask: np.ndarray  # (T, n) bool
+
+    @classmethod
+    def of(cls, episode: Episode, n: int) -> "EpisodeTargets":
+        pairs = [future_actions(episode.targets, t, n) for t in range(episode.num_frames)]
+        return cls(episode.instruction, episode.images, np.stack([p[0] for p in pairs]).astype(np.float32),
+                   np.stack([p[1] for p in pairs]))
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.future)
+
+    def window(self, t: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The window ending at frame t: frame indices (W,), frame mask (W,), targets (W, n, 3) and target mask
+        (W, n), False on padding frames and past the episode's end."""
+        frames, frame_mask = window_indices(t, window)
+        return frames, frame_mask, self.future[frames], self.future_mask[frames] & frame_mask[:, None]
+
+
+def window_index(num_frames: Iterable[int]) -> np.ndarray:
+    """(N, 2) (episode, t) for every frame t with at least one future action, episode by episode."""
+    return np.array([(e, t) for e, n in enumerate(num_frames) for t in range(n - 1)], dtype=np.int64).reshape(-1, 2)
+
+
 class WindowDataset(Dataset):
     """Every frame t with at least one future action, as a window ending at t, as torch tensors.
 
     Items: `images` uint8 (W, H, W, 3), `frame_mask` bool (W,), `actions` float32 (W, n, 3) targets of each window
     frame, `action_mask` bool (W, n), `instruction` str, `episode_index`, `frame_index`. Targets are the clean
-    expert labels where noise was injected (`EpisodeRecord.targets`).
+    expert labels where noise was injected (`Episode.targets`).
     """
 
     def __init__(self, episodes: EpisodeDataset, window: int = 8, fwd_pred_next_n: int = 10, cache_episodes: int = 4):
         if window < 1 or fwd_pred_next_n < 1:
             raise DatasetError(f"window and fwd_pred_next_n must be >= 1, got {window} and {fwd_pred_next_n}")
         self.episodes, self.window, self.n = episodes, window, fwd_pred_next_n
-        self.index = [(e, t) for e in range(len(episodes)) for t in range(episodes.num_frames(e) - 1)]
+        self.index = window_index(episodes.num_frames(e) for e in range(len(episodes)))
         # Consecutive windows share an episode; a small cache avoids re-decompressing its images each time
         # (a plain dict, so the dataset still pickles into spawned DataLoader workers).
         self.cache_episodes = max(1, cache_episodes)
-        self._cache: OrderedDict[int, EpisodeRecord] = OrderedDict()
+        self._cache: OrderedDict[int, EpisodeTargets] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _episode(self, e: int) -> EpisodeRecord:
+    def _episode(self, e: int) -> EpisodeTargets:
         if e not in self._cache:
-            self._cache[e] = self.episodes[e]
+            self._cache[e] = EpisodeTargets.of(self.episodes[e], self.n)
             if len(self._cache) > self.cache_episodes:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(e)
         return self._cache[e]
 
     def __getitem__(self, i: int) -> dict:
-        e, t = self.index[i]
-        record = self._episode(e)
-        frames, frame_mask = window_indices(t, self.window)
-        pairs = [future_actions(record.targets, int(k), self.n) for k in frames]
-        targets = np.stack([p[0] for p in pairs]).astype(np.float32)
-        action_mask = np.stack([p[1] for p in pairs]) & frame_mask[:, None]
+        e, t = (int(v) for v in self.index[i])
+        episode = self._episode(e)
+        frames, frame_mask, targets, action_mask = episode.window(t, self.window)
         return {
-            "images": torch.from_numpy(record.images[frames]),
+            "images": torch.from_numpy(episode.images[frames]),
             "frame_mask": torch.from_numpy(frame_mask),
             "actions": torch.from_numpy(targets),
             "action_mask": torch.from_numpy(action_mask),
-            "instruction": record.instruction,
+            "instruction": episode.instruction,
             "episode_index": e,
             "frame_index": t,
         }

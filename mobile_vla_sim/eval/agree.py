@@ -44,7 +44,9 @@ import numpy as np
 
 from mobile_vla_sim.errors import ConfigError, EvalError
 from mobile_vla_sim.eval.metrics import wilson_interval
-from mobile_vla_sim.eval.report import atomic_write, pct, json_safe, read_results
+from mobile_vla_sim.eval.report import pct, read_results
+from mobile_vla_sim.eval.schema import json_safe
+from mobile_vla_sim.io import atomic_write
 
 #: Columns every real-trials CSV needs; `condition` is optional.
 REAL_COLUMNS = ("policy", "trials", "successes")
@@ -130,11 +132,11 @@ def _sim_rates(sim_dirs: Sequence[str | Path]) -> tuple[dict[str, dict], dict[st
     """policy -> aggregates and policy -> folder, refusing two folders of the same policy."""
     aggregates, folders = {}, {}
     for folder in sim_dirs:
-        payload, _ = read_results(folder)
-        name = payload["policy"]
+        results = read_results(folder)
+        name = results.policy
         if name in aggregates:
             raise EvalError(f"{folders[name]} and {folder} both evaluate policy {name!r}; pass one folder per policy")
-        aggregates[name], folders[name] = payload["aggregates"], str(folder)
+        aggregates[name], folders[name] = results.aggregates, str(folder)
     return aggregates, folders
 
 

@@ -1,8 +1,8 @@
 """Frozen vs LoRA (or any two checkpoints): representations, offline and closed-loop performance, hypotheses.
 
 Answers the real project's open question (SPEC §2) with one report. Both policies are probed on the
-*same* windows of the validation split, so every representation measure is paired; closed-loop success is
-compared on the *same* seeded episodes with the exact McNemar test.
+*same* windows of the validation split (the one training validated on, `datasets.splits`), so every representation
+measure is paired; closed-loop success is compared on the *same* seeded episodes with the exact McNemar test.
 
 Hypotheses of the real project, evaluated on the measured numbers:
 
@@ -26,11 +26,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mobile_vla_sim.config import knob
-from mobile_vla_sim.eval.episodes import DIFFICULTIES
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import json_safe, success_cell, read_results
+from mobile_vla_sim.eval.report import read_results, success_cell
+from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_representations, mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
@@ -92,15 +93,18 @@ def _label(path: Path, metadata: dict) -> str:
 
 
 def probe_checkpoint(path: Path, episodes, cfg: CompareConfig) -> PolicyProbe:
-    """Load a checkpoint and measure it on the validation windows (features) and episodes (offline loss)."""
+    """Load a checkpoint and measure it on the validation windows (features) and episodes (the training objective,
+    and the RMSE of `mvla-sim eval --offline-data`)."""
+    from mobile_vla_sim.eval.offline import offline_metrics
+    from mobile_vla_sim.eval.probing import extract_features
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-    from mobile_vla_sim.policies.features import evaluate_offline_loss, extract_features
+    from mobile_vla_sim.policies.train import dataset_loss
 
     policy = load_policy_checkpoint(path)
     try:
         metadata = getattr(policy, "metadata", {}) or {}
         features = extract_features(policy, episodes, max_windows=cfg.max_windows, seed=cfg.seed)
-        offline = {k: float(v) for k, v in evaluate_offline_loss(policy, episodes).items()}
+        offline = {"loss": dataset_loss(policy.model, episodes), "rmse": offline_metrics(policy, episodes).rmse}
     finally:
         policy.close()
     val_loss = metadata.get("val_loss")
@@ -136,7 +140,7 @@ def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0
     """Success per difficulty for A and B, and the exact McNemar test on the episodes both ran."""
     if eval_dirs is None:
         return {"status": "not run"}
-    (_, recs_a), (_, recs_b) = (read_results(d) for d in eval_dirs)
+    recs_a, recs_b = (read_results(d).episodes for d in eval_dirs)
     by_key_b = {_episode_key(r): r for r in recs_b}
     shared = [(r, by_key_b[_episode_key(r)]) for r in recs_a if _episode_key(r) in by_key_b]
     paired: dict[str, Any] = {}
@@ -306,7 +310,8 @@ def render_report(result: dict) -> str:
     a, b = result["labels"]
     out = [f"# Policy comparison: {a} (A) vs {b} (B)", "",
            f"- A: `{result['checkpoints'][0]}`", f"- B: `{result['checkpoints'][1]}`",
-           f"- data: `{result['data']}` (val split), {result['windows']} windows, seed {result['seed']}", "",
+           f"- data: `{result['data']}` (val split: {len(result['val_episodes'])} episodes), {result['windows']} "
+           f"windows, seed {result['seed']}", *([f"- {result['val_note']}"] if result["val_note"] else []), "",
            "## Hypotheses", "",
            _table(["", "measure", "value", "threshold", "verdict"],
                   [[k, h["measure"], h["value"], f"{h['op']} {h['threshold']}",
@@ -376,8 +381,12 @@ def _check_inputs(cfg: CompareConfig) -> None:
             raise EvalError(f"--eval {path} is not a folder; run `mvla-sim eval --out {path}` first")
 
 
-def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareConfig) -> dict:
-    """Everything after probing: measures, closed loop, hypotheses, plots, `report.md` and `compare.json`."""
+def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareConfig,
+                     val_episodes: Sequence[str] = (), val_note: str | None = None) -> dict:
+    """Everything after probing: measures, closed loop, hypotheses, plots, `report.md` and `compare.json`.
+
+    `val_episodes` / `val_note`: the episodes probed and why they are not the hash split, recorded in the outputs.
+    """
     closed_loop = closed_loop_comparison(cfg.eval_dirs, cfg.alpha)
     fa, fb = probe_a.features, probe_b.features
     _check_same_windows(fa, fb)
@@ -399,6 +408,8 @@ def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareCon
         "labels": list(labels),
         "checkpoints": [str(cfg.checkpoint_a), str(cfg.checkpoint_b)],
         "data": str(cfg.data),
+        "val_episodes": list(val_episodes),
+        "val_note": val_note,
         "seed": cfg.seed,
         "windows": int(len(np.asarray(fa["h_n"]))),
         "hypotheses": evaluate_hypotheses(reps, probe_a.offline["loss"], probe_b.offline["loss"]),
@@ -422,4 +433,4 @@ def compare(cfg: CompareConfig, progress: bool = True) -> dict:
     episodes = EpisodeDataset(cfg.data, split="val")
     paths = tqdm([cfg.checkpoint_a, cfg.checkpoint_b], desc="probing checkpoints", disable=not progress)
     probe_a, probe_b = (probe_checkpoint(path, episodes, cfg) for path in paths)
-    return write_comparison(probe_a, probe_b, cfg)
+    return write_comparison(probe_a, probe_b, cfg, episodes.names, episodes.note)

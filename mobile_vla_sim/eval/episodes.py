@@ -12,12 +12,10 @@ from typing import Iterable
 import numpy as np
 
 from mobile_vla_sim.config import parse_choices
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES as _LEVELS
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec
 from mobile_vla_sim.envs.instructions import TASKS
 from mobile_vla_sim.errors import EvalError
-
-DIFFICULTIES: tuple[str, ...] = tuple(_LEVELS)
 
 
 def scene_seed(base_seed: int, difficulty: str, index: int) -> int:
@@ -31,7 +29,7 @@ def episode_set(seed: int, difficulties: str | Iterable[str] = "all", tasks: str
     """`n` episodes per (difficulty, task), ordered difficulty → index → task so pairs run side by side."""
     if n < 1:
         raise EvalError(f"--episodes must be at least 1 (got {n})")
-    diffs = parse_choices(difficulties, DIFFICULTIES, "difficulty", EvalError)
+    diffs = parse_choices(difficulties, tuple(DIFFICULTIES), "difficulty", EvalError)
     task_names = parse_choices(tasks, TASKS, "task", EvalError)
     return [EpisodeSpec(index=i, seed=scene_seed(seed, d, i), difficulty=d, task=t)
             for d in diffs for i in range(n) for t in task_names]

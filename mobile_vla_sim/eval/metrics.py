@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.schema import Aggregates, GroupSummary, Grounding, Rate
 from mobile_vla_sim.eval.taxonomy import failure_summary, label_failures, paired_scenes
 
 #: Two runs whose positions never differ by more than this (m) followed the same path.
 SAME_PATH_TOL = 0.05
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one.
+
+    No episode means no information: the whole [0, 1].
+    """
     if n <= 0:
         return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def spl(success: bool, shortest_path_length: float, path_length: float) -> float:
@@ -33,7 +34,7 @@ def spl(success: bool, shortest_path_length: float, path_length: float) -> float
     return float(shortest_path_length / max(path_length, shortest_path_length))
 
 
-def _rate(flags: Sequence[bool]) -> dict:
+def _rate(flags: Sequence[bool]) -> Rate:
     k, n = int(sum(bool(f) for f in flags)), len(flags)
     lo, hi = wilson_interval(k, n)
     return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
@@ -45,7 +46,7 @@ def _mean(values: Iterable[float]) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def summarize(records: Sequence[EpisodeRecord]) -> dict:
+def summarize(records: Sequence[EpisodeRecord]) -> GroupSummary:
     """Success rate with its Wilson 95% CI plus SPL, failure-mode rates, failure labels and means for a group of
     episodes (labelled by `label_failures`)."""
     return {
@@ -64,7 +65,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict:
     }
 
 
-def grounding(records: Sequence[EpisodeRecord]) -> dict:
+def grounding(records: Sequence[EpisodeRecord]) -> Grounding:
     """Instruction grounding on paired scenes (same difficulty and index, left and right).
 
     `both_success`: how often the policy succeeds at both instructions in one scene. `same_side`: how often it
@@ -89,7 +90,7 @@ def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bo
     return bool(np.hypot(gap[:, 0], gap[:, 1]).max() < SAME_PATH_TOL)
 
 
-def aggregate(records: Sequence[EpisodeRecord]) -> dict:
+def aggregate(records: Sequence[EpisodeRecord]) -> Aggregates:
     """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty.
 
     First labels every record's failure (`label_failures`, in place, over the whole set so that paired scenes

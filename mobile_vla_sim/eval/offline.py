@@ -1,21 +1,23 @@
-"""Offline metrics on held-out demonstrations, computed through the policy's own interface.
+"""Offline metrics on held-out demonstrations, computed through the policy's own interface: the one RMSE.
 
 Each val episode is one slot: the policy is `reset` with the episode's instruction and fed its frames one at a
 time through `act_batch` (all episodes batched), so it windows frames exactly as in closed loop. The prediction
-after image t is compared with the recorded `actions[t + 1]` (the clean expert label where noise was injected)
-in the dims of the policy's action layout. A dataset without a val split falls back to all episodes (reported).
+after image t (what the policy would execute) is compared with the recorded `actions[t + 1]` (the clean expert
+label where noise was injected) in the dims of the policy's action layout, in m/s and rad/s. The val episodes are
+the ones training validated on (`datasets.splits`); `compare` reports this RMSE too.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.engine import next_actions
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.eval.schema import OfflineMetrics
 from mobile_vla_sim.policies.base import Policy
 
 DIM_NAMES = ("linear_x", "linear_y", "angular_z")
@@ -23,32 +25,13 @@ DIM_NAMES = ("linear_x", "linear_y", "angular_z")
 SIGN_EPS = 1e-3
 
 
-@dataclass
-class OfflineMetrics:
-    data: str
-    split: str
-    episodes: int
-    frames: int
-    rmse: float
-    rmse_per_dim: dict[str, float]
-    mae: float
-    sign_agreement: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def offline_metrics(policy: Policy, data: str | Path, split: str = "val", max_episodes: int | None = None,
-                    batch_episodes: int = 32) -> OfflineMetrics:
-    """RMSE (overall and per dim), MAE and sign agreement of `policy` on a dataset split."""
-    from mobile_vla_sim.datasets.reader import EpisodeDataset
-
-    ds = EpisodeDataset(data, split=split, only_success=True)  # the demos training learns from
+def offline_metrics(policy: Policy, data: str | Path | EpisodeDataset, split: str = "val",
+                    max_episodes: int | None = None, batch_episodes: int = 32) -> OfflineMetrics:
+    """RMSE (overall and per dim), MAE and sign agreement of `policy` on a dataset split (or on `data` itself when
+    it is an `EpisodeDataset`); `split="all"` uses every successful demonstration."""
+    ds = data if isinstance(data, EpisodeDataset) else EpisodeDataset(data, split=split, only_success=True)
     if len(ds) == 0:
-        ds = EpisodeDataset(data, split="all", only_success=True) if split == "val" else ds
-    if len(ds) == 0:
-        raise EvalError(f"{data} has no episodes in split {split!r}; generate more episodes or use --offline-data "
-                        "with a dataset that has a val split")
+        raise EvalError(f"{ds!r} has no successful episode; generate more episodes or pass another --offline-data")
     n = len(ds) if max_episodes is None else min(max_episodes, len(ds))
     dims = list(LAYOUT_DIMS[policy.drive])
     preds, targets = [], []
@@ -61,11 +44,12 @@ def offline_metrics(policy: Policy, data: str | Path, split: str = "val", max_ep
     err = pred - target
     sig = np.abs(target) > SIGN_EPS
     return OfflineMetrics(
-        data=str(data), split=ds.split, episodes=n, frames=len(pred),
+        data=str(ds.root), split=ds.split, episodes=n, frames=len(pred),
         rmse=float(np.sqrt(np.mean(err**2))),
         rmse_per_dim={DIM_NAMES[d]: float(np.sqrt(np.mean(err[:, j] ** 2))) for j, d in enumerate(dims)},
         mae=float(np.mean(np.abs(err))),
-        sign_agreement=float(np.mean(np.sign(pred[sig]) == np.sign(target[sig]))) if sig.any() else float("nan"))
+        sign_agreement=float(np.mean(np.sign(pred[sig]) == np.sign(target[sig]))) if sig.any() else float("nan"),
+        episode_names=ds.names[:n])
 
 
 def _predict(policy: Policy, episodes: list, dims: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 #: Record fields that are lists (kept in results.json, left out of episodes.csv).
 _LIST_FIELDS = ("trajectory", "actions", "obstacles", "goal")
+
+T = TypeVar("T")
+
+
+def from_json_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Dataclass `cls` from its JSON dict: unknown keys are ignored and `null` becomes NaN in float fields
+    (results.json writes NaN as null)."""
+    floats = {f.name for f in fields(cls) if f.type == "float"}  # type: ignore[arg-type]
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: (float("nan") if v is None and k in floats else v) for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -64,10 +75,7 @@ class EpisodeRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EpisodeRecord":
-        floats = {f.name for f in fields(cls) if f.type == "float"}
-        names = {f.name for f in fields(cls)}
-        # results.json stores NaN as null
-        return cls(**{k: (float("nan") if v is None and k in floats else v) for k, v in data.items() if k in names})
+        return from_json_dict(cls, data)
 
 
 CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord) if f.name not in _LIST_FIELDS)

@@ -5,35 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
-from mobile_vla_sim import __version__
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
+from mobile_vla_sim.eval.schema import Aggregates, OfflineMetrics, Results, Throughput
+from mobile_vla_sim.io import AtomicFile, atomic_write
 from mobile_vla_sim.eval.taxonomy import LABELS
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
                    "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def json_safe(value):
-    """NaN is not JSON: write it as null so any JSON reader can load the file."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def pct(rate: float | None) -> str:
@@ -126,12 +108,10 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
 
 
 def write_csv(path: Path, records: Sequence[EpisodeRecord]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with AtomicFile(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(r.csv_row() for r in records)
-    os.replace(tmp, path)
 
 
 def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str = "") -> None:
@@ -169,16 +149,18 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
     plt.close(fig)
 
 
-def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord], aggregates: dict,
-                  offline: dict | None = None, interrupted: bool = False, throughput: dict | None = None) -> dict:
-    """Write results.json, episodes.csv, summary.md and trajectories.png into `out_dir`; return the paths."""
+def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord],
+                  aggregates: Aggregates, offline: dict | None = None, interrupted: bool = False,
+                  throughput: Throughput | None = None) -> dict:
+    """Write results.json (`schema.Results`), episodes.csv, summary.md and trajectories.png into `out_dir`; return
+    the paths. `offline` is `OfflineMetrics.to_dict()`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("results.json", "episodes.csv", "summary.md", "trajectories.png")}
-    payload = {"package": "mobile-vla-sim", "version": __version__, "policy": policy, "config": config,
-               "interrupted": interrupted, "throughput": throughput or {}, "aggregates": aggregates,
-               "offline": offline, "episodes": [r.to_dict() for r in records]}
-    atomic_write(paths["results.json"], json.dumps(json_safe(payload), indent=1))
+    results = Results(policy=policy, config=config, aggregates=aggregates, episodes=list(records),
+                      offline=OfflineMetrics(**offline) if offline else None, interrupted=interrupted,
+                      throughput=throughput or {})
+    atomic_write(paths["results.json"], results.to_json())
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
     atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
@@ -186,19 +168,17 @@ def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence
     return paths
 
 
-def read_results(path: str | Path) -> tuple[dict, list[EpisodeRecord]]:
-    """Load a results.json (or the directory holding it): the payload and its episode records."""
+def read_results(path: str | Path) -> Results:
+    """Load a results.json (or the directory holding it)."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
         raise EvalError(f"no evaluation results at {path}: run `mvla-sim eval --out DIR` first")
     try:
-        payload = json.loads(path.read_text())
-        records = [EpisodeRecord.from_dict(e) for e in payload["episodes"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return Results.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise EvalError(f"{path} is not a valid results.json ({exc}); re-run `mvla-sim eval`") from exc
-    return payload, records
 
 
 def results_table(result_dirs: Sequence[str | Path]) -> str:
@@ -206,10 +186,10 @@ def results_table(result_dirs: Sequence[str | Path]) -> str:
     table, then offline metrics for those evaluated with offline data."""
     rows, offline_rows = [], []
     for path in result_dirs:
-        payload, _ = read_results(path)
-        rows += summary_rows(payload["policy"], payload["aggregates"])
-        if payload.get("offline"):
-            offline_rows.append(offline_row(payload["policy"], payload["offline"]))
+        results = read_results(path)
+        rows += summary_rows(results.policy, results.aggregates)
+        if results.offline:
+            offline_rows.append(offline_row(results.policy, results.offline.to_dict()))
     parts = [SUMMARY_HEADER, *rows]
     if offline_rows:
         parts += ["", OFFLINE_HEADER, *offline_rows]

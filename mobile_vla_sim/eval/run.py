@@ -83,7 +83,7 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
     if cfg.out is None or not (cfg.out / "results.json").is_file():
         return {}
     try:
-        payload, records = read_results(cfg.out)
+        results = read_results(cfg.out)
     except MvlaError:
         raise OutputError(f"--out {cfg.out} holds an unreadable results.json; delete it or choose another --out") \
             from None
@@ -91,10 +91,10 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
     def outcome_knobs(config: dict) -> dict:
         flat = {**config, **config.get("env", {})}
         return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool")}
-    if outcome_knobs(payload.get("config", {})) != outcome_knobs(to_dict(cfg)):
-        raise OutputError(f"--out {cfg.out} holds results of another evaluation ({payload.get('policy')}); choose "
+    if outcome_knobs(results.config) != outcome_knobs(to_dict(cfg)):
+        raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
                           "another --out, or delete that folder to replace them")
-    return {r.key: r for r in records}
+    return {r.key: r for r in results.episodes}
 
 
 #: Env knobs a checkpoint records from its training data; evaluating with other values is allowed but warned about.

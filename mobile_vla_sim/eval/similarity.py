@@ -24,6 +24,7 @@ import numpy as np
 from scipy import special, stats
 
 from mobile_vla_sim.errors import EvalError
+
 _EPS = 1e-12
 
 
@@ -112,7 +113,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(cross / (norm_x * norm_y))
 
 
-def summarize(values: np.ndarray) -> dict[str, float]:
+def describe_distribution(values: np.ndarray) -> dict[str, float]:
     """Distribution summary of per-token values for tables and JSON."""
     v = np.asarray(values, dtype=np.float64).ravel()
     q05, q50, q95 = np.percentile(v, [5, 50, 95])
@@ -136,10 +137,10 @@ class RepresentationComparison:
     def to_dict(self) -> dict:
         """JSON-ready: distributions summarised, scalars kept."""
         return {
-            "cosine_per_token": summarize(self.per_token_cosine),
-            "cosine_pooled": summarize(self.pooled_cosine),
-            "euclidean_per_token": summarize(self.per_token_euclidean),
-            "kl_symmetric_per_token": summarize(self.per_token_kl),
+            "cosine_per_token": describe_distribution(self.per_token_cosine),
+            "cosine_pooled": describe_distribution(self.pooled_cosine),
+            "euclidean_per_token": describe_distribution(self.per_token_euclidean),
+            "kl_symmetric_per_token": describe_distribution(self.per_token_kl),
             "pearson_mean_features": self.pearson_mean_features,
             "linear_cka": self.cka,
             "mean_norm_a": self.norm_a,
@@ -190,6 +191,7 @@ class McNemarResult:
 def mcnemar_exact(success_a: np.ndarray, success_b: np.ndarray) -> McNemarResult:
     """Two-sided exact McNemar test: under H0 the discordant pairs split Binomial(b + c, 1/2).
 
+    The exact two-sided binomial test of `only_a` out of the discordant pairs (`scipy.stats.binomtest`), i.e.
     p = min(1, 2 · P[X ≤ min(b, c)]) with X ~ Binomial(b + c, 1/2); p = 1 with no discordant pair.
     """
     a = np.asarray(success_a)
@@ -202,6 +204,6 @@ def mcnemar_exact(success_a: np.ndarray, success_b: np.ndarray) -> McNemarResult
     a, b = a.astype(bool), b.astype(bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(only_a, only_b), discordant, 0.5)))
+    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
     return McNemarResult(n=int(a.size), both_success=int((a & b).sum()), only_a=only_a, only_b=only_b,
                          both_fail=int((~a & ~b).sum()), p_value=p)

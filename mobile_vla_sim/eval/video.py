@@ -5,12 +5,14 @@ Frames are composed with PIL (cheap, no GUI) in the rollout worker and written a
 
 from __future__ import annotations
 
-import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from mobile_vla_sim.io import AtomicFile
 
 PANEL = 192  # pixels per square panel; the frame is 2 panels wide plus a text banner, multiples of 16
 BANNER = 64
@@ -64,17 +66,6 @@ def compose_frame(camera: np.ndarray, topdown: Image.Image, lines: Sequence[str]
     return np.asarray(frame)
 
 
-def _wrap(text: str, width: int = 60) -> list[str]:
-    words, lines, cur = text.split(), [], ""
-    for w in words:
-        if cur and len(cur) + 1 + len(w) > width:
-            lines.append(cur)
-            cur = w
-        else:
-            cur = f"{cur} {w}".strip()
-    return lines + [cur] if cur else lines
-
-
 class EpisodeVideo:
     """Writes one episode's mp4 frame by frame; the file appears (atomically) only when the episode ends."""
 
@@ -84,12 +75,12 @@ class EpisodeVideo:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.stem + ".part.mp4")
-        self._writer = imageio.get_writer(self._tmp, fps=fps, codec="libx264", macro_block_size=16,
+        self._file = AtomicFile(self.path, keep_suffix=True)  # ffmpeg picks the container from the suffix
+        self._writer = imageio.get_writer(self._file.tmp, fps=fps, codec="libx264", macro_block_size=16,
                                           ffmpeg_log_level="error")
         points = [start[:2], *[o[:2] for o in obstacles]] + ([goal[:2]] if len(goal) else [])
         self._map = TopDownMap(points)
-        self._instruction = _wrap(instruction)[:2]
+        self._instruction = textwrap.wrap(instruction, width=60)[:2]
         self._obstacles, self._goal = obstacles, goal
 
     def add(self, camera: np.ndarray, path: Sequence[Sequence[float]], step: int, action: np.ndarray | None,
@@ -101,10 +92,9 @@ class EpisodeVideo:
 
     def close(self) -> Path:
         self._writer.close()
-        os.replace(self._tmp, self.path)
-        return self.path
+        return self._file.commit()
 
     def abort(self) -> None:
         """Drop an unfinished video (interrupted episode)."""
         self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+        self._file.discard()

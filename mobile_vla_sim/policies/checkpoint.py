@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from mobile_vla_sim import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
+from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.policies.backbone import TINY, load_backbone
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, HeadConfig, LoraSettings, VLAModel
 from mobile_vla_sim.policies.vla_policy import VLAPolicy
@@ -69,10 +70,8 @@ def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, An
         "lora": model.lora.to_dict() if model.lora else None, "scale": model.scale.tolist(), **info,
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(config)})
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(config)})
     return path
 
 

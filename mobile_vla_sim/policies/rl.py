@@ -6,7 +6,6 @@ state tells the agent which side to take.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.paths import check_output_file
+from mobile_vla_sim.io import AtomicFile
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -93,9 +93,6 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
         interrupted = True
     finally:
         env.close()
-    out = cfg.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part.zip")
-    model.save(tmp)
-    os.replace(tmp, out)
+    with AtomicFile(cfg.out, keep_suffix=True) as tmp:  # sb3 appends .zip to a name without it
+        model.save(tmp)
     return out, interrupted

@@ -10,7 +10,6 @@ optimizer and RNG state; it is deleted when training completes.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from mobile_vla_sim.datasets.reader import EpisodeDataset
-from mobile_vla_sim.datasets.windows import future_actions, window_indices
 from mobile_vla_sim.config import to_dict
+from mobile_vla_sim.datasets.windows import EpisodeTargets, window_index
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
-from mobile_vla_sim.errors import Interrupted, OutputError, TrainingError
+from mobile_vla_sim.errors import DatasetError, Interrupted, OutputError, TrainingError
+from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.paths import check_output_file
 from mobile_vla_sim.policies.backbone import Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import read_checkpoint, save_checkpoint
 from mobile_vla_sim.policies.config import TrainConfig
 from mobile_vla_sim.policies.vla import HeadConfig, VLAModel, chunk_loss, count_parameters
-
-#: Held-out share of episodes when the dataset has no val split (e.g. a handful of real episodes).
-FALLBACK_VAL_FRACTION = 0.15
 
 
 @dataclass
@@ -44,32 +41,18 @@ class TrainResult:
     trainable_params: int
     total_params: int
     cache_seconds: float  # frozen mode: time to compute the feature cache (0 otherwise)
+    val_episodes: list[str]  # names of the episodes the val loss is measured on (`datasets.splits`)
 
 
-@dataclass
-class EpisodeTargets:
-    """One episode held for training: instruction, images (kept only when features are not cached), targets."""
-
-    instruction: str
-    images: np.ndarray | None
-    future: np.ndarray  # (T, chunk, 3) actions t+1..t+chunk for each frame t
-    future_mask: np.ndarray  # (T, chunk) bool
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.future)
+def load_episodes(ds: EpisodeDataset, chunk: int, progress: bool = False) -> list[EpisodeTargets]:
+    """Read every episode of `ds` with its per-frame future-action targets."""
+    return [EpisodeTargets.of(ds[i], chunk)
+            for i in tqdm(range(len(ds)), desc="reading episodes", disable=not progress, leave=False)]
 
 
-def load_episodes(ds: EpisodeDataset, indices: list[int], chunk: int, progress: bool = False
-                  ) -> list[EpisodeTargets]:
-    """Read episodes and their per-frame future-action targets (clean expert labels where noise was injected)."""
-    out = []
-    for i in tqdm(indices, desc="reading episodes", disable=not progress, leave=False):
-        rec = ds[i]
-        pairs = [future_actions(rec.targets, t, chunk) for t in range(rec.num_frames)]
-        out.append(EpisodeTargets(rec.instruction, rec.images, np.stack([p[0] for p in pairs]).astype(np.float32),
-                                  np.stack([p[1] for p in pairs])))
-    return out
+def all_windows(episodes: list[EpisodeTargets]) -> np.ndarray:
+    """(N, 2) (episode, t) for every frame with at least one future action (`window_index`)."""
+    return window_index(ep.num_frames for ep in episodes)
 
 
 def epoch_order(windows: np.ndarray, consecutive: int, generator: torch.Generator) -> np.ndarray:
@@ -83,12 +66,6 @@ def epoch_order(windows: np.ndarray, consecutive: int, generator: torch.Generato
     return windows[np.concatenate([runs[i] for i in torch.randperm(len(runs), generator=generator).tolist()])]
 
 
-def all_windows(episodes: list[EpisodeTargets]) -> np.ndarray:
-    """(N, 2) (episode, t) for every frame with at least one future action (as `WindowDataset`)."""
-    return np.array([(e, t) for e, ep in enumerate(episodes) for t in range(ep.num_frames - 1)],
-                    dtype=np.int64).reshape(-1, 2)
-
-
 @dataclass
 class WindowBatch:
     frames: np.ndarray  # (B, W, 2) (episode, frame) of each window position
@@ -98,14 +75,15 @@ class WindowBatch:
 
 
 def window_batch(episodes: list[EpisodeTargets], windows: np.ndarray, window: int) -> WindowBatch:
+    """Stack the windows (rows (episode, t)) built by `EpisodeTargets.window`; frames stay (episode, frame) pairs
+    so features come from the cache (or the backbone) once per distinct frame."""
     frames, fmasks, targets, masks = [], [], [], []
     for e, t in windows:
-        idx, fmask = window_indices(int(t), window)
-        ep = episodes[e]
+        idx, fmask, target, mask = episodes[e].window(int(t), window)
         frames.append(np.stack([np.full_like(idx, e), idx], axis=-1))
         fmasks.append(fmask)
-        targets.append(ep.future[idx])
-        masks.append(ep.future_mask[idx] & fmask[:, None])
+        targets.append(target)
+        masks.append(mask)
     return WindowBatch(np.stack(frames), torch.from_numpy(np.stack(fmasks)),
                        torch.from_numpy(np.stack(targets)), torch.from_numpy(np.stack(masks)))
 
@@ -173,19 +151,15 @@ def mean_loss(model: VLAModel, features: FrameFeatures, windows: np.ndarray, win
     return total / max(count, 1.0)
 
 
-def _splits(data: Path) -> tuple[EpisodeDataset, list[int], list[int], str | None]:
-    """Train and val episode indices of one `EpisodeDataset` ('all'); falls back to a held-out tail without val."""
-    ds = EpisodeDataset(data, "all", only_success=True)  # never imitate a demo the expert failed (noise)
-    train_idx = [i for i, e in enumerate(ds.entries) if e.get("split", "train") == "train"]
-    val_idx = [i for i, e in enumerate(ds.entries) if e.get("split") == "val"]
-    note = None
-    if not val_idx:
-        n_val = max(1, round(FALLBACK_VAL_FRACTION * len(ds)))
-        if len(ds) < 2:
-            raise ValueError(f"{data} has {len(ds)} episode; training needs at least 2 (train + val): generate more")
-        train_idx, val_idx = list(range(len(ds) - n_val)), list(range(len(ds) - n_val, len(ds)))
-        note = f"no val split in {data}: holding out its last {n_val} episodes"
-    return ds, train_idx, val_idx, note
+@torch.no_grad()
+def dataset_loss(model: VLAModel, episodes: EpisodeDataset, batch_size: int = 32) -> float:
+    """The training objective (masked Huber on normalised chunks) over every window of `episodes`: on the val
+    split, the val loss training recorded for this model."""
+    eps = load_episodes(episodes, model.head_cfg.chunk)
+    windows = all_windows(eps)
+    if len(windows) == 0:
+        raise DatasetError(f"{episodes!r} has no frame with a next action; use longer episodes")
+    return mean_loss(model.eval(), FrameFeatures(model, eps, cache=True), windows, model.head_cfg.window, batch_size)
 
 
 def action_scale(episodes: list[EpisodeTargets], dims: tuple[int, ...]) -> np.ndarray:
@@ -224,10 +198,9 @@ def _resume_path(out: Path) -> Path:
 
 
 def _save_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model), "optimizer": opt.state_dict(),
-                "rng": torch.get_rng_state(), **state}, tmp)
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model),
+                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
 
 
 def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict | None:
@@ -289,13 +262,13 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
 
 
 def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> TrainResult:
-    ds, train_idx, val_idx, note = _splits(cfg.data)
-    if note:
-        log(note)
-    drive = check_drive(((ds.manifest or {}).get("config") or {}).get("drive", "diff"))
+    train_ds, val_ds = EpisodeDataset(cfg.data, "train"), EpisodeDataset(cfg.data, "val")
+    if val_ds.note:
+        log(val_ds.note)
+    drive = check_drive(((train_ds.manifest or {}).get("config") or {}).get("drive", "diff"))
     keep_images = not (cfg.mode == "frozen" and cfg.cache_features)
-    train_eps = load_episodes(ds, train_idx, cfg.chunk, progress)
-    val_eps = load_episodes(ds, val_idx, cfg.chunk, progress)
+    train_eps = load_episodes(train_ds, cfg.chunk, progress)
+    val_eps = load_episodes(val_ds, cfg.chunk, progress)
     model = build_model(cfg, drive, action_scale(train_eps, LAYOUT_DIMS[drive]))
     train_feats = FrameFeatures(model, train_eps, cache=not keep_images, progress=progress)
     val_feats = FrameFeatures(model, val_eps, cache=not keep_images, progress=progress)
@@ -313,7 +286,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
             "fingerprint": cfg.fingerprint(), "train_config": to_dict(cfg),
             "trainable_params": count_parameters(model, trainable_only=True), "total_params": count_parameters(model),
             # What the policy saw in training: eval warns when it is run on other images or another env.
-            "dataset_config": (ds.manifest or {}).get("config", {})}
+            "dataset_config": (train_ds.manifest or {}).get("config", {}),
+            "val_episodes": val_ds.names}
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -346,4 +320,4 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
     resume.unlink(missing_ok=True)
     return TrainResult(cfg.out, state["best_val"], state["best_epoch"], state["history"],
                        count_parameters(model, trainable_only=True), count_parameters(model),
-                       train_feats.cache_seconds + val_feats.cache_seconds)
+                       train_feats.cache_seconds + val_feats.cache_seconds, val_ds.names)
