@@ -13,7 +13,8 @@ import pytest
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
-from mobile_vla_sim.eval.report import json_safe, summary_markdown
+from mobile_vla_sim.eval.report import summary_markdown
+from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.eval.rollout import run_episodes
