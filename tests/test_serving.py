@@ -219,3 +219,45 @@ def test_served_checkpoint_matches_in_process(tiny_checkpoints):
                                      out=None, env=ENV),
                           progress=False)
     assert _outcomes(remote.records) == _outcomes(local.records)
+
+
+FLAKY = '''
+from mobile_vla_sim.policies.baselines import ExpertPolicy
+
+
+class Flaky(ExpertPolicy):
+    """The expert, until its `limit`-th call breaks (a server whose model fell over)."""
+
+    def __init__(self, limit, **kw):
+        super().__init__(**kw)
+        self.calls, self.limit = 0, limit
+
+    def act_batch(self, obs, slots):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise RuntimeError("the model fell over")
+        return super().act_batch(obs, slots)
+
+
+def make(drive="diff", device="cpu", limit=10**9):
+    return Flaky(limit, drive=drive)
+'''
+
+
+def test_a_policy_lost_mid_run_keeps_finished_episodes_and_the_run_resumes(tmp_path, monkeypatch):
+    (tmp_path / "flaky_policy.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with socket.socket() as s:  # one port for both servers: the policy URL is part of the eval config
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = EvalConfig(policy=f"ws://127.0.0.1:{port}", difficulty="easy", episodes=3, pool=PoolConfig(workers=1,
+                     envs_per_worker=1), env=ENV, out=tmp_path / "out")
+    with ServerThread(ServeConfig(policy="flaky_policy:make", policy_args=("limit=25",), port=port)):
+        with pytest.raises(Exception, match="finished episodes are saved.*run the same command again") as err:
+            evaluate(cfg, progress=False)
+    assert "\n" not in str(err.value)
+    partial = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert partial["interrupted"] and 0 < len(partial["episodes"]) < 6
+    with ServerThread(ServeConfig(policy="flaky_policy:make", port=port)):
+        done = evaluate(cfg, progress=False)
+    assert not done.interrupted and len(done.records) == 6 and all(r.success for r in done.records)

@@ -237,6 +237,8 @@ class RolloutResult:
     results: list[Any]
     interrupted: bool = False
     seconds: float = 0.0
+    #: An expected failure that stopped the run early (e.g. a policy server that went away); finished results kept.
+    error: MvlaError | None = None
 
 
 def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig,
@@ -258,7 +260,7 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
     done: dict[int, Any] = {}
     running: dict[int, dict] = {}  # slot -> latest obs
     bar = tqdm(total=len(specs), desc=desc or f"{policy.name}", unit="ep", disable=not progress, dynamic_ncols=True)
-    start, interrupted, conns = time.perf_counter(), False, []
+    start, interrupted, error, conns = time.perf_counter(), False, None, []
     successes = 0
     try:
         if workers == 1:
@@ -309,8 +311,10 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
                         running[s] = obs
     except KeyboardInterrupt:
         interrupted = True
+    except MvlaError as err:  # e.g. the policy server went away: keep what finished, let the caller report it
+        interrupted, error = True, err
     finally:
         bar.close()
         for c in conns:
             c.close()
-    return RolloutResult([done[n] for n in sorted(done)], interrupted, time.perf_counter() - start)
+    return RolloutResult([done[n] for n in sorted(done)], interrupted, time.perf_counter() - start, error)

@@ -86,6 +86,7 @@ class RolloutResult:
     records: list[EpisodeRecord]
     interrupted: bool = False
     seconds: float = 0.0
+    error: Exception | None = None
 
 
 def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig, workers: int = 1,
@@ -98,7 +99,7 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
     result = run_engine(policy, specs, env_cfg, RecorderFactory(video_paths or {}),
                         PoolConfig(workers=workers, envs_per_worker=envs_per_worker), action_noise, progress=progress,
                         on_result=on_record, desc=f"eval {policy.name}")
-    return RolloutResult(result.results, result.interrupted, result.seconds)
+    return RolloutResult(result.results, result.interrupted, result.seconds, result.error)
 
 
 @dataclass(frozen=True)

@@ -186,5 +186,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
                               aggregates=aggregates, offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
                                           "episodes_per_min": rate, "policy": policy.stats()})
+    if result.error is not None:
+        raise type(result.error)(f"{result.error}; the {len(records)} finished episodes are saved in {cfg.out}: run "
+                                 "the same command again to finish the rest") from result.error
     return EvalResult(records=records, aggregates=aggregates, offline=offline,
                       interrupted=interrupted, episodes_per_min=rate, paths=paths, warnings=warnings)
