@@ -189,3 +189,12 @@ def test_eval_defaults_to_what_the_checkpoint_was_trained_on(tiny_checkpoints, t
     assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["env"]["image_size"] == 48
     other = run(*base, "--image-size", "32", "--out", tmp_path / "b")
     assert other.exit_code == 0 and "Warning: the policy was trained on image_size=48" in other.output
+
+
+def test_compare_refuses_results_of_other_policies_and_unpaired_episodes(tiny_checkpoints, tiny_dataset, tmp_path):
+    quick = ["--difficulty", "easy", "--episodes", "1", "--image-size", "16", "--workers", "1"]
+    for name, extra in (("a", []), ("b", ["--seed", "5"])):
+        assert run("eval", "--policy", "expert", *quick, *extra, "--out", tmp_path / name).exit_code == 0
+    a, b = tiny_checkpoints["frozen"], tiny_checkpoints["lora"]
+    wrong = run("compare", a, b, "--data", tiny_dataset, "--eval", tmp_path / "a", tmp_path / "b")
+    one_line_error(wrong, "holds results of expert", "frozen.ckpt")

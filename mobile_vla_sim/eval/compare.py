@@ -379,6 +379,16 @@ def _check_inputs(cfg: CompareConfig) -> None:
     for path in cfg.eval_dirs or ():
         if not path.is_dir():
             raise EvalError(f"--eval {path} is not a folder; run `mvla-sim eval --out {path}` first")
+    if cfg.eval_dirs:
+        results = [read_results(d) for d in cfg.eval_dirs]
+        for ckpt, res, folder in zip((cfg.checkpoint_a, cfg.checkpoint_b), results, cfg.eval_dirs):
+            evaluated = res.config.get("policy")
+            if evaluated is not None and Path(str(evaluated)).name != ckpt.name:
+                raise EvalError(f"--eval {folder} holds results of {evaluated}, not of {ckpt}; pass the eval folders "
+                                "of A and B, in that order")
+        if not {_episode_key(r) for r in results[0].episodes} & {_episode_key(r) for r in results[1].episodes}:
+            raise EvalError(f"--eval {cfg.eval_dirs[0]} and {cfg.eval_dirs[1]} share no episode, so nothing pairs; "
+                            "evaluate both with the same --seed, --difficulty and --episodes")
 
 
 def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareConfig,
