@@ -1,6 +1,6 @@
 """Frozen vs LoRA (or any two checkpoints): representations, offline and closed-loop performance, hypotheses.
 
-Answers the real project's open question (SPEC §2) with one report. Both policies are probed on the
+Answers the real project's open question (frozen or LoRA?) with one report. Both policies are probed on the
 *same* windows of the validation split (the one training validated on, `datasets.splits`), so every representation
 measure is paired; closed-loop success is compared on the *same* seeded episodes with the exact McNemar test.
 

@@ -1,6 +1,6 @@
 """The VLA model: Kosmos-2 backbone → action-token feature per frame → LSTM over a window → tanh MLP action chunks.
 
-Matches the real project (SPEC §2): window 8, LSTM hidden 512 × 4 layers, `fwd_pred_next_n` = 10 future actions
+Matches the real project: window 8, LSTM hidden 512 × 4 layers, `fwd_pred_next_n` = 10 future actions
 predicted at every frame of the window, Huber loss on actions normalised to [-1, 1] by a per-dim scale stored with
 the model. At inference the first action of the chunk predicted at the last frame is executed.
 """
