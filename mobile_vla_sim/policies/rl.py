@@ -95,4 +95,4 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
         env.close()
     with AtomicFile(cfg.out, keep_suffix=True) as tmp:  # sb3 appends .zip to a name without it
         model.save(tmp)
-    return out, interrupted
+    return cfg.out, interrupted

@@ -237,7 +237,7 @@ def _finished_run(cfg: TrainConfig) -> TrainResult | None:
         raise OutputError(f"--out {cfg.out} finished {info.get('epochs')} epochs of this run; train longer into a "
                           "new --out")
     return TrainResult(cfg.out, info["val_loss"], info["epoch"], [], info["trainable_params"], info["total_params"],
-                       0.0)
+                       0.0, info.get("val_episodes", []))
 
 
 def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
