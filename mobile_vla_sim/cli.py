@@ -131,6 +131,7 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
 
 # --- commands: each a config dataclass and one library call -------------------------------------------------------
 from mobile_vla_sim.datasets.generate import GenerateConfig  # noqa: E402  (after the helpers they use)
+from mobile_vla_sim.eval.agree import AgreeConfig  # noqa: E402
 from mobile_vla_sim.eval.compare import CompareConfig  # noqa: E402
 from mobile_vla_sim.eval.run import EvalConfig  # noqa: E402
 from mobile_vla_sim.policies.config import TrainConfig  # noqa: E402
@@ -211,6 +212,14 @@ def serve(cfg: ServeConfig) -> None:
         run_server(cfg, log=click.echo)
     except KeyboardInterrupt:
         raise Interrupted("the server stopped") from None
+
+
+@config_command(AgreeConfig, "agree")
+def agree(cfg: AgreeConfig) -> None:
+    """Sim-vs-real agreement of several policies: MMRV and Pearson r of sim against real-robot success rates."""
+    from mobile_vla_sim.eval.agree import agree as run_agree, agree_markdown
+
+    click.echo(agree_markdown(run_agree(cfg.sim, cfg.real, cfg.out)))
 
 
 @config_command(QuickstartConfig, "quickstart")

@@ -36,12 +36,13 @@ import csv
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mobile_vla_sim.config import knob
 from mobile_vla_sim.errors import ConfigError, EvalError
 from mobile_vla_sim.eval.metrics import wilson_interval
 from mobile_vla_sim.eval.report import pct, read_results
@@ -58,20 +59,16 @@ ALL_CONDITIONS = "all"
 class AgreeConfig:
     """Sim-vs-real agreement job: eval result folders against a CSV of real-robot trials."""
 
-    sim: tuple[Path, ...] = field(default=(), metadata={
-        "help": "evaluation result folders (each with results.json), one per policy; at least two"})
-    real: Path | None = field(default=None, metadata={
-        "help": "CSV of real-robot trials with columns policy, trials, successes and optionally condition"})
-    out: Path | None = field(default=None, metadata={
-        "help": "folder for agree.json, agree.md and agree.png (nothing is written when unset)"})
+    real: Path = knob(help="CSV of real-robot trials with columns policy, trials, successes and optionally condition")
+    sim: tuple[Path, ...] = knob((), "an evaluation result folder (with results.json), one per policy; repeat it, at "
+                                 "least twice", multiple=True)
+    out: Path | None = knob(Path("runs/agree"), "folder for agree.json, agree.md and agree.png (None: write nothing)")
 
     def __post_init__(self):
         self.sim = tuple(Path(p) for p in self.sim)
         if len(self.sim) < 2:
             raise ConfigError(f"--sim needs at least two evaluation folders (one per policy) to rank, "
                               f"got {len(self.sim)}")
-        if self.real is None:
-            raise ConfigError("--real is required: a CSV of real-robot trials with columns policy,trials,successes")
         self.real = Path(self.real)
         self.out = None if self.out is None else Path(self.out)
 
