@@ -19,6 +19,8 @@ class Policy(ABC):
     drive: str = "diff"
     #: Short name for reports.
     name: str = "policy"
+    #: Whether `act_batch` also takes float32 images of already normalised pixels (a deployment's `normalize`).
+    takes_normalised_pixels: bool = False
 
     def reset(self, instruction: str, slot: int = 0) -> None:
         """Start a new episode in `slot` with this instruction."""

@@ -19,8 +19,13 @@ __all__ = ["VLAPolicy", "load_policy_checkpoint"]
 class VLAPolicy(Policy):
     """Per new frame: one backbone call for all slots, a per-slot window of action-token features, the LSTM head.
 
-    Executes the first action of the chunk predicted at the window's last frame, like the real project.
+    Executes the first action of the chunk predicted at the window's last frame, like the real project;
+    `act_chunk_batch` returns the whole chunk (for a deployment that executes several). `window` may be changed
+    before `reset` (a deployment running another window than the trained one); float images are taken as already
+    normalised pixels.
     """
+
+    takes_normalised_pixels = True
 
     def __init__(self, model: VLAModel, metadata: dict[str, Any]):
         self.model = model.eval()
@@ -46,8 +51,12 @@ class VLAPolicy(Policy):
             mask[i, self.window - len(hist):] = True
         return feats, mask
 
-    @torch.no_grad()
     def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        return self.act_chunk_batch(obs, slots)[:, 0]
+
+    @torch.no_grad()
+    def act_chunk_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        """(B, chunk, action dims): every future action the head predicts at the window's last frame."""
         slots = list(slots)
         missing = [s for s in slots if s not in self._instructions]
         if missing:
@@ -59,7 +68,7 @@ class VLAPolicy(Policy):
         for slot, f in zip(slots, feats):
             self._history[slot].append(f)
         pred, _ = self.model.head(*self._windows(slots))
-        action3 = self.model.denormalise(pred[:, -1, 0]).cpu().numpy()
+        action3 = self.model.denormalise(pred[:, -1]).cpu().numpy()
         return from_action3(action3, self.drive).astype(np.float32)
 
     def close(self) -> None:
