@@ -28,8 +28,16 @@ from mobile_vla_sim.envs.state import decode_state
 _TURN_IN_PLACE = math.radians(60)
 #: Expert action styles: continuous velocities, or the real teleop keys (omni drive, direction mode).
 EXPERT_ACTIONS = ("continuous", "keys")
-#: Keys expert: metres of path a metre of intrusion into a box's safety margin costs.
-_MARGIN_PRICE = 10.0
+#: Keys expert: metres of path a metre of intrusion into a box's safety margin costs, and a metre off the plan.
+_MARGIN_PRICE, _OFF_PATH_PRICE = 3.0, 1.0
+
+
+def _distance_to_polyline(p: np.ndarray, points: np.ndarray) -> float:
+    """Distance from point `p` to the polyline through `points` (k, 2)."""
+    a, b = points[:-1], points[1:]
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
+    return float(np.min(np.linalg.norm(a + t[:, None] * ab - p, axis=1))) if len(ab) else float(np.linalg.norm(p - a))
 
 
 def _wrap(angle: float) -> float:
@@ -104,10 +112,11 @@ class KeysExpert(ScriptedExpert):
     in direction mode, where every key moves `step_length` metres in its direction.
 
     Each step it takes the key whose end point is nearest the goal along the shortest admissible path (the path
-    around the boxes on the instructed side), among the forward keys w, q, e, a, d, as the real bottle data does
-    (`linear_x` in {0, 1.15}); backward keys only when no forward key makes progress, r/t only to face down the
-    corridor again after turning more than 45 degrees away, stop when nothing makes progress. `act` returns the
-    key's real label (components 0 or +-1.15); `last_key` names it.
+    around the boxes on the instructed side), with prices for entering a box's safety margin and for straying from
+    the route planned at the start, among the forward keys w, q, e, a, d, as the real bottle data does (`linear_x`
+    in {0, 1.15}); backward keys only when no forward key makes progress, the least bad key in a local minimum, r/t
+    only to face down the corridor again after turning more than 45 degrees away. `act` returns the key's real label
+    (components 0 or +-1.15); `last_key` names it.
     """
 
     FORWARD, BACKWARD = ("w", "q", "e", "a", "d"), ("s", "z", "c")
@@ -119,6 +128,11 @@ class KeysExpert(ScriptedExpert):
         self.step_length = float(step_length)
         self._limits = action_limits("omni", "direction")
         self.last_key = "stop"
+        self._route: np.ndarray | None = None
+
+    def reset(self, task: str | None = None) -> None:
+        super().reset(task)
+        self._route = None
 
     @classmethod
     def for_env(cls, cfg: EnvConfig, **kwargs) -> KeysExpert:
@@ -141,27 +155,33 @@ class KeysExpert(ScriptedExpert):
         body_rects = [Rect(*b).inflated(ROBOT_HALF_WIDTH) for b in s["boxes"]]
         sign = SIDE_SIGN[task]
 
+        if self._route is None:  # the route planned at the episode's start, which keys drift off sideways
+            self._route = np.vstack([pos, *plan_path(pos, goal, plan_rects, task)])
+        route = self._route
+
         def to_goal(p: np.ndarray) -> float:
             """Path length to the goal, plus a steep price for standing inside a box's safety margin (where the
-            planner would shrink the box and so make any point inside look closer)."""
+            planner would shrink the box and so make any point inside look closer) and a price for straying from
+            the start's route (the walls are not in the state: staying near the route keeps clear of them)."""
             intrusion = sum(max(0.0, -r.clearance(p)) for r in plan_rects)
-            return polyline_length(p, plan_path(p, goal, plan_rects, task)) + _MARGIN_PRICE * intrusion
+            return (polyline_length(p, plan_path(p, goal, plan_rects, task)) + _MARGIN_PRICE * intrusion
+                    + _OFF_PATH_PRICE * _distance_to_polyline(p, route))
 
-        best, best_cost = "stop", to_goal(pos)
-        cy, sy = math.cos(yaw), math.sin(yaw)
+        here, cy, sy = to_goal(pos), math.cos(yaw), math.sin(yaw)
+        best: dict[tuple[str, ...], tuple[float, str]] = {}
         for keys in (self.FORWARD, self.BACKWARD):
             for key in keys:
                 lx, ly, _ = key_action(key)
                 d = np.array([lx, ly]) / math.hypot(lx, ly) * self.step_length
                 q = pos + np.array([cy * d[0] - sy * d[1], sy * d[0] + cy * d[1]])
-                if any(segment_hits(pos, q, r) or not passes_on_side(pos, q, r, sign) for r in body_rects):
-                    continue
-                cost = to_goal(q)
-                if cost < best_cost - 1e-9:
-                    best, best_cost = key, cost
-            if best != "stop":
-                break
-        return best
+                if not any(segment_hits(pos, q, r) or not passes_on_side(pos, q, r, sign) for r in body_rects):
+                    best[keys] = min(best.get(keys, (math.inf, "stop")), (to_goal(q), key))
+        for keys in (self.FORWARD, self.BACKWARD):
+            if keys in best and best[keys][0] < here - 1e-9:
+                return best[keys][1]
+        # A local minimum of the cost (e.g. squeezed between the route and a margin): the least bad key moves on
+        # rather than stall; stop only when every key would hit a box.
+        return min(best.values())[1] if best else "stop"
 
 
 class ExpertPolicy:
