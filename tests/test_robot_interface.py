@@ -266,4 +266,3 @@ def test_deploy_mismatch_changes_a_trained_policy(tiny_checkpoints, tiny_dataset
     assert rounding < 1e-3
     for mismatch in (DeployConfig(window=2), DeployConfig(color_order="bgr"), DeployConfig(normalize="none")):
         assert np.abs(actions(mismatch) - base).max() > max(10 * rounding, 1e-3), mismatch
-    np.testing.assert_allclose(actions(DeployConfig(window=2))[:2], base[:2], atol=1e-6)  # same until frame 3
