@@ -39,7 +39,7 @@ def _bare_fps(env, steps: int, seed: int, ends: list[int]) -> float:
     """Frames/s of the same wheel command, stepSimulation calls and one getCameraImage at the robot's camera pose
     (same camera, lighting and renderer), replaying the env run's episodes: nothing the env adds on top."""
     world = env.unwrapped._world
-    client, size = world.client, world.image_size
+    client = world.client
     substeps = int(round(CONTROL_PERIOD * PHYSICS_HZ))
     env.reset(seed=seed)
     elapsed = 0.0
@@ -48,7 +48,7 @@ def _bare_fps(env, steps: int, seed: int, ends: list[int]) -> float:
             world.set_wheel_speeds(float(_ACTION[0]), float(_ACTION[1]))
             for _ in range(substeps):
                 client.stepSimulation()
-            world.raw_render(size, size, world.camera_view(), world.camera_projection)
+            world.raw_render(world.width, world.height, world.camera_view(), world.camera_projection)
         elapsed += t[0]
         if k in ends:
             env.reset(seed=seed + k)

@@ -1,7 +1,9 @@
 """Measure the scripted expert's success rate per difficulty x task over N seeded episodes each.
 
     python scripts/expert_success.py --episodes 200 --image-size 16
-Seeds 0..N-1 are shared by left and right (same scenes). Prints a Markdown table; --json writes the numbers.
+    python scripts/expert_success.py --episodes 200 --drive omni --action-mode direction --expert-actions keys
+Seeds 0..N-1 are shared by left and right (same scenes). Prints a Markdown table (with the share of episodes of at
+least 18 frames, the real episode length); --json writes the numbers.
 """
 
 from __future__ import annotations
@@ -11,30 +13,33 @@ import json
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
 import mobile_vla_sim  # noqa: F401  (registers the env)
-from mobile_vla_sim.envs import DIFFICULTIES
-from mobile_vla_sim.envs.expert import ScriptedExpert, run_expert_episode
+from mobile_vla_sim.envs import DIFFICULTIES, EnvConfig, make_env
+from mobile_vla_sim.envs.expert import EXPERT_ACTIONS, KeysExpert, ScriptedExpert, run_expert_episode
 from mobile_vla_sim.envs.instructions import TASKS
 
+#: Frames of a real episode (episode_start + 17 keys); the real loader needs window 8 + chunk 10.
+REAL_FRAMES = 18
 
-def measure(episodes: int, image_size: int, drive: str, control: str, difficulties, seed: int = 0):
+
+def measure(episodes: int, cfg: EnvConfig, expert_actions: str, difficulties, seed: int = 0):
     """Yield one result row per (difficulty, task) cell as soon as it is finished."""
     for difficulty in difficulties:
-        env = gym.make("MobileVLA/Nav-v0", difficulty=difficulty, image_size=image_size, drive=drive, control=control)
+        env = make_env(cfg.replace(difficulty=difficulty))
         try:
-            yield from _cells(env, difficulty, episodes, drive, seed)
+            yield from _cells(env, cfg, expert_actions, difficulty, episodes, seed)
         finally:
             env.close()
 
 
-def _cells(env, difficulty: str, episodes: int, drive: str, seed: int):
+def _cells(env, cfg: EnvConfig, expert_actions: str, difficulty: str, episodes: int, seed: int):
     """Left and right rows of one difficulty; both tasks run the same seeds, hence the same scenes."""
     for task in TASKS:
-        expert, infos, start = ScriptedExpert(drive=drive), [], time.perf_counter()
+        expert = KeysExpert.for_env(cfg) if expert_actions == "keys" else ScriptedExpert(drive=cfg.drive)
+        infos, start = [], time.perf_counter()
         for s in tqdm(range(seed, seed + episodes), desc=f"{difficulty}/{task}", leave=False):
             infos.append(run_expert_episode(env, expert, s, task))
         ok = np.array([i["success"] for i in infos])
@@ -45,6 +50,7 @@ def _cells(env, difficulty: str, episodes: int, drive: str, seed: int):
                "collisions": int(sum(i["collision"] for i in infos)),
                "wrong_side": int(sum(i["wrong_side"] for i in infos)),
                "mean_steps": float(np.mean([i["steps"] for i in infos])), "spl": float(np.mean(spl)),
+               "real_length": float(np.mean([i["steps"] + 1 >= REAL_FRAMES for i in infos])),
                "seconds": time.perf_counter() - start}
 
 
@@ -54,21 +60,26 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=16, help="camera size; the expert ignores it, small is fast")
     ap.add_argument("--drive", choices=["diff", "omni"], default="diff")
     ap.add_argument("--control", choices=["continuous", "pulse"], default="continuous")
+    ap.add_argument("--action-mode", choices=["velocity", "direction"], default="velocity")
+    ap.add_argument("--expert-actions", choices=list(EXPERT_ACTIONS), default="continuous")
     ap.add_argument("--difficulties", nargs="+", choices=list(DIFFICULTIES), default=list(DIFFICULTIES))
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
     try:
-        rows.extend(measure(args.episodes, args.image_size, args.drive, args.control, args.difficulties, args.seed))
+        cfg = EnvConfig(image_size=args.image_size, drive=args.drive, control=args.control,
+                        action_mode=args.action_mode)
+        rows.extend(measure(args.episodes, cfg, args.expert_actions, args.difficulties, args.seed))
     except KeyboardInterrupt:
         print("interrupted: reporting the finished cells only")
-    print(f"drive={args.drive} control={args.control} episodes={args.episodes} per cell")
-    print("| difficulty | task | success | collisions | wrong side | mean steps | SPL | s |")
-    print("|---" * 8 + "|")
+    print(f"drive={args.drive} control={args.control} action_mode={args.action_mode} "
+          f"expert_actions={args.expert_actions} episodes={args.episodes} per cell")
+    print(f"| difficulty | task | success | collisions | wrong side | mean steps | >= {REAL_FRAMES} frames | SPL | s |")
+    print("|---" * 9 + "|")
     for r in rows:
         print(f"| {r['difficulty']} | {r['task']} | {r['success']:.1%} | {r['collisions']} | {r['wrong_side']} | "
-              f"{r['mean_steps']:.1f} | {r['spl']:.3f} | {r['seconds']:.0f} |")
+              f"{r['mean_steps']:.1f} | {r['real_length']:.0%} | {r['spl']:.3f} | {r['seconds']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

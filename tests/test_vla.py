@@ -117,4 +117,6 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="mode"):
         TrainConfig(data=".", mode="full")
     with pytest.raises(ValueError, match="uint8"):
-        load_backbone("tiny").pixel_values(np.zeros((1, 8, 8, 3), np.float32))
+        load_backbone("tiny").pixel_values(np.zeros((1, 8, 8, 3), np.int32))
+    with pytest.raises(ValueError, match="uint8"):
+        load_backbone("tiny").pixel_values(np.zeros((1, 8, 8), np.uint8))

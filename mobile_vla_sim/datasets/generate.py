@@ -32,7 +32,7 @@ from mobile_vla_sim.envs.actions import to_action3
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, run_episodes
-from mobile_vla_sim.envs.expert import ExpertPolicy
+from mobile_vla_sim.envs.expert import EXPERT_ACTIONS, ExpertPolicy
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
 from mobile_vla_sim.paths import check_output_dir
@@ -60,12 +60,18 @@ class GenerateConfig:
     seed: int = knob(0, "base seed: the same seed and options give the same files", min=0)
     noise_std: float = knob(0.0, "noise on the executed expert action (fraction of each action limit); the clean "
                             "label is stored as `action_labels`", min=0.0)
+    expert_actions: str = knob("continuous", "continuous expert velocities, or keys: the expert presses the real "
+                               "robot's teleop keys (w, q, e, a, d, ...) and records their real labels (components 0 "
+                               "or +-1.15); needs --drive omni --action-mode direction", choices=EXPERT_ACTIONS)
     env: EnvConfig = field(default_factory=EnvConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         check_knobs(self, DatasetError)
+        if self.expert_actions == "keys" and (self.env.drive, self.env.action_mode) != ("omni", "direction"):
+            raise DatasetError("--expert-actions keys needs the real robot's interface: add --drive omni "
+                               "--action-mode direction (a key sets a direction, not a speed)")
 
     def content(self) -> dict[str, Any]:
         """The knobs that define episode content, flat, as recorded in and compared against `dataset.json`."""
@@ -164,7 +170,8 @@ class DemoRecorder:
         name = episode_file_name(date=moment.strftime("%Y%m%d"), time=moment.strftime("%H%M%S"),
                                  num_boxes=num_boxes, side=spec.task, variant=info["variant"],
                                  distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
-        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.control == "pulse" else 0.0)
+        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.control == "pulse" or cfg.env.action_mode == "direction"
+                                   else 0.0)
         record = Episode(
             images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
             instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
@@ -177,7 +184,9 @@ class DemoRecorder:
             "collection_datetime": moment.isoformat(),
             "variant": info["variant"], "distance": info["obstacle_distance"], "num_boxes": num_boxes,
             "episode_index": spec.index, "expert_seed": spec.noise_seed, "generation_seed": cfg.seed,
-            "drive": cfg.env.drive, "control": cfg.env.control, "image_size": cfg.env.image_size,
+            "drive": cfg.env.drive, "control": cfg.env.control, "action_mode": cfg.env.action_mode,
+            "expert_actions": cfg.expert_actions, "camera": cfg.env.camera, "image_size": cfg.env.image_size,
+            "color_order": cfg.env.color_order.upper(),
             "noise_std": cfg.noise_std, "generator": f"mobile-vla-sim {__version__}",
             **{key: bool(info[key]) for key in ("collision", "wrong_side", "out_of_bounds")},
             **{key: float(info[key]) for key in ("distance_to_goal", "path_length", "shortest_path_length")},
@@ -271,7 +280,8 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
     interrupted = False
     try:
         if todo:
-            interrupted = run_episodes(ExpertPolicy(cfg.env.drive), todo, cfg.env, functools.partial(DemoRecorder, cfg),
+            interrupted = run_episodes(ExpertPolicy.for_env(cfg.env, cfg.expert_actions), todo, cfg.env,
+                                       functools.partial(DemoRecorder, cfg),
                                        cfg.pool, action_noise=cfg.noise_std, progress=progress, on_result=keep,
                                        desc="generate").interrupted
     finally:  # also on a worker error: the manifest lists every finished file

@@ -23,6 +23,7 @@ from mobile_vla_sim.io import AtomicFile
 #: Real attribute values carried over unchanged.
 ACTION_CHUNK_SIZE = 8
 INSTRUCTION_DTYPE = "S256"
+#: Channel order written when the record names none (`attrs["color_order"]`: "RGB" or "BGR").
 COLOR_ORDER = "RGB"
 EVENT_START, EVENT_ACTION, EVENT_STOP = "episode_start", "start_action", "stop_action"
 GZIP_LEVEL = 4  # level 4 is ~2x faster than 9 on images for a few % more bytes
@@ -43,7 +44,7 @@ _NAME_RE = re.compile(
 class Episode:
     """One episode in memory. `attrs` holds every HDF5 attribute (real and simulation ones) not promoted to a field."""
 
-    images: np.ndarray  # (T, H, W, 3) uint8 RGB
+    images: np.ndarray  # (T, H, W, 3) uint8, channels in attrs["color_order"] (RGB unless it says BGR)
     actions: np.ndarray  # (T, 3) float32 [linear_x, linear_y, angular_z], executed
     instruction: str
     name: str  # file stem, also the `episode_name` attribute
@@ -140,10 +141,10 @@ def write_episode(path: str | os.PathLike, record: Episode) -> Path:
             attrs = {
                 "action_chunk_size": ACTION_CHUNK_SIZE,
                 "obstacle_layout_type": "hori",
+                "color_order": COLOR_ORDER,
                 **record.attrs,
                 "episode_name": path.stem,
                 "num_frames": len(images),
-                "color_order": COLOR_ORDER,
             }
             for key in ("task", "difficulty", "seed", "scenario", "success"):
                 if getattr(record, key) is not None:

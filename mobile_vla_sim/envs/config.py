@@ -6,10 +6,11 @@ appears in their `--help`, in YAML config files and in every results file withou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from mobile_vla_sim.config import check_knobs, knob
-from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.envs.actions import ACTION_MODES, LAYOUT_DIMS
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.instructions import TASKS, instruction_for
 from mobile_vla_sim.errors import ConfigError
@@ -20,6 +21,36 @@ CONTROLS = ("continuous", "pulse")
 RENDERERS = ("tiny", "egl")
 #: Largest camera side accepted by default: the real robot's 1280x720 camera fits; raise `--image-size-limit` for more.
 MAX_IMAGE_SIZE = 1280
+#: Channel orders a camera can deliver (the real robot's camera gives BGR, as OpenCV does).
+COLOR_ORDERS = ("rgb", "bgr")
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """A camera model. The vertical field of view is kept whatever the image aspect, so another aspect than the
+    preset's shows a horizontally wider or narrower part of the scene (a crop of the sensor), never a squashed one."""
+
+    vertical_fov: float      # degrees (pinhole: lens distortion is not modelled)
+    mount_height: float      # m above the floor
+    pitch: float             # rad, negative looks down
+    resolution: tuple[int, int] | None  # (width, height) when --image-width/--image-height are not given; None: square
+
+
+def vertical_fov(diagonal_fov: float, width: int, height: int) -> float:
+    """Vertical field of view (degrees) of a pinhole camera with this diagonal field of view and aspect."""
+    half = math.tan(math.radians(diagonal_fov) / 2)
+    return math.degrees(2 * math.atan(half * height / math.hypot(width, height)))
+
+
+#: Named cameras (`--camera`). `default`: the square 90 degree camera of earlier releases. `real`: the real robot's
+#: camera, with assumed numbers (no calibration was published): 1280x720 (16:9), a wide-angle lens of 120 degrees
+#: diagonal (a typical 720p wide-angle USB module; about 113 x 81 degrees horizontal x vertical), mounted 0.35 m high
+#: (the middle of the reported 30-40 cm) and pitched 10 degrees down, as the default camera.
+CAMERAS: dict[str, CameraSpec] = {
+    "default": CameraSpec(vertical_fov=90.0, mount_height=0.35, pitch=-0.17, resolution=None),
+    "real": CameraSpec(vertical_fov=vertical_fov(120.0, 1280, 720), mount_height=0.35, pitch=-0.17,
+                       resolution=(1280, 720)),
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +65,27 @@ class EnvConfig:
                       "(linear_x, linear_y, angular_z)", choices=tuple(LAYOUT_DIMS))
     control: str = knob("continuous", "continuous: the robot keeps moving while the frame is taken; pulse: it brakes "
                         "to a stop after each 0.4 s step, as the real stop-and-go robot", choices=CONTROLS)
-    image_size: int = knob(224, "camera image side in pixels", min=16)
+    action_mode: str = knob("velocity", "omni only: velocity (m/s, rad/s) or direction, the real base's "
+                            "move(angle, throttle): (linear_x, linear_y) sets only the direction of travel at "
+                            "--direction-speed (zero stops), the sign of angular_z spins at --spin-rate, and every "
+                            "step is a 0.4 s move then a stop", choices=ACTION_MODES)
+    direction_speed: float = knob(0.3, "direction mode: the constant travel speed (m/s); 0.3 m/s (0.12 m per 0.4 s "
+                                  "key) is the assumed calibration of the real teleop throttle, which gives episodes "
+                                  "of about the real 18 frames", min=0.01, max=2.0)
+    spin_rate: float = knob(0.6, "direction mode: the constant turn rate of a rotate command (rad/s)", min=0.01,
+                            max=3.0)
+    camera: str = knob("default", "camera model: default (square, 90 deg vertical FOV, 0.35 m high) or real (the "
+                       "real robot's 1280x720 wide-angle camera, 120 deg diagonal, 0.35 m high)", choices=("default",
+                                                                                                       "real"))
+    image_size: int = knob(224, "camera image side in pixels (square) unless --image-width/--image-height are given",
+                           min=16)
+    image_width: int | None = knob(None, "camera image width in pixels [default: the camera's, or --image-size]; "
+                                   "given alone, the height follows the camera's aspect", min=16)
+    image_height: int | None = knob(None, "camera image height in pixels [default: the camera's, or --image-size]; "
+                                    "given alone, the width follows the camera's aspect", min=16)
+    color_order: str = knob("rgb", "channel order of camera images: rgb, or bgr as the real camera (and OpenCV) "
+                            "delivers; datasets store and policies receive what the camera gives",
+                            choices=COLOR_ORDERS)
     image_size_limit: int = knob(MAX_IMAGE_SIZE, "largest --image-size accepted (a guard against typos that would "
                                  "render for minutes per frame)", min=16)
     renderer: str = knob("tiny", "camera renderer: TinyRenderer (CPU) or PyBullet's EGL plugin (OpenGL, fast on a "
@@ -48,6 +99,13 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         check_knobs(self)
+        if self.action_mode == "direction" and self.drive != "omni":
+            raise ConfigError("--action-mode direction needs --drive omni (a differential drive cannot move in any "
+                              "direction)")
+        for name, value in zip(("--image-width", "--image-height"), self.resolution):
+            if value > self.image_size_limit:
+                raise ConfigError(f"{name} must be <= {self.image_size_limit} (--image-size-limit), got {value}; "
+                                  "raise --image-size-limit to render larger images")
         if self.image_size > self.image_size_limit:
             raise ConfigError(f"--image-size must be <= {self.image_size_limit} (--image-size-limit), got "
                          f"{self.image_size}; raise --image-size-limit to render larger images")
@@ -55,6 +113,22 @@ class EnvConfig:
             instruction_for("left", self.instructions)
         except ValueError as err:
             raise ConfigError(f"--instructions: {err}")
+
+    @property
+    def camera_spec(self) -> CameraSpec:
+        return CAMERAS[self.camera]
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """Camera (width, height): the explicit sizes, else the camera's own, else the --image-size square."""
+        width, height = self.camera_spec.resolution or (self.image_size, self.image_size)
+        if self.image_width and self.image_height:
+            return self.image_width, self.image_height
+        if self.image_width:
+            return self.image_width, max(16, round(self.image_width * height / width))
+        if self.image_height:
+            return max(16, round(self.image_height * width / height)), self.image_height
+        return width, height
 
     def replace(self, **changes) -> EnvConfig:
         return replace(self, **changes)

@@ -107,7 +107,7 @@ class _Slot:
     def __init__(self, env_cfg: EnvConfig, handler: EpisodeHandler, action_noise: float):
         self.env = make_env(env_cfg)
         self.handler, self.action_noise = handler, action_noise
-        self.limits = action_limits(env_cfg.drive)
+        self.limits = action_limits(env_cfg.drive, env_cfg.action_mode)
         self.rng: np.random.Generator | None = None
 
     def reset(self, spec: EpisodeSpec) -> tuple[dict, str]:

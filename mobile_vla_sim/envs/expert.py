@@ -1,7 +1,9 @@
-"""Scripted expert on the privileged state: plan around the boxes on the instructed side, then pure pursuit.
+"""Scripted experts on the privileged state: plan around the boxes on the instructed side, then follow the plan.
 
-It replans from the current pose every step (a handful of nodes, well under a millisecond), so actuation
-noise, latency or injected action noise are corrected instead of accumulating.
+`ScriptedExpert` commands continuous velocities (pure pursuit); `KeysExpert` presses the real robot's teleop keys,
+so its demonstrations have the real action distribution. Both replan from the current pose every step (a handful of
+nodes, well under a millisecond), so actuation noise, latency or injected action noise are corrected instead of
+accumulating.
 """
 
 from __future__ import annotations
@@ -13,15 +15,29 @@ import numpy as np
 from typing import Sequence
 
 from mobile_vla_sim.envs.actions import (LIMITS3, MAX_ANGULAR, MAX_LINEAR, action_limits, check_drive, from_action3,
-                                         noisy_action)
-from mobile_vla_sim.envs.geometry import Rect, plan_path, point_along
+                                         key_action, noisy_action)
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.geometry import SIDE_SIGN, Rect, passes_on_side, plan_path, point_along, polyline_length, \
+    segment_hits
 from mobile_vla_sim.envs.instructions import check_task
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS
-from mobile_vla_sim.envs.sim import CONTROL_PERIOD, ROBOT_RADIUS
+from mobile_vla_sim.envs.sim import CONTROL_PERIOD, ROBOT_HALF_WIDTH, ROBOT_RADIUS
 from mobile_vla_sim.envs.state import decode_state
 
 #: Turn in place (no forward speed) while the heading error exceeds this (rad).
 _TURN_IN_PLACE = math.radians(60)
+#: Expert action styles: continuous velocities, or the real teleop keys (omni drive, direction mode).
+EXPERT_ACTIONS = ("continuous", "keys")
+#: Keys expert: metres of path a metre of intrusion into a box's safety margin costs, and a metre off the plan.
+_MARGIN_PRICE, _OFF_PATH_PRICE = 3.0, 1.0
+
+
+def _distance_to_polyline(p: np.ndarray, points: np.ndarray) -> float:
+    """Distance from point `p` to the polyline through `points` (k, 2)."""
+    a, b = points[:-1], points[1:]
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
+    return float(np.min(np.linalg.norm(a + t[:, None] * ab - p, axis=1))) if len(ab) else float(np.linalg.norm(p - a))
 
 
 def _wrap(angle: float) -> float:
@@ -91,6 +107,83 @@ class ScriptedExpert:
         return from_action3(np.clip(a3, -LIMITS3, LIMITS3), self.drive)
 
 
+class KeysExpert(ScriptedExpert):
+    """Demonstrator that presses the real robot's teleop keys (`mobile_vla_sim.envs.actions.KEYS`) on the omni base
+    in direction mode, where every key moves `step_length` metres in its direction.
+
+    Each step it takes the key whose end point is nearest the goal along the shortest admissible path (the path
+    around the boxes on the instructed side), with prices for entering a box's safety margin and for straying from
+    the route planned at the start, among the forward keys w, q, e, a, d, as the real bottle data does (`linear_x`
+    in {0, 1.15}); backward keys only when no forward key makes progress, the least bad key in a local minimum, r/t
+    only to face down the corridor again after turning more than 45 degrees away. `act` returns the key's real label
+    (components 0 or +-1.15); `last_key` names it.
+    """
+
+    FORWARD, BACKWARD = ("w", "q", "e", "a", "d"), ("s", "z", "c")
+
+    def __init__(self, step_length: float, noise_std: float = 0.0, seed: int | None = None, margin: float = 0.08):
+        super().__init__(drive="omni", noise_std=noise_std, seed=seed, margin=margin)
+        if not step_length > 0:
+            raise ValueError(f"step_length must be > 0 m, got {step_length}")
+        self.step_length = float(step_length)
+        self._limits = action_limits("omni", "direction")
+        self.last_key = "stop"
+        self._route: np.ndarray | None = None
+
+    def reset(self, task: str | None = None) -> None:
+        super().reset(task)
+        self._route = None
+
+    @classmethod
+    def for_env(cls, cfg: EnvConfig, **kwargs) -> KeysExpert:
+        """The keys expert for an env config (omni, direction mode): one key moves `direction_speed` x 0.4 s."""
+        if cfg.drive != "omni" or cfg.action_mode != "direction":
+            raise ValueError("the keys expert needs the real robot's interface: drive='omni', action_mode='direction'")
+        return cls(cfg.direction_speed * CONTROL_PERIOD, **kwargs)
+
+    def clean_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.last_key = self.choose_key(obs)
+        return key_action(self.last_key)
+
+    def choose_key(self, obs: dict[str, np.ndarray]) -> str:
+        s = decode_state(obs["state"])
+        pos, goal, yaw = np.array([s["x"], s["y"]]), s["goal"], s["yaw"]
+        if abs(_wrap(yaw)) > math.pi / 4:
+            return "t" if _wrap(yaw) > 0 else "r"
+        task = self._task or s["task"]
+        plan_rects = [Rect(*b).inflated(ROBOT_RADIUS + self.margin) for b in s["boxes"]]
+        body_rects = [Rect(*b).inflated(ROBOT_HALF_WIDTH) for b in s["boxes"]]
+        sign = SIDE_SIGN[task]
+
+        if self._route is None:  # the route planned at the episode's start, which keys drift off sideways
+            self._route = np.vstack([pos, *plan_path(pos, goal, plan_rects, task)])
+        route = self._route
+
+        def to_goal(p: np.ndarray) -> float:
+            """Path length to the goal, plus a steep price for standing inside a box's safety margin (where the
+            planner would shrink the box and so make any point inside look closer) and a price for straying from
+            the start's route (the walls are not in the state: staying near the route keeps clear of them)."""
+            intrusion = sum(max(0.0, -r.clearance(p)) for r in plan_rects)
+            return (polyline_length(p, plan_path(p, goal, plan_rects, task)) + _MARGIN_PRICE * intrusion
+                    + _OFF_PATH_PRICE * _distance_to_polyline(p, route))
+
+        here, cy, sy = to_goal(pos), math.cos(yaw), math.sin(yaw)
+        best: dict[tuple[str, ...], tuple[float, str]] = {}
+        for keys in (self.FORWARD, self.BACKWARD):
+            for key in keys:
+                lx, ly, _ = key_action(key)
+                d = np.array([lx, ly]) / math.hypot(lx, ly) * self.step_length
+                q = pos + np.array([cy * d[0] - sy * d[1], sy * d[0] + cy * d[1]])
+                if not any(segment_hits(pos, q, r) or not passes_on_side(pos, q, r, sign) for r in body_rects):
+                    best[keys] = min(best.get(keys, (math.inf, "stop")), (to_goal(q), key))
+        for keys in (self.FORWARD, self.BACKWARD):
+            if keys in best and best[keys][0] < here - 1e-9:
+                return best[keys][1]
+        # A local minimum of the cost (e.g. squeezed between the route and a margin): the least bad key moves on
+        # rather than stall; stop only when every key would hit a box.
+        return min(best.values())[1] if best else "stop"
+
+
 class ExpertPolicy:
     """The scripted expert behind the batched policy interface, one expert per slot (the upper bound on success).
 
@@ -101,13 +194,25 @@ class ExpertPolicy:
     name = "expert"
     inputs = ("state",)
 
-    def __init__(self, drive: str = "diff", seed: int = 0, side: str | None = None):
+    def __init__(self, drive: str = "diff", seed: int = 0, side: str | None = None, key_step: float | None = None):
         self.drive = check_drive(drive)
         self.seed, self.side = seed, None if side is None else check_task(side)
+        if key_step is not None and self.drive != "omni":
+            raise ValueError("the keys expert drives the omni base; use drive='omni'")
+        self.key_step = key_step
         self._experts: dict[int, ScriptedExpert] = {}
 
+    @classmethod
+    def for_env(cls, cfg: EnvConfig, actions: str = "continuous", seed: int = 0) -> ExpertPolicy:
+        """The expert for env config `cfg`: continuous velocities, or the real keys (`actions="keys"`)."""
+        if actions not in EXPERT_ACTIONS:
+            raise ValueError(f"unknown expert actions {actions!r}: use one of {', '.join(EXPERT_ACTIONS)}")
+        step = KeysExpert.for_env(cfg).step_length if actions == "keys" else None
+        return cls(cfg.drive, seed=seed, key_step=step)
+
     def reset(self, instruction: str, slot: int = 0) -> None:
-        expert = ScriptedExpert(drive=self.drive, seed=self.seed)
+        expert = (ScriptedExpert(drive=self.drive, seed=self.seed) if self.key_step is None
+                  else KeysExpert(self.key_step, seed=self.seed))
         expert.reset(self.side)  # None: the task one-hot in the privileged state
         self._experts[slot] = expert
 
@@ -120,3 +225,18 @@ class ExpertPolicy:
 
     def close(self) -> None:
         self._experts.clear()
+
+
+def run_expert_episode(env, expert: ScriptedExpert, seed: int, task: str | None = None,
+                       expert_task: str | None = None) -> dict:
+    """Roll `expert` through one episode of `env` (reset with `seed`, `task`); returns the final info.
+
+    `expert_task` makes the expert go the other way than the env's task (to test wrong-side detection).
+    """
+    obs, info = env.reset(seed=seed, options={"task": task} if task else None)
+    expert.reset(expert_task)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        done = terminated or truncated
+    return info

@@ -43,12 +43,18 @@ class NavEnv(gym.Env):
     ## Action Space
     `Box(float32)` in the robot frame, one step = a 0.4 s command:
     * `drive="diff"` (default): `(linear_x m/s in [-0.5, 0.5], angular_z rad/s in [-1.5, 1.5])`;
-    * `drive="omni"` (the real holonomic base): `(linear_x, linear_y, angular_z)`, +y left.
+    * `drive="omni"` (the real holonomic base): `(linear_x, linear_y, angular_z)`, +y left;
+    * `drive="omni", action_mode="direction"` (the real base's `move(angle, throttle)`): the same vector, in
+      `[-1.15, 1.15]` (the real key labels), but only the direction of `(linear_x, linear_y)` counts, travelled at
+      `direction_speed`, and the sign of `angular_z`, turned at `spin_rate`; zero stops; every step brakes to a stop.
     `control="pulse"` brakes to a stop after each 0.4 s command before the image is taken (the real stop-and-go).
-    NaN is replaced by 0 and out-of-range values are clipped; both are flagged in `info`.
+    NaN is replaced by 0 and out-of-range values are clipped (in direction mode, only flagged: the magnitude is
+    ignored anyway); both are flagged in `info`.
 
     ## Observation Space
-    `Dict(image=Box(uint8, (S, S, 3)) RGB from the camera 0.35 m high with a 90 degree field of view,
+    `Dict(image=Box(uint8, (H, W, 3)) from the camera (`camera="default"`: S x S, 0.35 m high, 90 degree field of
+    view; `camera="real"`: the real 1280 x 720 wide-angle camera; `image_width`/`image_height` set other sizes),
+    channels in `color_order` (RGB, or BGR as the real camera delivers),
     state=Box(float32, (STATE_DIM,)))`. `state` is privileged (pose, velocity, goal and boxes in the robot frame,
     task one-hot; `mobile_vla_sim.envs.state`) for the scripted expert and RL baselines; a VLA policy reads `image`
     and the instruction, which is in `info["instruction"]` and never in the observation arrays.
@@ -71,8 +77,9 @@ class NavEnv(gym.Env):
 
     ## Arguments
     `gymnasium.make("MobileVLA/Nav-v0", config=EnvConfig(...), render_mode=None | "rgb_array", **overrides)`: every
-    knob is a field of `mobile_vla_sim.envs.config.EnvConfig` (task, difficulty, drive, control, image_size,
-    renderer, max_steps, action_latency, action_scale, camera_noise, instructions, ...); keyword overrides replace
+    knob is a field of `mobile_vla_sim.envs.config.EnvConfig` (task, difficulty, drive, action_mode, control,
+    camera, image_size, image_width, image_height, color_order, renderer, max_steps, action_latency, action_scale,
+    camera_noise, instructions, ...); keyword overrides replace
     single fields (`gymnasium.make("MobileVLA/Nav-v0", task="left", difficulty="hard")`). `render()` with
     `render_mode="rgb_array"` returns a top-down view of the arena. `reset(seed=s, options={"task": ...,
     "difficulty": ...})` picks the episode: the same seed gives bit-identical images and trajectories in any process.
@@ -97,14 +104,15 @@ class NavEnv(gym.Env):
             raise ConfigError(f"unknown render_mode {render_mode!r}: use None or 'rgb_array'")
         self.config, self.render_mode = cfg, render_mode
         self.task, self.difficulty, self.drive = cfg.task, cfg.difficulty, cfg.drive
-        self.image_size = cfg.image_size
-        self._limits = action_limits(self.drive)
+        width, height = cfg.resolution
+        self._direction = cfg.action_mode == "direction"
+        self._limits = action_limits(self.drive, cfg.action_mode)
         self.action_space = spaces.Box(-self._limits, self._limits, dtype=np.float32)
         self.observation_space = spaces.Dict({
-            "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8),
+            "image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8),
             "state": spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), dtype=np.float32),
         })
-        self._world: BulletWorld | None = BulletWorld(self.image_size, cfg.renderer, self.drive)
+        self._world: BulletWorld | None = BulletWorld((width, height), cfg.renderer, self.drive, cfg.camera_spec)
         self.scenario: Scenario | None = None
         self.instruction = ""
         self.episode_task = self.task
@@ -152,13 +160,16 @@ class NavEnv(gym.Env):
         action[~np.isfinite(action)] = 0.0
         action *= self.config.action_scale
         clipped = bool((np.abs(action) > self._limits + 1e-6).any())
-        action = np.clip(action, -self._limits, self._limits)
+        if not self._direction:  # direction mode ignores magnitudes; clipping per axis would turn the direction
+            action = np.clip(action, -self._limits, self._limits)
         self._pending.append(action)
         command = to_action3(self._pending.popleft(), self.drive)
+        if self._direction:
+            command = self._direction_command(command)
         if self._d.actuation_noise > 0:
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
-        brake = BRAKE_TIME if self.config.control == "pulse" else 0.0
+        brake = BRAKE_TIME if self.config.control == "pulse" or self._direction else 0.0
         self._collision |= self._world.drive_for(command, CONTROL_PERIOD, brake)
         pose = self._world.pose()
         self._steps += 1
@@ -199,6 +210,17 @@ class NavEnv(gym.Env):
                 self._wrong_side = newly_wrong = True
         return newly_wrong
 
+    def _direction_command(self, a3: np.ndarray) -> np.ndarray:
+        """Direction mode: the real base's move(angle, throttle). Only the direction of (linear_x, linear_y) counts,
+        at the constant `direction_speed`, and only the sign of angular_z, at `spin_rate`; zero stops."""
+        out = np.zeros(3, np.float32)
+        norm = float(np.hypot(a3[0], a3[1]))
+        if norm > 1e-6:
+            out[:2] = a3[:2] / norm * self.config.direction_speed
+        if abs(a3[2]) > 1e-6:
+            out[2] = np.sign(a3[2]) * self.config.spin_rate
+        return out
+
     def _distance(self, pose) -> float:
         return float(np.hypot(pose[0] - self._goal[0], pose[1] - self._goal[1]))
 
@@ -212,6 +234,8 @@ class NavEnv(gym.Env):
         if self.config.camera_noise > 0:
             noisy = image + self.np_random.normal(0.0, self.config.camera_noise, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        if self.config.color_order == "bgr":  # last, so a bgr frame is exactly its rgb twin with channels swapped
+            image = np.ascontiguousarray(image[..., ::-1])
         state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
         return {"image": image, "state": state}
 

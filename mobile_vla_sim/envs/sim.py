@@ -56,7 +56,7 @@ with _quiet_c_output():
 import pybullet_data
 from pybullet_utils import bullet_client
 
-from mobile_vla_sim.envs.config import RENDERERS
+from mobile_vla_sim.envs.config import CAMERAS, RENDERERS, CameraSpec
 from mobile_vla_sim.envs.scenario import Scenario
 
 ASSETS = files("mobile_vla_sim.assets")
@@ -75,10 +75,7 @@ WHEEL_FORCE = 3.0          # motor torque limit per wheel (N m)
 ROBOT_HALF_WIDTH = 0.16
 ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
 
-CAMERA_HEIGHT = 0.35       # m above the floor
-CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast)
-CAMERA_PITCH = -0.17       # rad, slightly down so the floor in front is in view
-CAMERA_FOV = 90.0          # vertical field of view, degrees (wide angle, like the real camera)
+CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast); height, pitch and FOV: `EnvConfig.camera`
 
 _BOTTLE_RADIUS, _BOTTLE_HEIGHT = 0.035, 0.22
 _WALL_HALF_HEIGHT = 0.5
@@ -94,13 +91,15 @@ class BulletWorld:
 
     _live_egl = 0
 
-    def __init__(self, image_size: int = 224, renderer: str = "tiny", drive: str = "diff"):
+    def __init__(self, resolution: tuple[int, int] = (224, 224), renderer: str = "tiny", drive: str = "diff",
+                 camera: CameraSpec = CAMERAS["default"]):
         if renderer not in RENDERERS:
             raise ValueError(f"unknown renderer {renderer!r}: use 'tiny' (CPU) or 'egl' (OpenGL, fast on a GPU)")
         if renderer == "egl" and BulletWorld._live_egl:
             raise ValueError("only one renderer='egl' env can be open per process: close it first, "
                              "or run one env per worker process (AsyncVectorEnv)")
-        self.image_size, self.drive = int(image_size), drive
+        self.width, self.height = (int(v) for v in resolution)
+        self.drive, self.camera = drive, camera
         with _quiet_c_output():
             self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
         self._renderer, self._egl = p.ER_TINY_RENDERER, False
@@ -114,7 +113,8 @@ class BulletWorld:
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
             self._egl = True
             BulletWorld._live_egl += 1
-        self.camera_projection = self.client.computeProjectionMatrixFOV(CAMERA_FOV, 1.0, 0.03, 12.0)
+        self.camera_projection = self.client.computeProjectionMatrixFOV(camera.vertical_fov, self.width / self.height,
+                                                                        0.03, 12.0)
         self.scenario: Scenario | None = None
         self.robot = -1
         self.wheels: list[int] = []
@@ -260,15 +260,16 @@ class BulletWorld:
         """View matrix of the robot's forward camera at the current pose (mast offset, pitch, per-episode jitter)."""
         s = self.scenario
         x, y, yaw = self.pose()
-        yaw_c, pitch = yaw + s.camera_yaw, CAMERA_PITCH + s.camera_pitch
-        eye = [x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw), CAMERA_HEIGHT + s.camera_height]
+        yaw_c, pitch = yaw + s.camera_yaw, self.camera.pitch + s.camera_pitch
+        eye = [x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw),
+               self.camera.mount_height + s.camera_height]
         target = [eye[0] + math.cos(pitch) * math.cos(yaw_c), eye[1] + math.cos(pitch) * math.sin(yaw_c),
                   eye[2] + math.sin(pitch)]
         return self.client.computeViewMatrix(eye, target, [0, 0, 1])
 
     def camera_image(self) -> np.ndarray:
-        """The robot's forward camera, uint8 RGB (S, S, 3)."""
-        return self._render(self.image_size, self.image_size, self.camera_view(), self.camera_projection)
+        """The robot's forward camera, uint8 RGB (height, width, 3)."""
+        return self._render(self.width, self.height, self.camera_view(), self.camera_projection)
 
     def topdown_image(self, width: int = 320, height: int = 240) -> np.ndarray:
         """A bird's-eye view of the whole arena (x to the right, +y = left of the robot up), for videos."""

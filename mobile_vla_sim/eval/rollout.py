@@ -22,8 +22,9 @@ from mobile_vla_sim.policies.base import Policy
 class EvalRecorder:
     """Worker-side: the record (and video) of the episode a slot is running."""
 
-    def __init__(self, video_paths: dict[str, str]):
+    def __init__(self, video_paths: dict[str, str], color_order: str = "rgb"):
         self.video_paths = video_paths
+        self._rgb = (lambda image: image[..., ::-1]) if color_order == "bgr" else (lambda image: image)  # for videos
         self.record: EpisodeRecord | None = None
         self.video = None
 
@@ -41,7 +42,7 @@ class EvalRecorder:
 
             self.video = EpisodeVideo(video_path, self.record.instruction, self.record.obstacles, self.record.goal,
                                       self.record.trajectory[0])
-            self.video.add(obs["image"], self.record.trajectory, 0, None)
+            self.video.add(self._rgb(obs["image"]), self.record.trajectory, 0, None)
             self.record.video = str(video_path)
 
     def step(self, action: np.ndarray, executed: np.ndarray, obs: dict, info: dict, done: bool) -> None:
@@ -52,9 +53,9 @@ class EvalRecorder:
         rec.trajectory.append([float(v) for v in info["robot_pose"]])
         rec.actions.append([float(v) for v in action])
         if self.video is not None:
-            self._last_frame = (obs["image"], action)
+            self._last_frame = (self._rgb(obs["image"]), action)
             if not done:  # the last frame waits for `finish`, which knows the outcome to print on it
-                self.video.add(obs["image"], rec.trajectory, rec.steps, action)
+                self.video.add(self._last_frame[0], rec.trajectory, rec.steps, action)
 
     def finish(self, info: dict, truncated: bool) -> EpisodeRecord:
         rec, self.record = self.record, None
@@ -96,7 +97,7 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
 
     `action_noise` perturbs executed actions of specs with a `noise_seed` (see the engine); records keep the policy's.
     """
-    result = run_engine(policy, specs, env_cfg, RecorderFactory(video_paths or {}),
+    result = run_engine(policy, specs, env_cfg, RecorderFactory(video_paths or {}, env_cfg.color_order),
                         PoolConfig(workers=workers, envs_per_worker=envs_per_worker), action_noise, progress=progress,
                         on_result=on_record, desc=f"eval {policy.name}")
     return RolloutResult(result.results, result.interrupted, result.seconds, result.error)
@@ -107,6 +108,7 @@ class RecorderFactory:
     """Picklable factory: each worker slot builds its own recorder."""
 
     video_paths: dict[str, str]
+    color_order: str = "rgb"
 
     def __call__(self) -> EvalRecorder:
-        return EvalRecorder(self.video_paths)
+        return EvalRecorder(self.video_paths, self.color_order)

@@ -21,14 +21,23 @@ from mobile_vla_sim.eval.report import read_results, write_results
 from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.errors import EvalError, MvlaError, OutputError
 from mobile_vla_sim.paths import check_output_dir
+from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy, load_deploy
 
 #: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
-_RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data")
+_RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data",
+              "deploy")
 
 
 @dataclass
 class EvalConfig:
-    """What to evaluate and how; `episodes` is per (difficulty, task)."""
+    """What to evaluate and how; `episodes` is per (difficulty, task).
+
+    The deployment stack is a file (`deploy`), not a dozen nested options: it describes a robot's software between
+    camera, policy and motors, is shared between runs and versioned next to the robot code, and its stage names
+    (colour order, scale, window) would clash with the env's own knobs of different meaning. It is loaded once into
+    `deployment`, and results record its resolved content (`deployment`), so a run stays reproducible when the
+    file changes.
+    """
 
     policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right or "
                        "sb3:PATH.zip")
@@ -45,6 +54,9 @@ class EvalConfig:
     videos_per_group: int = knob(2, "videos per (difficulty, task) when --video-dir is given", min=0)
     offline_data: Path | None = knob(None, "dataset folder for offline metrics on its validation episodes")
     device: str = knob("cpu", "torch device for the policy: cpu, cuda or cuda:N")
+    deploy: Path | None = knob(None, "YAML file of deployment stages between env and policy (colour order, resize, "
+                               "normalisation, window, chunk execution, action post-processing, instruction; "
+                               "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)")
     env: EnvConfig = field(default_factory=EnvConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
@@ -53,6 +65,7 @@ class EvalConfig:
         self.out = None if self.out is None else Path(self.out)
         parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
         parse_choices(self.task, TASKS, "task", EvalError)
+        self.deployment: DeployConfig = load_deploy(self.deploy)
 
 
 @dataclass
@@ -78,6 +91,11 @@ def policy_label(spec: str, policy) -> str:
     return Path(spec).name if spec.endswith(".ckpt") else policy.name
 
 
+def recorded_config(cfg: EvalConfig) -> dict:
+    """The config as results record it: every knob plus the resolved deployment stack."""
+    return {**to_dict(cfg), "deployment": to_dict(cfg.deployment)}
+
+
 def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
     """Finished episodes of an earlier run of the same evaluation in `cfg.out`; refuse to overwrite another one's."""
     if cfg.out is None or not (cfg.out / "results.json").is_file():
@@ -89,9 +107,9 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
             from None
 
     def outcome_knobs(config: dict) -> dict:
-        flat = {**config, **config.get("env", {})}
+        flat = {"deployment": to_dict(DeployConfig()), **config, **config.get("env", {})}
         return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool")}
-    if outcome_knobs(results.config) != outcome_knobs(to_dict(cfg)):
+    if outcome_knobs(results.config) != outcome_knobs(recorded_config(cfg)):
         raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
                           "another --out, or delete that folder to replace them")
     return {r.key: r for r in results.episodes}
@@ -170,8 +188,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
+        deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order)
         with _inference_threads(cfg):
-            result = run_episodes(policy, todo, cfg.env, workers=cfg.pool.workers,
+            result = run_episodes(deployed, todo, cfg.env, workers=cfg.pool.workers,
                                   envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)
     finally:
         policy.close()
@@ -182,7 +201,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     interrupted = len(records) < len(specs)
     paths = {}
     if cfg.out is not None:
-        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=to_dict(cfg), records=records,
+        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=recorded_config(cfg),
+                              records=records,
                               aggregates=aggregates, offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
                                           "episodes_per_min": rate, "policy": policy.stats()})

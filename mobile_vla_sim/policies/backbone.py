@@ -86,12 +86,16 @@ class Backbone(nn.Module):
         """CLIP preprocessing of uint8 RGB frames (N, H, W, 3), batched in torch.
 
         Resize the shortest edge to the processor's size (bicubic, antialiased), centre-crop, CLIP mean/std: the
-        processor's own steps, without a PIL round trip per frame.
+        processor's own steps, without a PIL round trip per frame. Float frames are taken as already normalised
+        (by a deployment adapter, rightly or not) and are only resized and cropped.
         """
         x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
-        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        if not (x.dtype == torch.uint8 or x.is_floating_point()) or x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (N, H, W, 3) RGB, got {x.dtype} {tuple(x.shape)}")
-        x = x.to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        normalised = x.is_floating_point()
+        x = x.to(self.device).permute(0, 3, 1, 2).float()
+        if not normalised:
+            x = x / 255.0
         size = self.image_size
         h, w = x.shape[-2:]
         scale = size / min(h, w)
@@ -99,8 +103,8 @@ class Backbone(nn.Module):
         if (new_h, new_w) != (h, w):
             x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=new_h < h, align_corners=False)
         top, left = (new_h - size) // 2, (new_w - size) // 2
-        x = x[..., top:top + size, left:left + size].clamp(0.0, 1.0)
-        return (x - self._mean) / self._std
+        x = x[..., top:top + size, left:left + size]
+        return x if normalised else (x.clamp(0.0, 1.0) - self._mean) / self._std
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Context vectors (N, 64, D): `Kosmos2Model.get_image_features` (ViT → LN → L2 → latent-query projection)."""

@@ -25,6 +25,8 @@ class Policy(ABC):
     image_size: int | None = None
     #: Future actions `act_batch` returns per slot: 1 -> (B, dims), K > 1 -> an action chunk (B, K, dims).
     chunk_size: int = 1
+    #: Whether `act_batch` also takes float32 images of already normalised pixels (a deployment's `normalize`).
+    takes_normalised_pixels: bool = False
 
     def reset(self, instruction: str, slot: int = 0) -> None:
         """Start a new episode in `slot` with this instruction."""

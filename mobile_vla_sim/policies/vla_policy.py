@@ -17,10 +17,14 @@ from mobile_vla_sim.policies.vla import INFERENCE_BATCH, VLAModel
 class VLAPolicy(Policy):
     """Per new frame: backbone calls for all slots, a per-slot window of action-token features, the LSTM head.
 
-    Executes the first action of the chunk predicted at the window's last frame, like the real project.
-    Inference is batch-invariant: a slot's features, LSTM state and action are bit-identical whichever slots,
-    envs per worker or workers share its `act_batch` call (see `act_batch`).
+    Executes the first action of the chunk predicted at the window's last frame, like the real project;
+    `act_chunk_batch` returns the whole chunk (for a deployment that executes several). `window` may be changed
+    before `reset` (a deployment running another window than the trained one); float images are taken as already
+    normalised pixels. Inference is batch-invariant: a slot's features, LSTM state and actions are bit-identical
+    whichever slots, envs per worker or workers share its call (see `act_chunk_batch`).
     """
+
+    takes_normalised_pixels = True
 
     def __init__(self, model: VLAModel, metadata: dict[str, Any], batch: int = INFERENCE_BATCH):
         if batch < 1:
@@ -49,14 +53,18 @@ class VLAPolicy(Policy):
             mask[i, self.window - len(hist):] = True
         return feats, mask
 
-    @torch.no_grad()
     def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
-        """One action per slot, computed in calls of one fixed shape so that it never depends on the other slots.
+        return self.act_chunk_batch(obs, slots)[:, 0]
 
-        Kernels choose their float summation order from the input shapes (a 1-row matmul, a 3-row one and an 8-row
-        one round differently, and the closed loop amplifies 1e-6 into different episodes). So the backbone and the
-        LSTM always run on exactly `self.batch` rows (short calls padded with a copy of a real row), and prefixes
-        are padded to a length set by their own instruction (`VLAModel.invariant_frame_features`).
+    @torch.no_grad()
+    def act_chunk_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
+        """(B, chunk, action dims): every future action the head predicts at the window's last frame.
+
+        Computed in calls of one fixed shape so that it never depends on the other slots. Kernels choose their
+        float summation order from the input shapes (a 1-row matmul, a 3-row one and an 8-row one round
+        differently, and the closed loop amplifies 1e-6 into different episodes). So the backbone and the LSTM
+        always run on exactly `self.batch` rows (short calls padded with a copy of a real row), and prefixes are
+        padded to a length set by their own instruction (`VLAModel.invariant_frame_features`).
         """
         slots = list(slots)
         missing = [s for s in slots if s not in self._instructions]
@@ -69,7 +77,7 @@ class VLAPolicy(Policy):
         for slot, f in zip(slots, feats):
             self._history[slot].append(f)
         pred, _ = self.model.invariant_head(*self._windows(slots), self.batch)
-        action3 = self.model.denormalise(pred[:, -1, 0]).cpu().numpy()
+        action3 = self.model.denormalise(pred[:, -1]).cpu().numpy()
         return from_action3(action3, self.drive).astype(np.float32)
 
     def close(self) -> None:
