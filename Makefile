@@ -22,7 +22,7 @@ quickstart: setup
 	$(VENV)/bin/mvla-sim quickstart --out runs/quickstart
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q  # tests run torch beside spawned env workers: 1 thread each
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks.run_all

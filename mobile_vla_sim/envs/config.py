@@ -102,13 +102,11 @@ class EnvConfig:
         if self.action_mode == "direction" and self.drive != "omni":
             raise ConfigError("--action-mode direction needs --drive omni (a differential drive cannot move in any "
                               "direction)")
-        for name, value in zip(("--image-width", "--image-height"), self.resolution):
+        sides = (("--image-size", self.image_size), *zip(("--image-width", "--image-height"), self.resolution))
+        for name, value in sides:
             if value > self.image_size_limit:
                 raise ConfigError(f"{name} must be <= {self.image_size_limit} (--image-size-limit), got {value}; "
                                   "raise --image-size-limit to render larger images")
-        if self.image_size > self.image_size_limit:
-            raise ConfigError(f"--image-size must be <= {self.image_size_limit} (--image-size-limit), got "
-                         f"{self.image_size}; raise --image-size-limit to render larger images")
         try:
             instruction_for("left", self.instructions)
         except ValueError as err:
