@@ -14,6 +14,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS, KOREAN_FALLBACK
+
 TINY_SEED = 0
 #: Half the real 224 px (CPU cost of preprocessing and patching is 4x lower); patch 16 keeps 7x7 patches as 224/32.
 TINY_IMAGE_SIZE = 112
@@ -26,16 +28,17 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-#: SPEC §2 instruction templates plus general navigation words, so paraphrases tokenize into known pieces.
+#: Every built-in instruction sentence (Korean included) plus navigation and scene-caption words, so paraphrases and
+#: the pretraining captions (`policies.pretrain_tiny`) tokenize into known pieces. Changing it changes the vocabulary,
+#: so the `tiny-pretrained` weights must then be rebuilt (their vocabulary fingerprint no longer matches).
 CORPUS = [
-    "Navigate around obstacles and reach the front of the beverage bottle on the left",
-    "Navigate around obstacles and reach the front of the beverage bottle on the right",
-    "Navigate around the obstacle on the left side and reach the cup",
-    "Navigate around the obstacle on the right side and reach the cup",
-    "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can",
+    *(sentence for sides in INSTRUCTION_SETS.values() for sentence in sides.values()),
+    KOREAN_FALLBACK,
+    "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can pot",
     "left right side sides front back behind ahead forward backward straight around past beside near far close",
     "medium easy hard obstacle obstacles wall walls corridor floor door target goal object robot camera green cap",
     "please then and or but with without of in on at by from into onto reach arrive find approach avoid keep",
+    "one two no nearest is hidden visible facing view scene brown basket",
     "Go around the box on the left. Go around the box on the right! Drive past the obstacle, then stop.",
 ]
 
