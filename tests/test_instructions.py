@@ -19,7 +19,8 @@ def test_named_sets_hold_the_exact_sentences():
     assert instruction_set("korean") == {"left": "가장 왼쪽 외곽으로 돌아 컵까지 가세요",
                                          "right": "가장 오른쪽 외곽으로 돌아 컵까지 가세요"}
     assert KOREAN_FALLBACK == "컵까지 가세요"
-    assert instruction_set("inference") == {"left": "Navigate to the left bottle", "right": "Navigate to the right bottle"}
+    assert instruction_set("inference") == {"left": "Navigate to the left bottle",
+                                            "right": "Navigate to the right bottle"}
     assert instruction_for("left", "basket") == "Navigate to the brown pot on the left"
     assert instruction_for("right", "basket") == "Navigate to the brown pot on the right"
     assert set(INSTRUCTION_SETS) == {"bottle", "cup", "korean", "inference", "basket"}

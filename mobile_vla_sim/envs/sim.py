@@ -82,7 +82,7 @@ CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast)
 CAMERA_PITCH = -0.17       # rad, slightly down so the floor in front is in view
 CAMERA_FOV = 90.0          # vertical field of view, degrees (wide angle, like the real camera)
 
-_BOTTLE_RADIUS, _BOTTLE_HEIGHT = 0.035, 0.22
+BOTTLE_RADIUS, BOTTLE_HEIGHT = 0.035, 0.22
 _WALL_HALF_HEIGHT = 0.5
 
 
@@ -181,8 +181,8 @@ class BulletWorld:
 
     def _bottle(self, x: float, y: float) -> int:
         """A dark PET bottle with a green cap (the cap is visual only)."""
-        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=_BOTTLE_HEIGHT)
-        return self._cylinder(x, y, _BOTTLE_RADIUS, _BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=BOTTLE_HEIGHT)
+        return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
 
     def _spawn_robot(self, start: tuple[float, float, float]) -> None:
         c = self.client

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import future_actions, window_indices
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
-from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, TINY, Prefix, load_backbone
+from mobile_vla_sim.policies.backbone import DEFAULT_BACKBONE, TINY_BACKBONES, Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import save_checkpoint
 from mobile_vla_sim.policies.vla import (LORA_TARGETS, HeadConfig, LoraSettings, VLAModel, chunk_loss,
                                          count_parameters)
@@ -73,11 +73,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
-        hidden, layers = TINY_HEAD if self.backbone == TINY else REAL_HEAD
+        hidden, layers = TINY_HEAD if self.backbone in TINY_BACKBONES else REAL_HEAD
         self.hidden = hidden if self.hidden is None else int(self.hidden)
         self.lstm_layers = layers if self.lstm_layers is None else int(self.lstm_layers)
         if self.lora_dropout is None:
-            self.lora_dropout = TINY_LORA_DROPOUT if self.backbone == TINY else LORA_DROPOUT
+            self.lora_dropout = TINY_LORA_DROPOUT if self.backbone in TINY_BACKBONES else LORA_DROPOUT
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         for key in ("epochs", "batch_size"):
