@@ -282,8 +282,9 @@ def _save(backbone: Backbone, cfg: PretrainConfig, stats: dict) -> Path:
     cfg.out.mkdir(parents=True, exist_ok=True)
     weights = cfg.out / PRETRAINED_WEIGHTS
     tensors = {k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()}
-    save_file(tensors, str(weights), metadata={"format": PRETRAINED_FORMAT,
-                                               "vocab": vocab_fingerprint(backbone.processor.tokenizer)})
+    # One metadata entry: safetensors writes several in hash-map order, which would change the file's bytes per run.
+    header = json.dumps({"format": PRETRAINED_FORMAT, "vocab": vocab_fingerprint(backbone.processor.tokenizer)})
+    save_file(tensors, str(weights), metadata={"mobile_vla_sim": header})
     record = {"command": command(cfg), "sha256": _sha256(weights), "torch": torch.__version__,
               "objective": "image-text matching of scene clauses; no action labels",
               "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "out"},

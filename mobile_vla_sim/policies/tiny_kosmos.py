@@ -117,7 +117,8 @@ def build_tiny_pretrained(weights=None) -> tuple[Kosmos2Model, Kosmos2Processor]
     except (SafetensorError, OSError) as exc:
         raise BackboneNotFoundError(f"tiny-pretrained weights {path} are missing or unreadable "
                                     f"({type(exc).__name__}); rebuild them with `{_REBUILD}`") from exc
-    if metadata.get("format") != PRETRAINED_FORMAT or metadata.get("vocab") != vocab_fingerprint(processor.tokenizer):
+    header = json.loads(metadata.get("mobile_vla_sim", "{}"))
+    if header.get("format") != PRETRAINED_FORMAT or header.get("vocab") != vocab_fingerprint(processor.tokenizer):
         raise BackboneNotFoundError(f"tiny-pretrained weights {path} were trained for another tokenizer vocabulary "
                                     f"(tiny_kosmos.CORPUS changed since); rebuild them with `{_REBUILD}`")
     model.load_state_dict(state)
