@@ -4,8 +4,9 @@ Light imports only here; `datasets.generate` (PyBullet) and `datasets.windows` (
 """
 
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import Episode, parse_episode_name, read_episode, write_episode
+from mobile_vla_sim.datasets.hdf5_format import (Episode, instruction_from_episode_name, parse_episode_name,
+                                                 read_episode, write_episode)
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 
 __all__ = ["ConfigMismatchError", "CorruptEpisodeError", "DatasetError", "Episode", "EpisodeDataset",
-           "NoEpisodesError", "parse_episode_name", "read_episode", "write_episode"]
+           "NoEpisodesError", "instruction_from_episode_name", "parse_episode_name", "read_episode", "write_episode"]

@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mobile_vla_sim.envs.instructions import instruction_for
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError
 from mobile_vla_sim.io import AtomicFile
 
@@ -91,6 +92,23 @@ def parse_episode_name(name: str | os.PathLike) -> dict[str, Any]:
     fields = match.groupdict()
     fields["num_boxes"] = int(fields["num_boxes"])
     return fields
+
+
+def instruction_from_episode_name(name: str | os.PathLike, instruction_set: str = "korean",
+                                  fallback: str | None = None) -> str:
+    """The instruction the real training loader derived from a file name: the side parsed out of it, in a named set.
+
+    The real loader ignored the stored `language_instruction` and used the Korean set, with `KOREAN_FALLBACK` for a
+    name without a side: `instruction_from_episode_name(path, "korean", KOREAN_FALLBACK)` reproduces it. Without a
+    `fallback`, a name that does not parse raises `DatasetError`.
+    """
+    try:
+        side = parse_episode_name(name)["side"]
+    except DatasetError:
+        if fallback is None:
+            raise
+        return fallback
+    return instruction_for(side, instruction_set)
 
 
 def _check_record(record: Episode) -> None:

@@ -12,12 +12,12 @@ import gymnasium
 
 from mobile_vla_sim.envs.config import ENV_ID, EnvConfig, make_env
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES, difficulty_table_markdown
-from mobile_vla_sim.envs.instructions import INSTRUCTION_TEMPLATES, instruction_for
+from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS, instruction_for
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="mobile_vla_sim.envs.nav_env:NavEnv")
 
-__all__ = ["ENV_ID", "EnvConfig", "make_env", "NavEnv", "ScriptedExpert", "DIFFICULTIES", "INSTRUCTION_TEMPLATES", "instruction_for",
+__all__ = ["ENV_ID", "EnvConfig", "make_env", "NavEnv", "ScriptedExpert", "DIFFICULTIES", "INSTRUCTION_SETS", "instruction_for",
            "difficulty_table_markdown", "decode_state"]
 
 

@@ -77,7 +77,7 @@ ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
 
 CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast); height, pitch and FOV: `EnvConfig.camera`
 
-_BOTTLE_RADIUS, _BOTTLE_HEIGHT = 0.035, 0.22
+BOTTLE_RADIUS, BOTTLE_HEIGHT = 0.035, 0.22
 _WALL_HALF_HEIGHT = 0.5
 
 
@@ -179,8 +179,8 @@ class BulletWorld:
 
     def _bottle(self, x: float, y: float) -> int:
         """A dark PET bottle with a green cap (the cap is visual only)."""
-        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=_BOTTLE_HEIGHT)
-        return self._cylinder(x, y, _BOTTLE_RADIUS, _BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=BOTTLE_HEIGHT)
+        return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
 
     def _spawn_robot(self, start: tuple[float, float, float]) -> None:
         c = self.client

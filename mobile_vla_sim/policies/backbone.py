@@ -22,10 +22,14 @@ from transformers import AutoProcessor, Kosmos2Model
 from transformers.cache_utils import DynamicCache
 
 from mobile_vla_sim.errors import BackboneNotFoundError
-from mobile_vla_sim.policies.tiny_kosmos import build_tiny_kosmos
+from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, TINY
+from mobile_vla_sim.policies.tiny_kosmos import build_tiny_kosmos, build_tiny_pretrained
 
-DEFAULT_BACKBONE = "microsoft/kosmos-2-patch14-224"
-TINY = "tiny"
+#: The tiny model pretrained in the sim by image-text matching of scene facts (never actions), so that frozen it
+#: still means something.
+TINY_PRETRAINED = "tiny-pretrained"
+#: Offline backbones built in-process: their weights go into checkpoints, which are then self-contained.
+TINY_BACKBONES = {TINY: build_tiny_kosmos, TINY_PRETRAINED: build_tiny_pretrained}
 
 
 @dataclass
@@ -227,8 +231,8 @@ def _check_hub(repo_id: str) -> None:
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
     """Kosmos-2 from a hub id (cached or downloadable), a local `save_pretrained` directory, or `"tiny"`."""
-    if spec == TINY:
-        model, processor = build_tiny_kosmos()
+    if spec in TINY_BACKBONES:
+        model, processor = TINY_BACKBONES[spec]()
     else:
         source = str(Path(spec).expanduser()) if _is_local_path(spec) else spec
         if _is_local_path(spec) and not Path(source).is_dir():

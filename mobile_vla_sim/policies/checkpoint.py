@@ -1,7 +1,8 @@
 """One-file VLA checkpoints in safetensors format: tensors plus a JSON config in the header metadata.
 
-Stored: action head, action token, normalisation scale, LoRA weights when present, and for the `tiny` backbone its
-(random-init) weights too, so a tiny checkpoint is self-contained. A hub/local backbone is referenced by id or path.
+Stored: action head, action token, normalisation scale, LoRA weights when present, and for the tiny backbones
+(`tiny`, `tiny-pretrained`) their weights too, so a tiny checkpoint is self-contained. A hub/local backbone is
+referenced by id or path.
 Loading reads safetensors only; nothing is ever unpickled.
 """
 
@@ -20,7 +21,7 @@ from mobile_vla_sim import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
 from mobile_vla_sim.io import AtomicFile
-from mobile_vla_sim.policies.backbone import TINY, load_backbone
+from mobile_vla_sim.policies.backbone import TINY_BACKBONES, load_backbone
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, HeadConfig, LoraSettings, VLAModel
 from mobile_vla_sim.policies.vla_policy import VLAPolicy
 
@@ -30,9 +31,9 @@ _BACKBONE = "backbone."
 
 
 def _backbone_tensors(model: VLAModel) -> dict[str, torch.Tensor]:
-    """All backbone weights for `tiny` (self-contained), else only the LoRA adapters (the base comes from its id)."""
+    """All backbone weights for a tiny backbone (self-contained), else only the LoRA adapters (base: from its id)."""
     state = model.backbone.model.state_dict()
-    keep = (lambda k: True) if model.backbone.spec == TINY else (lambda k: "lora_" in k)
+    keep = (lambda k: True) if model.backbone.spec in TINY_BACKBONES else (lambda k: "lora_" in k)
     return {_BACKBONE + k: v for k, v in state.items() if keep(k)}
 
 

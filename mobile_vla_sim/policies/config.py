@@ -54,7 +54,8 @@ class TrainConfig:
     mode: str = knob("frozen", "frozen: only the action head learns; lora: LoRA adapters in the VLM learn too",
                      choices=MODES)
     backbone: str = knob(DEFAULT_BACKBONE, "Kosmos-2 hub id (a 1.66 B-parameter download on first use), a local "
-                         "folder saved with save_pretrained, or `tiny` (built in code, offline, for tests)")
+                         "folder saved with save_pretrained, `tiny` (built in code, random init, offline) or `tiny-pretrained` (the tiny "
+                         "model pretrained in the sim, shipped with the package)")
     epochs: int = knob(10, "passes over the training windows", min=1)
     batch_size: int = knob(16, "windows per step", min=1)
     window: int = knob(8, "frames the LSTM sees", min=1)

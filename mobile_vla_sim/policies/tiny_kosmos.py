@@ -7,12 +7,19 @@ experiments use this stand-in. It has the real architecture (vision ViT, 64 late
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
+from importlib.resources import files
 
 import torch
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS, KOREAN_FALLBACK
+from mobile_vla_sim.errors import BackboneNotFoundError
 
 TINY_SEED = 0
 #: Half the real 224 px (CPU cost of preprocessing and patching is 4x lower); patch 16 keeps 7x7 patches as 224/32.
@@ -25,17 +32,22 @@ LATENT_QUERY_NUM = 64
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: The sim-pretrained tiny weights (package data) and their record: the command that made them and their sha256.
+PRETRAINED_WEIGHTS, PRETRAINED_META = "tiny_pretrained.safetensors", "tiny_pretrained.json"
+PRETRAINED_FORMAT = "mobile-vla-sim/tiny-kosmos2"
+_REBUILD = "python -m mobile_vla_sim.policies.pretrain_tiny"
 
-#: SPEC §2 instruction templates plus general navigation words, so paraphrases tokenize into known pieces.
+#: Every built-in instruction sentence (Korean included) plus navigation and scene-caption words, so paraphrases and
+#: the pretraining captions (`policies.pretrain_tiny`) tokenize into known pieces. Changing it changes the vocabulary,
+#: so the `tiny-pretrained` weights must then be rebuilt (their vocabulary fingerprint no longer matches).
 CORPUS = [
-    "Navigate around obstacles and reach the front of the beverage bottle on the left",
-    "Navigate around obstacles and reach the front of the beverage bottle on the right",
-    "Navigate around the obstacle on the left side and reach the cup",
-    "Navigate around the obstacle on the right side and reach the cup",
-    "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can",
+    *(sentence for sides in INSTRUCTION_SETS.values() for sentence in sides.values()),
+    KOREAN_FALLBACK,
+    "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can pot",
     "left right side sides front back behind ahead forward backward straight around past beside near far close",
     "medium easy hard obstacle obstacles wall walls corridor floor door target goal object robot camera green cap",
     "please then and or but with without of in on at by from into onto reach arrive find approach avoid keep",
+    "one two no nearest is hidden visible facing view scene distance brown basket",
     "Go around the box on the left. Go around the box on the right! Drive past the obstacle, then stop.",
 ]
 
@@ -86,4 +98,28 @@ def build_tiny_kosmos(seed: int = TINY_SEED) -> tuple[Kosmos2Model, Kosmos2Proce
     # attention (features ~1% image-dependent); at the text init scale the image reaches the features (~50%).
     with torch.no_grad():
         model.image_to_text_projection.latent_query.mul_(model.config.text_config.init_std)
+    return model, processor
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """sha256 of the token -> id table: pretrained weights are only valid for the vocabulary they were trained with."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+
+
+def build_tiny_pretrained(weights=None) -> tuple[Kosmos2Model, Kosmos2Processor]:
+    """The tiny Kosmos-2 with its sim-pretrained weights (`policies.pretrain_tiny`), package data by default."""
+    path = weights or files("mobile_vla_sim.assets") / PRETRAINED_WEIGHTS
+    model, processor = build_tiny_kosmos()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise BackboneNotFoundError(f"tiny-pretrained weights {path} are missing or unreadable "
+                                    f"({type(exc).__name__}); rebuild them with `{_REBUILD}`") from exc
+    header = json.loads(metadata.get("mobile_vla_sim", "{}"))
+    if header.get("format") != PRETRAINED_FORMAT or header.get("vocab") != vocab_fingerprint(processor.tokenizer):
+        raise BackboneNotFoundError(f"tiny-pretrained weights {path} were trained for another tokenizer vocabulary "
+                                    f"(tiny_kosmos.CORPUS changed since); rebuild them with `{_REBUILD}`")
+    model.load_state_dict(state)
     return model, processor
