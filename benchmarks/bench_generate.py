@@ -17,8 +17,8 @@ from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 
 def _throughput(episodes: int, workers: int, image_size: int, root: Path) -> tuple[float, float]:
     out = root / f"w{workers}"
-    s = generate_dataset(build(GenerateConfig, dict(episodes=episodes, out=out, workers=workers, image_size=image_size, seed=0)),
-                         progress=False)
+    s = generate_dataset(build(GenerateConfig, dict(episodes=episodes, out=out, workers=workers, image_size=image_size,
+                                                    seed=0)), progress=False)
     for f in out.iterdir():  # the next repeat makes every episode again
         f.unlink()
     return s.generated / s.seconds, s.frames / s.seconds

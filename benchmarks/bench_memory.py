@@ -23,7 +23,8 @@ def run(eval_episodes: int = 1000, generate_episodes: int = 2000, image_size: in
     with tempfile.TemporaryDirectory() as tmp:
         with RssSampler() as ev:
             evaluate(EvalConfig(policy="expert", difficulty="all", task="both", episodes=eval_episodes // 6,
-                                pool=PoolConfig(workers=2), out=Path(tmp) / "eval", env=EnvConfig(image_size=image_size)),
+                                pool=PoolConfig(workers=2), out=Path(tmp) / "eval",
+                                env=EnvConfig(image_size=image_size)),
                      progress=False)
         with RssSampler() as gen:
             generate_dataset(build(GenerateConfig, dict(episodes=generate_episodes, out=Path(tmp) / "gen", workers=2,

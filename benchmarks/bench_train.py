@@ -17,8 +17,8 @@ def run(episodes: int = 16, epochs: int = 2, image_size: int = 224, backbone: st
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        generate_dataset(build(GenerateConfig, dict(episodes=episodes, out=data, difficulty="easy", image_size=image_size,
-                                                    workers=2)), progress=False)
+        generate_dataset(build(GenerateConfig, dict(episodes=episodes, out=data, difficulty="easy",
+                                                    image_size=image_size, workers=2)), progress=False)
         timings = {}
         for cached in (True, False):
             r = train(TrainConfig(data=data, mode="frozen", backbone=backbone, epochs=epochs, seed=0, resume=False,

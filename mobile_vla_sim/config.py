@@ -62,7 +62,7 @@ def check_knobs(cfg: Any, error: type[Exception] = ConfigError) -> None:
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a config dataclass (annotations are strings under `from __future__ import annotations`)."""
+    """Resolved type hints of a config dataclass (its annotations are strings: `from __future__ import annotations`)."""
     return typing.get_type_hints(cls)
 
 

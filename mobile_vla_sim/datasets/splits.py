@@ -63,8 +63,9 @@ def split_entries(entries: Sequence[dict[str, Any]], source: str = "the dataset"
         return Split(tuple(i for i in usable if i not in hashed), tuple(sorted(hashed)))
     val = set(_fallback_val(entries, usable))
     reason = "no train" if hashed else "no val"
-    return Split(tuple(i for i in usable if i not in val), tuple(sorted(val)), f"the hash split of {source} has {reason} episode among its {len(usable)} successful "
-                             f"ones: validating on {len(val)} held-out episode(s) instead")
+    note = (f"the hash split of {source} has {reason} episode among its {len(usable)} successful ones: validating on "
+            f"{len(val)} held-out episode(s) instead")
+    return Split(tuple(i for i in usable if i not in val), tuple(sorted(val)), note)
 
 
 def _fallback_val(entries: Sequence[dict[str, Any]], usable: list[int]) -> tuple[int, ...]:

@@ -1,7 +1,8 @@
 """Simulation: scenario sampling, difficulty table, PyBullet world, the Gymnasium env and the scripted expert.
 
-Importing this package registers `MobileVLA/Nav-v0` (one id; task, difficulty and drive are keyword
-fields of `EnvConfig`, passed to `make_env(cfg)` or as keyword arguments of `gymnasium.make`). PyBullet is only imported when the env or the expert is first used.
+Importing this package registers `MobileVLA/Nav-v0` (one id; task, difficulty, drive... are fields of `EnvConfig`,
+passed to `make_env(cfg)` or as keyword arguments of `gymnasium.make`). PyBullet is only imported when the env or the
+expert is first used.
 In a fresh (spawned) worker process, `gymnasium.make("mobile_vla_sim:MobileVLA/Nav-v0", ...)` imports the
 package, and so registers the id, before making the env.
 """
