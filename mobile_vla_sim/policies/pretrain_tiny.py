@@ -35,7 +35,8 @@ from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.expert import ScriptedExpert
 from mobile_vla_sim.envs.instructions import TASKS
 from mobile_vla_sim.envs.scenario import Scenario
-from mobile_vla_sim.envs.sim import BOTTLE_HEIGHT, BOTTLE_RADIUS, CAMERA_FORWARD, CAMERA_HEIGHT, CAMERA_PITCH
+from mobile_vla_sim.envs.config import CAMERAS
+from mobile_vla_sim.envs.sim import BOTTLE_HEIGHT, BOTTLE_RADIUS, CAMERA_FORWARD
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.policies.backbone import Backbone, load_backbone
 from mobile_vla_sim.policies.tiny_kosmos import (PRETRAINED_FORMAT, PRETRAINED_META, PRETRAINED_WEIGHTS,
@@ -103,9 +104,10 @@ def _segment_hits_box(p: np.ndarray, q: np.ndarray, lo: np.ndarray, hi: np.ndarr
 def scene_facts(scenario: Scenario, pose) -> SceneFacts:
     """Facts about the forward camera's view at `pose` (x, y, yaw), from the scene geometry and the camera model."""
     x, y, yaw = (float(v) for v in pose)
-    yaw_c, pitch = yaw + scenario.camera_yaw, CAMERA_PITCH + scenario.camera_pitch
+    camera = CAMERAS["default"]  # pretraining renders the default square camera
+    yaw_c, pitch = yaw + scenario.camera_yaw, camera.pitch + scenario.camera_pitch
     eye = np.array([x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw),
-                    CAMERA_HEIGHT + scenario.camera_height])
+                    camera.mount_height + scenario.camera_height])
     fwd = np.array([math.cos(pitch) * math.cos(yaw_c), math.cos(pitch) * math.sin(yaw_c), math.sin(pitch)])
     left = np.array([-math.sin(yaw_c), math.cos(yaw_c), 0.0])
     up = np.cross(fwd, left)
