@@ -114,7 +114,7 @@ def test_linear_probe_pretrained_beats_random_init():
 
 def test_pretrained_backbone_loads_and_checkpoints_are_self_contained(tmp_path):
     from mobile_vla_sim.policies.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-    from mobile_vla_sim.policies.train import TINY_HEAD, TrainConfig
+    from mobile_vla_sim.policies.config import TINY_HEAD, TrainConfig
     from mobile_vla_sim.policies.vla import HeadConfig, VLAModel
 
     pretrained, random_init = load_backbone(TINY_PRETRAINED), load_backbone("tiny")
@@ -122,7 +122,7 @@ def test_pretrained_backbone_loads_and_checkpoints_are_self_contained(tmp_path):
     weights = pretrained.model.state_dict()
     assert not torch.equal(weights["vision_model.model.embeddings.patch_embedding.weight"],
                            random_init.model.state_dict()["vision_model.model.embeddings.patch_embedding.weight"])
-    cfg = TrainConfig(data=tmp_path, backbone=TINY_PRETRAINED)
+    cfg = TrainConfig(data=tmp_path, backbone=TINY_PRETRAINED, mode="lora")  # dropout applies to LoRA only
     assert (cfg.hidden, cfg.lstm_layers, cfg.lora_dropout) == (*TINY_HEAD, 0.0)
     model = VLAModel(pretrained, HeadConfig(hidden=cfg.hidden, layers=cfg.lstm_layers), [0.5, 1.5])
     path = save_checkpoint(tmp_path / "p.ckpt", model, {"mode": "frozen", "drive": "diff"})

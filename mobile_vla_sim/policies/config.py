@@ -105,14 +105,6 @@ class TrainConfig:
             self.consecutive = 1 if self.mode == "frozen" else self.window
         check_device(self.device)
 
-    def lora(self):
-        """The `LoraSettings` of lora mode, None in frozen mode."""
-        from mobile_vla_sim.policies.vla import LoraSettings
-
-        if self.mode != "lora":
-            return None
-        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
-
     def fingerprint(self) -> str:
         """What must not change between an interrupted run and its resumption."""
         keep = {k: v for k, v in asdict(self).items()

@@ -29,7 +29,7 @@ from mobile_vla_sim.paths import check_output_file
 from mobile_vla_sim.policies.backbone import Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import read_checkpoint, save_checkpoint
 from mobile_vla_sim.policies.config import TrainConfig
-from mobile_vla_sim.policies.vla import HeadConfig, VLAModel, chunk_loss, count_parameters
+from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel, chunk_loss, count_parameters
 
 
 @dataclass
@@ -175,7 +175,8 @@ def build_model(cfg: TrainConfig, drive: str, scale: np.ndarray) -> VLAModel:
     model = VLAModel(load_backbone(cfg.backbone, cfg.device), head, scale)
     model.freeze_backbone()
     if cfg.mode == "lora":
-        model.add_lora(cfg.lora())
+        model.add_lora(LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                    targets=cfg.lora_targets))
     return model.to(cfg.device)
 
 

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mobile_vla_sim.policies.backbone import Backbone, Prefix
+from mobile_vla_sim.policies.config import LORA_TARGETS
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 #: Rows of every batch-invariant inference call (`VLAModel.invariant_*`): CPU and GPU kernels pick their blocking,
 #: hence their float summation order, from the shapes, so one fixed shape gives every row the same bits.
 INFERENCE_BATCH = 8
