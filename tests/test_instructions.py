@@ -59,3 +59,27 @@ def test_tiny_tokenizer_knows_every_built_in_sentence(name):
         assert tok.decode(ids) == sentence  # lossless: every character is in the vocabulary
     left, right = (tok(s)["input_ids"] for s in INSTRUCTION_SETS[name].values())
     assert left != right
+
+
+def test_training_on_filename_instructions_is_what_eval_replays(tiny_dataset, tmp_path):
+    """The real project's mismatch: Korean sentences rebuilt from file names in training, English at deployment."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mobile_vla_sim.cli import main
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+
+    ckpt = tmp_path / "ko.ckpt"
+    trained = CliRunner().invoke(main, ["train", "--data", str(tiny_dataset), "--backbone", "tiny", "--epochs", "1",
+                                        "--instructions", "korean", "--out", str(ckpt)])
+    assert trained.exit_code == 0, trained.output
+    assert read_checkpoint(ckpt)[1]["dataset_config"]["instructions"] == "korean"
+    base = ["eval", "--policy", str(ckpt), "--difficulty", "easy", "--episodes", "1", "--workers", "1"]
+    as_trained = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a")])
+    assert as_trained.exit_code == 0 and "Warning" not in as_trained.output, as_trained.output
+    episodes = json.loads((tmp_path / "a" / "results.json").read_text())["episodes"]
+    assert {e["instruction"] for e in episodes} == {INSTRUCTION_SETS["korean"]["left"],
+                                                   INSTRUCTION_SETS["korean"]["right"]}
+    english = CliRunner().invoke(main, [*base, "--instructions", "inference", "--out", str(tmp_path / "b")])
+    assert english.exit_code == 0 and "trained on instructions='korean'" in english.output, english.output

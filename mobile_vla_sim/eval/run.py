@@ -116,7 +116,7 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
 
 
 #: Env knobs a checkpoint records from its training data; evaluating with other values is allowed but warned about.
-_TRAINED_ON = ("image_size", "drive", "control", "renderer")
+_TRAINED_ON = ("image_size", "drive", "control", "renderer", "instructions")
 
 
 def as_trained(cfg: EvalConfig, given: set[str]) -> EvalConfig:

@@ -74,6 +74,9 @@ class TrainConfig:
     consecutive: int | None = knob(None, "windows per run of consecutive windows of one episode in a batch; runs "
                                    "share frames, so recomputing the backbone (LoRA) costs less [default: --window "
                                    "for lora, 1 for frozen]", min=1)
+    instructions: str = knob("hdf5", "each episode's instruction: hdf5 = its stored language_instruction; a named "
+                             "instruction set (e.g. korean) or a {side} template = rebuilt from the file name's side, "
+                             "as the real project's loader did")
     seed: int = knob(0, "seed of initialisation and sampling", min=0)
     device: str = knob("cpu", "torch device: cpu, cuda or cuda:N")
     out: Path = knob(Path("vla.ckpt"), "best checkpoint by val loss; an interrupted run resumes from <out>.resume.pt")
@@ -95,6 +98,13 @@ class TrainConfig:
         if unknown or not self.lora_targets:
             raise ConfigError(f"--lora-targets {','.join(unknown) or '(empty)'} not valid; choose among "
                               f"{','.join(LORA_TARGETS)}")
+        if self.instructions != "hdf5":
+            from mobile_vla_sim.envs.instructions import instruction_for
+
+            try:
+                instruction_for("left", self.instructions)
+            except ValueError as err:
+                raise ConfigError(f"--instructions: {err}; or hdf5 for the stored instructions") from None
         tiny = is_tiny(self.backbone)
         hidden, layers = TINY_HEAD if tiny else REAL_HEAD
         self.hidden = hidden if self.hidden is None else int(self.hidden)

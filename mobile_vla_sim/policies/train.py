@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.config import to_dict
+from mobile_vla_sim.datasets.hdf5_format import instruction_from_episode_name
 from mobile_vla_sim.datasets.windows import EpisodeTargets, window_index
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
 from mobile_vla_sim.errors import DatasetError, Interrupted, OutputError, TrainingError
@@ -44,10 +45,17 @@ class TrainResult:
     val_episodes: list[str]  # names of the episodes the val loss is measured on (`datasets.splits`)
 
 
-def load_episodes(ds: EpisodeDataset, chunk: int, progress: bool = False) -> list[EpisodeTargets]:
-    """Read every episode of `ds` with its per-frame future-action targets."""
-    return [EpisodeTargets.of(ds[i], chunk)
-            for i in tqdm(range(len(ds)), desc="reading episodes", disable=not progress, leave=False)]
+def load_episodes(ds: EpisodeDataset, chunk: int, progress: bool = False, instructions: str = "hdf5"
+                  ) -> list[EpisodeTargets]:
+    """Read every episode of `ds` with its per-frame future-action targets; `instructions` other than "hdf5" rebuilds
+    each instruction from the file name with that instruction set (`TrainConfig.instructions`)."""
+    out = []
+    for i in tqdm(range(len(ds)), desc="reading episodes", disable=not progress, leave=False):
+        episode = ds[i]
+        if instructions != "hdf5":
+            episode.instruction = instruction_from_episode_name(ds.paths[i], instructions)
+        out.append(EpisodeTargets.of(episode, chunk))
+    return out
 
 
 def all_windows(episodes: list[EpisodeTargets]) -> np.ndarray:
@@ -268,8 +276,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
         log(val_ds.note)
     drive = check_drive(((train_ds.manifest or {}).get("config") or {}).get("drive", "diff"))
     keep_images = not (cfg.mode == "frozen" and cfg.cache_features)
-    train_eps = load_episodes(train_ds, cfg.chunk, progress)
-    val_eps = load_episodes(val_ds, cfg.chunk, progress)
+    train_eps = load_episodes(train_ds, cfg.chunk, progress, cfg.instructions)
+    val_eps = load_episodes(val_ds, cfg.chunk, progress, cfg.instructions)
     model = build_model(cfg, drive, action_scale(train_eps, LAYOUT_DIMS[drive]))
     train_feats = FrameFeatures(model, train_eps, cache=not keep_images, progress=progress)
     val_feats = FrameFeatures(model, val_eps, cache=not keep_images, progress=progress)
@@ -287,7 +295,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
             "fingerprint": cfg.fingerprint(), "train_config": to_dict(cfg),
             "trainable_params": count_parameters(model, trainable_only=True), "total_params": count_parameters(model),
             # What the policy saw in training: eval warns when it is run on other images or another env.
-            "dataset_config": (train_ds.manifest or {}).get("config", {}),
+            "dataset_config": {**(train_ds.manifest or {}).get("config", {}),
+                               **({"instructions": cfg.instructions} if cfg.instructions != "hdf5" else {})},
             "val_episodes": val_ds.names}
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         start = time.perf_counter()
