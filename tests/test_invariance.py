@@ -118,7 +118,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
 def test_episodes_are_identical_for_any_workers_and_envs_per_worker(tiny_checkpoints, tmp_path, one_torch_thread):
     """Same checkpoint, same episodes: byte-identical episodes.csv for workers 1/2 x envs_per_worker 1/4.
 

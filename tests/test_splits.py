@@ -54,12 +54,13 @@ def test_fallback_reaches_for_the_missing_side_and_drops_failed_demos():
 @pytest.fixture(scope="module")
 def no_val_dataset(tiny_dataset, tmp_path_factory) -> Path:
     """`tiny_dataset` made with another seed: 12 easy episodes (6 scene pairs) whose hash split has no val episode."""
+    from mobile_vla_sim.config import build
     from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 
     out = tmp_path_factory.mktemp("data") / "no_val"
     config = json.loads((tiny_dataset / "dataset.json").read_text())["config"]
-    generate_dataset(GenerateConfig(episodes=12, out=out, difficulty="easy", image_size=config["image_size"],
-                                    workers=1, seed=2), progress=False)
+    generate_dataset(build(GenerateConfig, dict(episodes=12, out=out, difficulty="easy",
+                                                image_size=config["image_size"], workers=1, seed=2)), progress=False)
     episodes = json.loads((out / "dataset.json").read_text())["episodes"]
     assert len(episodes) == 12 and all(e["split"] == "train" for e in episodes)
     return out
@@ -82,7 +83,6 @@ def test_tiny_dataset_has_a_hash_val_split(tiny_dataset):
     assert EpisodeDataset(tiny_dataset, "val").note is None
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["tiny_dataset", "no_val_dataset", "failed_demo_dataset"])
 def test_train_compare_and_offline_metrics_use_the_same_val_episodes(dataset, request, tiny_checkpoints, tmp_path):
     from mobile_vla_sim.eval.compare import CompareConfig, compare
