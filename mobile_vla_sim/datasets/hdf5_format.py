@@ -1,4 +1,4 @@
-"""The real project's on-disk episode layout (SPEC §2): one gzip HDF5 file per episode.
+"""The real project's on-disk episode layout: one gzip HDF5 file per episode.
 
 Core datasets and attributes are exactly the real robot's, so a loader written for the real data reads the
 synthetic data unchanged; simulation extras (poses, privileged states, clean expert labels, seed, difficulty,
