@@ -6,7 +6,6 @@ They are built lazily (only tests that ask for them pay), small enough for 2 CPU
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import pytest

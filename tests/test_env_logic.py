@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import mobile_vla_sim  # noqa: F401
-from helpers import run_expert_episode
-from mobile_vla_sim.envs.expert import ScriptedExpert
+from mobile_vla_sim.envs.expert import ScriptedExpert, run_expert_episode
 
 
 def run_constant(env, action, seed=0, task="left"):

@@ -8,8 +8,7 @@ import pytest
 
 import mobile_vla_sim  # noqa: F401
 from mobile_vla_sim.envs import DIFFICULTIES
-from helpers import run_expert_episode
-from mobile_vla_sim.envs.expert import ScriptedExpert
+from mobile_vla_sim.envs.expert import ScriptedExpert, run_expert_episode
 
 
 @pytest.mark.parametrize("difficulty", list(DIFFICULTIES))

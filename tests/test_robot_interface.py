@@ -13,7 +13,7 @@ import pytest
 from mobile_vla_sim.config import build
 from mobile_vla_sim.envs.actions import KEY_VALUE, KEYS, key_action, snap_to_keys
 from mobile_vla_sim.envs.config import CAMERAS, EnvConfig, make_env
-from mobile_vla_sim.envs.expert import ExpertPolicy, KeysExpert, run_expert_episode
+from mobile_vla_sim.envs.expert import ExpertPolicy, KeysExpert
 from mobile_vla_sim.errors import ConfigError, DatasetError, PolicyLoadError
 from mobile_vla_sim.policies.deploy import (DeployConfig, DeployedPolicy, convert_colors, deploy_policy, load_deploy,
                                             normalize_frames, postprocess, resize_frames)
