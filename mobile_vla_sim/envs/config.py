@@ -96,6 +96,15 @@ class EnvConfig:
     action_scale: float = knob(1.0, "multiply every action by this before it is executed")
     camera_noise: float = knob(0.0, "std of additive pixel noise on camera images (0-255 scale)", min=0.0)
     instructions: str = knob("bottle", "instruction sentences: a named set or a template containing {side}")
+    light_scale: float = knob(1.0, "multiply the scene's ambient and diffuse light by this (lighting shift probe: "
+                              "0.5 darker, 1.5 brighter)", min=0.0)
+    camera_height_shift: float = knob(0.0, "metres added to the camera mount height (robot-build mismatch probe)")
+    camera_pitch_shift: float = knob(0.0, "degrees added to the camera pitch (negative looks further down)")
+    extra_distractors: int = knob(0, "extra clutter objects per scene, against the walls past the boxes or behind the "
+                                  "bottle, drawn from their own stream: the rest of the scene is unchanged", min=0)
+    stop_at_goal: bool = knob(False, "success needs a stop command inside the goal circle (the real task: stop in "
+                              "front of the bottle); entering it no longer ends the episode, a stop elsewhere "
+                              "does not either")
 
     def __post_init__(self) -> None:
         check_knobs(self)

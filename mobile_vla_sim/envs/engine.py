@@ -109,6 +109,8 @@ class _Slot:
         self.handler, self.action_noise = handler, action_noise
         self.limits = action_limits(env_cfg.drive, env_cfg.action_mode)
         self.rng: np.random.Generator | None = None
+        #: With stop_at_goal a stop is executed as is: noise on it would keep the demonstration from ever ending.
+        self.keep_stops = env_cfg.stop_at_goal
 
     def reset(self, spec: EpisodeSpec) -> tuple[dict, str]:
         obs, info = self.env.reset(seed=spec.seed, options={"task": spec.task, "difficulty": spec.difficulty})
@@ -118,7 +120,8 @@ class _Slot:
         return obs, info["instruction"]
 
     def step(self, action: np.ndarray) -> tuple[dict, Any]:
-        executed = action if self.rng is None else noisy_action(action, self.rng, self.action_noise, self.limits)
+        clean = self.rng is None or (self.keep_stops and not action.any())
+        executed = action if clean else noisy_action(action, self.rng, self.action_noise, self.limits)
         obs, _, terminated, truncated, info = self.env.step(executed)
         done = bool(terminated or truncated)
         self.handler.step(action, executed, obs, info, done)

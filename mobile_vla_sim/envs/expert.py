@@ -30,6 +30,15 @@ _TURN_IN_PLACE = math.radians(60)
 EXPERT_ACTIONS = ("continuous", "keys")
 #: Keys expert: metres of path a metre of intrusion into a box's safety margin costs, and a metre off the plan.
 _MARGIN_PRICE, _OFF_PATH_PRICE = 3.0, 1.0
+#: The experts command a stop once this close to the goal point: inside the goal circle, less a margin for the
+#: state's float32 rounding, so they never stop where the default env (which ends the episode on entering the
+#: circle) is still running, and with `stop_at_goal` they end the episode there.
+STOP_RADIUS = GOAL_RADIUS - 0.02
+
+
+def at_goal(state) -> bool:
+    """Whether an expert stops at this privileged state (see STOP_RADIUS)."""
+    return float(np.hypot(*decode_state(state)["goal_rel"])) < STOP_RADIUS
 
 
 def _distance_to_polyline(p: np.ndarray, points: np.ndarray) -> float:
@@ -47,8 +56,9 @@ def _wrap(angle: float) -> float:
 class ScriptedExpert:
     """Demonstrator for `MobileVLA/Nav-v0`: `act(obs)` -> env action for its `drive` layout.
 
-    `noise_std` (fraction of each action limit) perturbs the executed action for diverse demonstrations;
-    `act_with_label` returns it together with the clean action to record as the label.
+    `noise_std` (fraction of each action limit) perturbs the executed action for diverse demonstrations (not the
+    stop at the goal, which noise would undo); `act_with_label` returns it together with the clean action to record
+    as the label. Inside the goal circle it stops (zero action), which ends a `stop_at_goal` episode.
     """
 
     def __init__(self, drive: str = "diff", noise_std: float = 0.0, seed: int | None = None,
@@ -72,17 +82,17 @@ class ScriptedExpert:
     def act_with_label(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(executed, label): the noisy action to send to the env and the clean expert action."""
         label = self.clean_action(obs)
-        if self.noise_std == 0:
+        if self.noise_std == 0 or at_goal(obs["state"]):
             return label.copy(), label
         return noisy_action(label, self._rng, self.noise_std, self._limits), label
 
     def clean_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Noise-free action from the privileged state."""
+        if at_goal(obs["state"]):
+            return np.zeros(len(self._limits), np.float32)
         s = decode_state(obs["state"])
         pos, goal = np.array([s["x"], s["y"]]), s["goal"]
         to_goal = float(np.linalg.norm(goal - pos))
-        if to_goal < GOAL_RADIUS / 2:
-            return np.zeros(len(self._limits), np.float32)
         rects = [Rect(*b).inflated(ROBOT_RADIUS + self.margin) for b in s["boxes"]]
         path = plan_path(pos, goal, rects, self._task or s["task"])
         # Diff drive pursues a point ahead on the path (smooth turns); a holonomic base can follow the polyline
@@ -146,6 +156,8 @@ class KeysExpert(ScriptedExpert):
         return key_action(self.last_key)
 
     def choose_key(self, obs: dict[str, np.ndarray]) -> str:
+        if at_goal(obs["state"]):
+            return "stop"
         s = decode_state(obs["state"])
         pos, goal, yaw = np.array([s["x"], s["y"]]), s["goal"], s["yaw"]
         if abs(_wrap(yaw)) > math.pi / 4:

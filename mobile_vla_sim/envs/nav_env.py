@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import replace
 from typing import Any
@@ -15,7 +16,7 @@ from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import get_difficulty
 from mobile_vla_sim.envs.geometry import Rect, crossing_side, plan_path, polyline_length
 from mobile_vla_sim.envs.instructions import TASKS, check_task, instruction_for
-from mobile_vla_sim.envs.scenario import GOAL_RADIUS, Scenario, sample_scenario
+from mobile_vla_sim.envs.scenario import GOAL_RADIUS, Scenario, sample_scenario, with_extra_distractors
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, ROBOT_HALF_WIDTH, BulletWorld
 from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM, encode_state
 from mobile_vla_sim.errors import ConfigError
@@ -23,6 +24,11 @@ from mobile_vla_sim.errors import ConfigError
 _RESET_OPTIONS = ("task", "difficulty")
 #: Reward terms (see the class docstring).
 R_SUCCESS, R_COLLISION, R_WRONG_SIDE, R_STEP = 10.0, -5.0, -5.0, -0.01
+#: A step whose executed command has every component below this in magnitude (m/s, rad/s: under 8 mm and 0.5 degree
+#: in the 0.4 s step) is a stop; in direction mode a stop is the base's own, a zero command.
+STOP_SPEED = 0.02
+#: Entropy word that, with the scene seed, seeds the extra clutter's own random stream.
+_EXTRA_CLUTTER_STREAM = 1
 
 Obs = dict[str, np.ndarray]
 
@@ -74,12 +80,21 @@ class NavEnv(gym.Env):
     it touches a wall, box, bottle or clutter, or when it leaves the arena. Truncated after `max_steps` steps (the
     difficulty's limit unless `max_steps` is given). Success = reached the goal, every box passed on the
     instructed side, no collision.
+    With `stop_at_goal=True` (the real task: *stop* in front of the bottle) entering the goal circle no longer ends
+    the episode: it ends at the first step that executes a stop and ends inside the circle, a success under the same
+    conditions. A stop is the command the base executes this step (after `action_latency`, `action_scale` and
+    clipping, before actuation noise) with every component below `STOP_SPEED` (0.02 m/s and rad/s) in magnitude; in
+    direction mode, a zero command (the base's own stop). A stop outside the circle ends nothing (it wastes steps).
 
     ## Arguments
     `gymnasium.make("MobileVLA/Nav-v0", config=EnvConfig(...), render_mode=None | "rgb_array", **overrides)`: every
     knob is a field of `mobile_vla_sim.envs.config.EnvConfig` (task, difficulty, drive, action_mode, control,
     camera, image_size, image_width, image_height, color_order, renderer, max_steps, action_latency, action_scale,
-    camera_noise, instructions, ...); keyword overrides replace
+    camera_noise, instructions, ...). Robustness probes, each a no-op at its default: `light_scale` (multiplies the
+    scene's ambient and diffuse light), `camera_height_shift` (m) and `camera_pitch_shift` (degrees) added to the
+    camera mount, `extra_distractors` (clutter against the walls past the boxes or behind the bottle, from a random
+    stream of its own, so the rest of the scene is the seed's), and `stop_at_goal` (see Episode End). Keyword
+    overrides replace
     single fields (`gymnasium.make("MobileVLA/Nav-v0", task="left", difficulty="hard")`). `render()` with
     `render_mode="rgb_array"` returns a top-down view of the arena. `reset(seed=s, options={"task": ...,
     "difficulty": ...})` picks the episode: the same seed gives bit-identical images and trajectories in any process.
@@ -90,7 +105,8 @@ class NavEnv(gym.Env):
     `wrong_side`, `out_of_bounds` (bools, latched), `distance_to_goal` (m), `path_length` (m driven),
     `shortest_path_length` (m, from the start, for SPL), `robot_pose` (x, y, yaw), `boxes` ((n, 4) world
     `cx, cy, half_x, half_y`), `goal` ((2,) world x, y), `sides_passed` (per box: "left", "right" or None until the
-    robot first crosses its centre line), `action_nan`, `action_clipped` (this step), `steps`.
+    robot first crosses its centre line), `action_nan`, `action_clipped` (this step), `steps`, `in_goal` (inside the
+    goal circle now), `goal_entered` (latched), `stopped` (this step executed a stop, see Episode End).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1.0 / CONTROL_PERIOD}
@@ -133,7 +149,8 @@ class NavEnv(gym.Env):
         task = options.get("task") or self.task or TASKS[int(self.np_random.integers(2))]
         self.episode_task = check_task(task)
         self.instruction = instruction_for(self.episode_task, self.config.instructions)
-        self.scenario = sample_scenario(np.random.default_rng(scene_seed), self.difficulty)
+        self.scenario = self._probe_shifts(sample_scenario(np.random.default_rng(scene_seed), self.difficulty),
+                                           scene_seed)
         self._world.build(self.scenario)
         self._d = get_difficulty(self.difficulty)
         self.max_steps = self.config.max_steps or self._d.max_steps
@@ -145,8 +162,9 @@ class NavEnv(gym.Env):
         self._pending = deque(np.zeros((self.config.action_latency, len(self._limits)), np.float32))
         self._steps, self._path_length = 0, 0.0
         self._collision = self._wrong_side = self._out_of_bounds = self._success = False
+        self._goal_entered = self._distance(pose) < GOAL_RADIUS
         self._passed: list[str | None] = [None] * len(self.scenario.boxes)
-        return self._observe(pose), self._info(pose, nan=False, clipped=False)
+        return self._observe(pose), self._info(pose, nan=False, clipped=False, stopped=False)
 
     def step(self, action: np.ndarray) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         if self._world is None:
@@ -166,6 +184,7 @@ class NavEnv(gym.Env):
         command = to_action3(self._pending.popleft(), self.drive)
         if self._direction:
             command = self._direction_command(command)
+        stopped = not command.any() if self._direction else bool((np.abs(command) < STOP_SPEED).all())
         if self._d.actuation_noise > 0:
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
@@ -177,16 +196,18 @@ class NavEnv(gym.Env):
         newly_wrong = self._track_sides(before, pose)
         x0, x1 = self.scenario.x_bounds
         self._out_of_bounds = not (x0 <= pose[0] <= x1 and abs(pose[1]) <= self.scenario.half_width)
-        reached = self._distance(pose) < GOAL_RADIUS
-        self._success = (reached and not self._collision and not self._wrong_side
+        in_goal = self._distance(pose) < GOAL_RADIUS
+        self._goal_entered |= in_goal
+        arrived = in_goal and (stopped or not self.config.stop_at_goal)
+        self._success = (arrived and not self._collision and not self._wrong_side
                          and None not in self._passed)
-        terminated = reached or self._collision or self._out_of_bounds
+        terminated = arrived or self._collision or self._out_of_bounds
         truncated = not terminated and self._steps >= self.max_steps
         geo = self._geodesic(pose)
         reward = (self._prev_geo - geo + R_STEP + R_SUCCESS * self._success
                   + R_COLLISION * self._collision + R_WRONG_SIDE * newly_wrong)
         self._prev_geo = geo
-        return self._observe(pose), float(reward), terminated, truncated, self._info(pose, nan, clipped)
+        return self._observe(pose), float(reward), terminated, truncated, self._info(pose, nan, clipped, stopped)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array" and self.scenario is not None and self._world is not None:
@@ -199,6 +220,17 @@ class NavEnv(gym.Env):
             self._world = None
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _probe_shifts(self, s: Scenario, scene_seed: int) -> Scenario:
+        """The sampled scene with the config's robustness-probe shifts (light, camera mount, extra clutter); the
+        defaults (x 1.0, + 0.0, no clutter) leave every value, and so every pixel, as sampled."""
+        c = self.config
+        if c.extra_distractors:
+            rng = np.random.default_rng([scene_seed, _EXTRA_CLUTTER_STREAM])
+            s = with_extra_distractors(s, c.extra_distractors, rng)
+        return replace(s, light_ambient=s.light_ambient * c.light_scale, light_diffuse=s.light_diffuse * c.light_scale,
+                       camera_height=s.camera_height + c.camera_height_shift,
+                       camera_pitch=s.camera_pitch + math.radians(c.camera_pitch_shift))
+
     def _track_sides(self, before, after) -> bool:
         """Record the side of each box's first crossing; True if a wrong crossing happened at this step."""
         newly_wrong = False
@@ -239,13 +271,14 @@ class NavEnv(gym.Env):
         state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
         return {"image": image, "state": state}
 
-    def _info(self, pose, nan: bool, clipped: bool) -> dict[str, Any]:
-        s = self.scenario
+    def _info(self, pose, nan: bool, clipped: bool, stopped: bool) -> dict[str, Any]:
+        s, distance = self.scenario, self._distance(pose)
         return {
             "instruction": self.instruction, "task": self.episode_task, "difficulty": self.difficulty,
             "scenario": s.name(self.episode_task), "variant": s.variant, "obstacle_distance": s.distance,
             "success": self._success, "collision": self._collision, "wrong_side": self._wrong_side,
-            "out_of_bounds": self._out_of_bounds, "distance_to_goal": self._distance(pose),
+            "out_of_bounds": self._out_of_bounds, "distance_to_goal": distance, "in_goal": distance < GOAL_RADIUS,
+            "goal_entered": self._goal_entered, "stopped": stopped,
             "path_length": self._path_length, "shortest_path_length": self._shortest,
             "robot_pose": np.array(pose, dtype=np.float64), "action_nan": nan, "action_clipped": clipped,
             "steps": self._steps, "boxes": np.array([(b.x, b.y, b.hx, b.hy) for b in s.boxes], dtype=np.float64),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,11 @@ _BOX_RGB = np.array([0.62, 0.60, 0.56])      # grey cardboard
 _FLOOR_RGB = np.array([1.0, 1.0, 1.0])       # tint applied on top of the tile texture
 _WALL_RGB = np.array([0.95, 0.95, 0.93])
 _LIGHT_DIR = np.array([0.4, 0.3, 1.0])
+#: Extra wall clutter starts this far past the last box's far face (m), where the way around it already turns back
+#: towards the bottle, and stands at most this far from its wall (m).
+_WALL_CLUTTER_AFTER_BOX, _WALL_CLUTTER_GAP = 0.45, 0.03
+#: Extra clutter is this much larger than the difficulty's own (up to 0.3 m wide and 0.6 m high), to stand out.
+_EXTRA_CLUTTER_SIZE = 1.5
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,29 @@ def sample_scenario(rng: np.random.Generator, difficulty: str | Difficulty) -> S
     )
 
 
-def _sample_distractor(rng: np.random.Generator, bottle: tuple[float, float], half_width: float) -> Distractor:
-    """Clutter behind the bottle, in view for the whole episode but never on either way around the boxes."""
-    radius, height = float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.1, 0.4))
-    x = rng.uniform(bottle[0] + 0.25, bottle[0] + 0.7)
-    y = rng.uniform(-half_width + radius, half_width - radius)
+def with_extra_distractors(scenario: Scenario, n: int, rng: np.random.Generator) -> Scenario:
+    """`scenario` plus `n` larger clutter objects drawn from `rng` alone (a stream of their own, so nothing else of
+    the scene changes), each, at even odds, against a wall past the last box (beside the way from the last box to
+    the bottle, in view from the start) or behind the bottle as the difficulty's own clutter: in view, yet on
+    neither way around the boxes nor in the goal circle."""
+    last = scenario.boxes[-1]
+    wall_x = (last.x + last.hx + _WALL_CLUTTER_AFTER_BOX, scenario.bottle[0] + 0.7)
+    extra = tuple(_sample_distractor(rng, scenario.bottle, scenario.half_width, wall_x if rng.random() < 0.5 else None,
+                                     _EXTRA_CLUTTER_SIZE) for _ in range(n))
+    return replace(scenario, distractors=scenario.distractors + extra)
+
+
+def _sample_distractor(rng: np.random.Generator, bottle: tuple[float, float], half_width: float,
+                       wall_x: tuple[float, float] | None = None, size: float = 1.0) -> Distractor:
+    """Clutter behind the bottle, in view for the whole episode but never on either way around the boxes; with
+    `wall_x`, against a wall (either side) somewhere along that stretch of the corridor instead. `size` scales
+    its footprint and height."""
+    radius, height = size * float(rng.uniform(0.05, 0.1)), size * float(rng.uniform(0.1, 0.4))
+    if wall_x is None:
+        x = rng.uniform(bottle[0] + 0.25, bottle[0] + 0.7)
+        y = rng.uniform(-half_width + radius, half_width - radius)
+    else:
+        x = rng.uniform(*wall_x)
+        y = rng.choice((-1.0, 1.0)) * (half_width - radius - rng.uniform(0.0, _WALL_CLUTTER_GAP))
     shape, rgb = str(rng.choice(["cylinder", "cube"])), tuple(float(c) for c in rng.uniform(0.1, 0.9, 3))
     return Distractor(x=float(x), y=float(y), radius=radius, height=height, shape=shape, rgb=rgb)
