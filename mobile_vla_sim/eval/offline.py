@@ -10,6 +10,7 @@ the ones training validated on (`datasets.splits`); `compare` reports this RMSE 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def offline_metrics(policy: Policy, data: str | Path | EpisodeDataset, split: st
     preds, targets = [], []
     for start in range(0, n, batch_episodes):
         episodes = [ds[i] for i in range(start, min(n, start + batch_episodes))]
-        p, t = _predict(policy, episodes, dims)
+        p, t = predict_episodes(policy, episodes, dims)
         preds.append(p)
         targets.append(t)
     pred, target = np.concatenate(preds), np.concatenate(targets)
@@ -52,10 +53,13 @@ def offline_metrics(policy: Policy, data: str | Path | EpisodeDataset, split: st
         episode_names=ds.names[:n])
 
 
-def _predict(policy: Policy, episodes: list, dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Feed frames 0..T-2 of every episode (slot = episode) and pair each prediction with actions[t + 1]."""
+def predict_episodes(policy: Policy, episodes: list, dims: Sequence[int],
+                     instructions: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Feed frames 0..T-2 of every episode (slot = episode) and pair each prediction with actions[t + 1].
+
+    `instructions` (one per episode) replaces the recorded instructions, for text sensitivity (`eval.probe`)."""
     for slot, ep in enumerate(episodes):
-        policy.reset(ep.instruction, slot=slot)
+        policy.reset(ep.instruction if instructions is None else instructions[slot], slot=slot)
     preds, targets = [], []
     for t in range(max(len(ep.actions) for ep in episodes) - 1):
         live = [i for i, ep in enumerate(episodes) if t + 1 < len(ep.actions)]

@@ -188,7 +188,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order)
+        deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order, cfg.env.instructions)
         with _inference_threads(cfg):
             result = run_episodes(deployed, todo, cfg.env, workers=cfg.pool.workers,
                                   envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)

@@ -22,6 +22,7 @@ import numpy as np
 
 from mobile_vla_sim.config import build, check_knobs, knob, load_yaml
 from mobile_vla_sim.envs.actions import from_action3, snap_to_keys, to_action3
+from mobile_vla_sim.envs.instructions import DEFAULT_INSTRUCTION_SET, instruction_set
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policies.base import Policy
 
@@ -57,7 +58,11 @@ class DeployConfig:
     flip_sign: tuple[str, ...] = knob((), "then invert the sign of these components: linear_x, linear_y, angular_z")
     snap_keys: bool = knob(False, "then snap to the nearest real teleop key label: (linear_x, linear_y) to one of "
                            "the 8 key directions or stop, angular_z to its sign, components 0 or +-1.15")
-    instruction: str | None = knob(None, "send this instruction to the policy instead of the episode's")
+    instruction: str | None = knob(None, "send this fixed instruction to the policy instead of the episode's")
+    instructions: str | None = knob(None, "send the episode's side in this instruction set instead of the env's "
+                                    "sentence: a set name (bottle, cup, korean, inference, basket) or a template "
+                                    "containing {side}")
+    swap_sides: bool = knob(False, "send the other side's sentence (left <-> right) than the episode's task")
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -66,6 +71,11 @@ class DeployConfig:
         if unknown:
             raise ConfigError(f"flip_sign: unknown component(s) {', '.join(map(str, unknown))}; use "
                               f"{', '.join(AXES)}")
+        if self.instruction is not None and (self.instructions is not None or self.swap_sides):
+            raise ConfigError("instruction (one fixed sentence) cannot be combined with instructions or swap_sides "
+                              "(which pick the episode's side); keep one of them")
+        if self.instructions is not None:
+            instruction_set(self.instructions)  # a set name or a {side} template, else a one-line ConfigError
 
     @property
     def changes_frames(self) -> bool:
@@ -141,10 +151,17 @@ def postprocess(actions: np.ndarray, cfg: DeployConfig, drive: str) -> np.ndarra
 
 
 class DeployedPolicy(Policy):
-    """`policy` behind a deployment stack; keeps the wrapped policy's name, drive and inputs."""
+    """`policy` behind a deployment stack; keeps the wrapped policy's name, drive and inputs.
 
-    def __init__(self, policy: Policy, cfg: DeployConfig, camera_order: str = "rgb"):
+    `env_instructions` is the env's instruction set (`EnvConfig.instructions`): the adapter reads the episode's side
+    from the env's sentence with it, for `instructions` and `swap_sides`.
+    """
+
+    def __init__(self, policy: Policy, cfg: DeployConfig, camera_order: str = "rgb",
+                 env_instructions: str = DEFAULT_INSTRUCTION_SET):
         self.policy, self.cfg, self.camera_order = policy, cfg, camera_order
+        self._env_set = instruction_set(env_instructions)
+        self._sides = {sentence: side for side, sentence in self._env_set.items()}
         self.name, self.drive = policy.name, policy.drive
         self.inputs = getattr(policy, "inputs", None)
         reads_images = self.inputs is None or "image" in self.inputs
@@ -160,7 +177,23 @@ class DeployedPolicy(Policy):
 
     def reset(self, instruction: str, slot: int = 0) -> None:
         self._queued[slot] = deque()
-        self.policy.reset(self.cfg.instruction if self.cfg.instruction is not None else instruction, slot)
+        self.policy.reset(self.instruction(instruction), slot)
+
+    def instruction(self, sentence: str) -> str:
+        """What the policy is told for the env's `sentence`: the fixed instruction, or the episode's side (swapped
+        with `swap_sides`) in the `instructions` set, or the sentence itself."""
+        if self.cfg.instruction is not None:
+            return self.cfg.instruction
+        if self.cfg.instructions is None and not self.cfg.swap_sides:
+            return sentence
+        side = self._sides.get(sentence)
+        if side is None:
+            raise ConfigError(f"deploy instructions/swap_sides: the env's sentence {sentence!r} is not in its "
+                              f"instruction set ({', '.join(map(repr, self._sides))}); pass the env's "
+                              "--instructions to the adapter")
+        if self.cfg.swap_sides:
+            side = "right" if side == "left" else "left"
+        return (self._env_set if self.cfg.instructions is None else instruction_set(self.cfg.instructions))[side]
 
     def frames(self, images: np.ndarray) -> np.ndarray:
         """Camera frames (N, H, W, 3) uint8 -> what the policy is handed."""
@@ -193,6 +226,7 @@ class DeployedPolicy(Policy):
         self.policy.close()
 
 
-def deploy_policy(policy: Policy, cfg: DeployConfig, camera_order: str = "rgb") -> Policy:
+def deploy_policy(policy: Policy, cfg: DeployConfig, camera_order: str = "rgb",
+                  env_instructions: str = DEFAULT_INSTRUCTION_SET) -> Policy:
     """`policy` behind `cfg`'s stack; the policy itself when `cfg` is the default (results stay bit-identical)."""
-    return policy if cfg == DeployConfig() else DeployedPolicy(policy, cfg, camera_order)
+    return policy if cfg == DeployConfig() else DeployedPolicy(policy, cfg, camera_order, env_instructions)
