@@ -133,6 +133,7 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
 from mobile_vla_sim.datasets.generate import GenerateConfig  # noqa: E402  (after the helpers they use)
 from mobile_vla_sim.eval.agree import AgreeConfig  # noqa: E402
 from mobile_vla_sim.eval.compare import CompareConfig  # noqa: E402
+from mobile_vla_sim.eval.probe import ProbeConfig  # noqa: E402
 from mobile_vla_sim.eval.run import EvalConfig  # noqa: E402
 from mobile_vla_sim.policies.config import TrainConfig  # noqa: E402
 from mobile_vla_sim.policies.rl import RLConfig  # noqa: E402
@@ -175,6 +176,18 @@ def eval_cmd(cfg: EvalConfig) -> None:
     if result.interrupted:
         raise Interrupted(f"the {len(result.records)} finished episodes are saved in {cfg.out}; run the same command "
                           "again to finish the rest")
+
+
+@config_command(ProbeConfig, "probe")
+def probe(cfg: ProbeConfig) -> None:
+    """Probe robustness: the clean episodes and every perturbation of a suite on the same scenes, paired statistics,
+    failure labels, text sensitivity; writes probe.md, probe.json and figures."""
+    from mobile_vla_sim.eval.probe import probe as run_probe
+
+    result = run_probe(cfg, echo=click.echo, given=click.get_current_context().obj["given"])
+    click.echo(f"\n{result.summary['verdict']}\nreport: {result.paths['probe.md']}")
+    if result.interrupted:
+        raise Interrupted(f"finished episodes are kept under {cfg.out}; run the same command again to finish")
 
 
 @config_command(RLConfig, "train-rl")

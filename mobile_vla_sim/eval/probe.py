@@ -86,7 +86,9 @@ def _fixed(sentence_key: str = "instruction") -> Changes:
 
 
 def _sentences(s: Any, b: Baseline) -> tuple[dict, dict]:
-    return {}, {"instructions": s}
+    """Send the episode's side in instruction set (or template) `s`; nothing when that is what is sent already."""
+    sent = instruction_set(b.deploy.instructions or b.env.instructions)
+    return {}, ({} if instruction_set(s) == sent else {"instructions": s})
 
 
 def _env(name: str, add: bool = False) -> Changes:

@@ -187,8 +187,7 @@ def plot_heatmap(summary: dict, path: Path) -> None:
                 s = run[name]["overall"] if col == "all" else run[name]["by_difficulty"][col]
                 values[i, j] = 100 * s["difference"]["value"] if s["n"] else np.nan
     fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3.2, 0.42 * len(names) + 1.6), constrained_layout=True)
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("0.88")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.88")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
     for i, name in enumerate(names):
         for j, col in enumerate(cols):

@@ -1,0 +1,189 @@
+"""The robustness probe names the failures it was built for, on a few tiny easy episodes (32 px)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobile_vla_sim.cli import main
+from mobile_vla_sim.config import build
+from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
+from mobile_vla_sim.errors import ConfigError
+from mobile_vla_sim.eval.metrics import paired_difference_interval
+from mobile_vla_sim.eval.report import read_results
+from mobile_vla_sim.eval.probe import PERTURBATIONS, SUITES, ProbeConfig, conditions, load_suite, probe
+from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policies.deploy import DeployConfig, DeployedPolicy
+
+BOTTLE = INSTRUCTION_SETS["bottle"]
+
+
+def _probe(tmp_path, policy: str, suite: str, episodes: int = 3, **kw) -> dict:
+    cfg = build(ProbeConfig, dict(policy=policy, suite=suite, difficulty="easy", episodes=episodes,
+                                  out=tmp_path / "probe", image_size=32, workers=1, **kw))
+    return probe(cfg, progress=False, echo=lambda line: None).summary
+
+
+def _suite(tmp_path, text: str) -> str:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- statistics and configuration (no simulation) ------------------------------------------------------------
+def test_paired_difference_interval():
+    same = np.ones(10, bool)
+    diff, lo, hi = paired_difference_interval(same, same)
+    assert diff == 0 and -1 <= lo < 0 < hi <= 1  # no discordant pair still leaves uncertainty
+    diff, lo, hi = paired_difference_interval(np.ones(10, bool), np.zeros(10, bool))
+    assert diff == -1 and lo == -1 and hi < -0.5
+    a, b = np.array([1, 1, 0, 1, 0, 1, 1, 0], bool), np.array([0, 1, 0, 1, 1, 0, 0, 0], bool)
+    d1, lo1, hi1 = paired_difference_interval(a, b)
+    d2, lo2, hi2 = paired_difference_interval(b, a)
+    assert d1 == pytest.approx(-d2) and lo1 == pytest.approx(-hi2) and hi1 == pytest.approx(-lo2)
+    # Coverage: correlated pairs (40 episodes, true difference -0.2): the interval holds it in about 95% of draws.
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(400):
+        u = rng.random(40)
+        clean, pert = u < 0.6, u < 0.4
+        flip = rng.random(40) < 0.1
+        pert = np.where(flip, ~pert, pert)
+        true = (0.4 * 0.9 + 0.6 * 0.1) - 0.6
+        _, lo, hi = paired_difference_interval(clean, pert)
+        hits.append(lo <= true <= hi)
+    assert 0.92 <= np.mean(hits) <= 0.99
+
+
+def test_suite_file_and_unknown_names(tmp_path):
+    assert load_suite("small") == [(n, PERTURBATIONS[n].default) for n in SUITES["small"]]
+    assert load_suite(_suite(tmp_path, "gain: 0.25\nswap_sides:\nstop: Halt\n")) == \
+        [("gain", 0.25), ("swap_sides", None), ("stop", "Halt")]
+    assert load_suite(_suite(tmp_path, "- latency\n- empty\n")) == [("latency", 1), ("empty", "")]
+    with pytest.raises(ConfigError, match=r"unknown perturbation\(s\) brightness in .*; valid: swap_sides, "):
+        load_suite(_suite(tmp_path, "brightness: 2\n"))
+    with pytest.raises(ConfigError, match="needs a float strength"):
+        load_suite(_suite(tmp_path, "gain: big\n"))
+    with pytest.raises(ConfigError, match="takes no strength"):
+        load_suite(_suite(tmp_path, "swap_sides: 3\n"))
+    with pytest.raises(ConfigError, match="--suite must be one of default, small"):
+        load_suite("everything")
+    res = CliRunner().invoke(main, ["probe", "--policy", "expert", "--suite", "everything"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "unknown suite" in res.output
+
+
+def test_not_applicable_perturbations_say_why(tmp_path):
+    cfg = build(ProbeConfig, dict(policy="expert", suite="deployment", out=tmp_path, image_size=32))
+    clean = cfg.eval_config()
+    by_name = {c.name: c for c in conditions(cfg, clean, window=None, chunks=False)}
+    assert by_name["window"].eval is None and "no frame window" in by_name["window"].reason
+    assert by_name["open_loop"].eval is None and "no action chunk" in by_name["open_loop"].reason
+    assert by_name["gain"].eval.deployment.gain == 0.5 and by_name["latency"].eval.env.action_latency == 1
+    by_name = {c.name: c for c in conditions(cfg, clean, window=8, chunks=True)}
+    assert by_name["window"].eval.deployment.window == 2 and by_name["open_loop"].eval.deployment.execute_chunk == 4
+    assert "not longer" in {c.name: c for c in conditions(cfg, clean, window=2, chunks=True)}["window"].reason
+    # A deployment with one fixed sentence: swapping sides means nothing, "Stop" still replaces it.
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("instruction: go\n")
+    cfg = build(ProbeConfig, dict(policy="expert", suite="language", out=tmp_path, deploy=fixed))
+    by_name = {c.name: c for c in conditions(cfg, cfg.eval_config(), window=None, chunks=False)}
+    assert "fixed instruction" in by_name["swap_sides"].reason and by_name["stop"].eval is not None
+    # A perturbation that equals the baseline is not run twice.
+    cfg = build(ProbeConfig, dict(policy="expert", suite=_suite(tmp_path, "korean:\n"), out=tmp_path,
+                                  instructions="korean"))
+    assert "changes nothing" in conditions(cfg, cfg.eval_config(), window=None, chunks=False)[0].reason
+
+
+class _Heard(Policy):
+    def __init__(self):
+        self.heard = []
+
+    def reset(self, instruction, slot=0):
+        self.heard.append(instruction)
+
+    def act_batch(self, obs, slots):
+        return np.zeros((len(slots), 2), np.float32)
+
+
+def test_deploy_adapter_sends_the_sides_instructions():
+    heard = _Heard()
+    for cfg in (DeployConfig(swap_sides=True), DeployConfig(instructions="korean"),
+                DeployConfig(instructions="korean", swap_sides=True), DeployConfig(instructions="Go {side}")):
+        DeployedPolicy(heard, cfg).reset(BOTTLE["left"])
+    assert heard.heard == [BOTTLE["right"], INSTRUCTION_SETS["korean"]["left"], INSTRUCTION_SETS["korean"]["right"],
+                           "Go left"]
+    DeployedPolicy(heard, DeployConfig(swap_sides=True), env_instructions="cup").reset(INSTRUCTION_SETS["cup"]["right"])
+    assert heard.heard[-1] == INSTRUCTION_SETS["cup"]["left"]
+    with pytest.raises(ConfigError, match="not in its instruction set"):
+        DeployedPolicy(heard, DeployConfig(swap_sides=True)).reset("something else")
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        DeployConfig(instruction="go", swap_sides=True)
+    with pytest.raises(ConfigError, match="neither a set name"):
+        DeployConfig(instructions="no side here")
+
+
+# --- the four policies of the issue ----------------------------------------------------------------------------
+def test_always_left_ignores_the_swap_and_the_text(tmp_path, tiny_dataset):
+    """Instruction-blind: swapping sides changes no episode, and the actions on recorded frames do not move."""
+    summary = _probe(tmp_path, "always-left", _suite(tmp_path, "swap_sides:\n"), text_data=str(tiny_dataset))
+    swap = summary["perturbations"]["swap_sides"]
+    assert swap["overall"]["difference"]["value"] == 0 and swap["overall"]["mcnemar"]["p_value"] == 1.0
+    assert swap["overall"]["clean"]["k"] == swap["overall"]["perturbed"]["k"] == 3  # the left half succeeds
+    assert swap["side_flip"]["n"] == 6 and swap["side_flip"]["k"] == 0
+    text = summary["text_sensitivity"]
+    assert text["frames"] > 20 and all(v == 0 for v in text["left_vs_right"]["mean_abs_delta"].values())
+    assert text["left_vs_right"]["lateral_flip"] == 0
+    assert "barely steers it" in summary["verdict"] and "instruction-blind" in summary["verdict"]
+
+
+def test_expert_told_the_opposite_side_is_restored_by_the_swap(tmp_path, tiny_dataset, monkeypatch):
+    """A grounded policy deployed with the sides swapped: every episode is left_right_confusion, and the probe's
+    swap perturbation (swapping back) restores success significantly."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    deploy = tmp_path / "opposite.yaml"
+    deploy.write_text("swap_sides: true\n")
+    summary = _probe(tmp_path, "probe_policies:instructed", _suite(tmp_path, "swap_sides:\nstop:\n"),
+                     deploy=str(deploy), text_data=str(tiny_dataset))
+    clean = summary["clean"]
+    assert clean["success"]["k"] == 0 and clean["failures"]["rates"]["left_right_confusion"] == 1.0
+    swap = summary["perturbations"]["swap_sides"]
+    assert swap["overall"]["perturbed"]["rate"] == 1.0 and swap["overall"]["significant"]
+    assert swap["labels"]["left_right_confusion"]["change"] == -1.0 and swap["side_flip"]["rate"] == 1.0
+    assert summary["perturbations"]["stop"]["stayed"]["rate"] == 1.0
+    text = summary["text_sensitivity"]["left_vs_right"]
+    assert text["mean_abs_delta"]["angular_z"] > 0.3 and text["lateral_flip"] > 0.2
+    assert "rises significantly under swap_sides" in summary["verdict"]
+
+
+def test_drive_straight_is_forward_collapse_into_the_box(tmp_path):
+    summary = _probe(tmp_path, "constant", _suite(tmp_path, "gain:\n"), episodes=2, text_episodes=0)
+    failures = summary["clean"]["failures"]
+    assert failures["rates"]["forward_collapse"] == 1.0 and failures["flags"]["collision"] == 4
+    assert summary["perturbations"]["gain"]["labels"]["forward_collapse"]["perturbed"] == 1.0
+
+
+def test_expert_has_no_significant_drop_under_language(tmp_path):
+    summary = _probe(tmp_path, "expert", "language", text_episodes=0)
+    language = [p for p in summary["perturbations"].values() if p["kind"] == "language"]
+    assert len(language) == 6 and all(p["status"] == "run" for p in language)
+    assert not any(p["overall"]["significant"] for p in language)
+    assert all(p["overall"]["difference"]["value"] == 0 for p in language)
+    assert "No perturbation that a robust policy should withstand" in summary["verdict"]
+
+
+def test_cli_probe_writes_the_report_and_resumes(tmp_path):
+    out = tmp_path / "cli"
+    args = ["probe", "--policy", "always-right", "--suite", _suite(tmp_path, "swap_sides:\nwindow:\n"),
+            "--difficulty", "easy", "--episodes", "1", "--image-size", "32", "--workers", "1",
+            "--text-episodes", "0", "--out", str(out)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    report = (out / "probe.md").read_text()
+    assert "## Verdict" in report and "| window | deployment |" in report and "n/a: the policy has no frame window" in report
+    assert (out / "success_change.png").stat().st_size > 0 and (out / "failure_labels.png").is_file()
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    assert read_results(out / "clean").throughput["episodes"] == 0  # every episode was kept, none re-run
