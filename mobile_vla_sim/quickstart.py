@@ -1,8 +1,9 @@
 """The whole workflow on built-in defaults, end to end, on a CPU and without any download.
 
 generate expert demos → train a tiny frozen and a tiny LoRA policy → evaluate them closed-loop next to the
-baselines on the same episodes (with videos) → frozen-vs-LoRA comparison report. Every step writes into its
-own folder under `out` and is resumable: re-running skips finished work.
+baselines on the same episodes (with videos) → frozen-vs-LoRA comparison report → robustness probe of the frozen
+policy (small suite). Every step writes into its own folder under `out` and is resumable: re-running skips
+finished work.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class QuickstartConfig:
     eval_episodes: int = knob(10, "closed-loop episodes per (difficulty, task)", min=1)
     baselines: tuple[str, ...] = knob(("expert", "random", "constant", "always-left"), "baselines evaluated beside "
                                       "the two policies")
+    probe_episodes: int = knob(2, "episodes per (difficulty, task) of the final robustness probe of the frozen "
+                               "policy (small suite); 0 skips it", min=0)
     workers: int = knob(2, "worker processes for generation and eval", min=1)
     seed: int = knob(0, "seed of data, training and the eval episode set", min=0)
 
@@ -67,6 +70,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
     """Run every stage, skipping those already finished in `cfg.out`; return the paths a user should open."""
     from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
     from mobile_vla_sim.eval.compare import CompareConfig, compare
+    from mobile_vla_sim.eval.probe import ProbeConfig, probe
     from mobile_vla_sim.eval.report import results_table
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
     from mobile_vla_sim.policies.config import TrainConfig
@@ -74,7 +78,7 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
 
     out = Path(cfg.out)
     data = out / "data"
-    echo(f"[1/4] generating {cfg.episodes} expert demonstrations → {data}")
+    echo(f"[1/5] generating {cfg.episodes} expert demonstrations → {data}")
     env, pool = EnvConfig(image_size=cfg.image_size), PoolConfig(workers=cfg.workers)
     summary = generate_dataset(GenerateConfig(episodes=cfg.episodes, out=data, seed=cfg.seed, noise_std=cfg.noise_std,
                                               env=env, pool=pool), progress=progress)
@@ -84,9 +88,9 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
     for mode, epochs in (("frozen", cfg.frozen_epochs), ("lora", cfg.lora_epochs)):
         ckpts[mode] = out / f"{mode}.ckpt"
         if _trained(ckpts[mode]):
-            echo(f"[2/4] {ckpts[mode]} already trained (delete it to retrain)")
+            echo(f"[2/5] {ckpts[mode]} already trained (delete it to retrain)")
             continue
-        echo(f"[2/4] training a tiny Kosmos-2 VLA policy, {mode}, {epochs} epochs → {ckpts[mode]}")
+        echo(f"[2/5] training a tiny Kosmos-2 VLA policy, {mode}, {epochs} epochs → {ckpts[mode]}")
         lora = {"lr_lora": cfg.lr_lora} if mode == "lora" else {}
         train(TrainConfig(data=data, mode=mode, backbone=cfg.backbone, epochs=epochs, lr_head=cfg.lr_head,
                           out=ckpts[mode], seed=cfg.seed, **lora), progress=progress)
@@ -97,21 +101,29 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
     for name in (*cfg.baselines, "frozen", "lora"):
         eval_dirs[name] = out / "eval" / name
         if _evaluated(eval_dirs[name]):
-            echo(f"[3/4] {name} already evaluated in {eval_dirs[name]}")
+            echo(f"[3/5] {name} already evaluated in {eval_dirs[name]}")
             continue
-        echo(f"[3/4] evaluating {name} closed-loop → {eval_dirs[name]}")
+        echo(f"[3/5] evaluating {name} closed-loop → {eval_dirs[name]}")
         videos = eval_dirs[name] / "videos" if name in ckpts else None
         result = evaluate(replace(base_eval, policy=str(ckpts.get(name, name)), out=eval_dirs[name],
                                   video_dir=videos), progress=progress)
         echo(f"      {len(result.records)} episodes, {result.episodes_per_min:.0f} episodes/min")
 
     report = out / "compare"
-    echo(f"[4/4] comparing frozen vs LoRA → {report}")
+    echo(f"[4/5] comparing frozen vs LoRA → {report}")
     compare(CompareConfig(checkpoint_a=ckpts["frozen"], checkpoint_b=ckpts["lora"], data=data,
                           eval_dirs=(eval_dirs["frozen"], eval_dirs["lora"]), out=report), progress=progress)
     table = results_table(list(eval_dirs.values()))
     (out / "results.md").write_text(f"# Quickstart: {2 * cfg.eval_episodes} episodes per difficulty, same scenes "
                                     f"for every policy\n\n{table}")
     echo("\n" + table)
-    return {"data": data, **ckpts, "results": out / "results.md",
-            **{f"eval:{k}": v / "summary.md" for k, v in eval_dirs.items()}, "report": report / "report.md"}
+    paths = {"data": data, **ckpts, "results": out / "results.md",
+             **{f"eval:{k}": v / "summary.md" for k, v in eval_dirs.items()}, "report": report / "report.md"}
+    if cfg.probe_episodes:
+        echo(f"[5/5] probing the frozen policy's robustness (small suite) → {out / 'probe'}")
+        probed = probe(ProbeConfig(policy=str(ckpts["frozen"]), suite="small", episodes=cfg.probe_episodes,
+                                   seed=cfg.seed, out=out / "probe", text_data=data, env=env, pool=pool),
+                       progress=progress, echo=lambda line: echo(f"      {line}"))
+        echo(f"      {probed.summary['verdict']}")
+        paths["probe"] = probed.paths["probe.md"]
+    return paths

@@ -199,7 +199,8 @@ def plot_heatmap(summary: dict, path: Path) -> None:
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if np.isfinite(values[i, j]) and abs(values[i, j]) > 60 else "black")
     ax.set_xticks(range(len(cols)), cols)
-    ax.set_yticks(range(len(names)), [f"{n} ({summary['perturbations'][n]['kind']})" for n in names])
+    ax.set_yticks(range(len(names)), [f"{n} ({p['kind']}{', drop expected' if p['expect'] == 'obey' else ''})"
+                                      for n, p in summary["perturbations"].items()])
     fig.colorbar(image, ax=ax, label="success change vs clean (pp)")
     ax.set_title(f"{summary['policy']}: paired success change (* McNemar p < {summary['alpha']:g})")
     fig.savefig(path, dpi=110)
