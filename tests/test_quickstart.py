@@ -12,7 +12,7 @@ from mobile_vla_sim.cli import main
 def test_quickstart_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "qs"
     args = ["quickstart", "--out", str(out), "--episodes", "8", "--frozen-epochs", "1", "--lora-epochs", "1",
-            "--eval-episodes", "1", "--workers", "1"]
+            "--eval-episodes", "1", "--probe-episodes", "1", "--workers", "1"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     results = (out / "results.md").read_text()
@@ -21,6 +21,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path):
     assert "| frozen.ckpt |" in results.split("| RMSE |")[1]  # offline RMSE next to closed-loop success
     assert json.loads((out / "compare" / "compare.json").read_text())["hypotheses"]
     assert list((out / "eval" / "lora" / "videos").glob("*.mp4"))
+    assert "## Verdict" in (out / "probe" / "probe.md").read_text()  # the frozen policy's robustness probe
 
     frozen_mtime = (out / "frozen.ckpt").stat().st_mtime_ns
     second = CliRunner().invoke(main, args)

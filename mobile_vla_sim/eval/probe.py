@@ -463,3 +463,19 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
         summary["perturbations"][c.name] = entry
     paths = write_probe(cfg.out, summary)
     return ProbeResult(summary, paths, interrupted)
+
+
+def perturbation_table_markdown() -> str:
+    """The perturbation table as markdown (README): name, kind, default strength, what it changes, suites."""
+    rows = ["| perturbation | kind | default strength | what it changes (at the default) | suites |",
+            "|---|---|---|---|---|"]
+    for name, p in PERTURBATIONS.items():
+        suites = ", ".join(s for s, names in SUITES.items() if name in names and s not in KINDS)
+        what = p.describe(p.default)
+        strength = "–" if p.default is None else "(quoted there)" if p.default and f"'{p.default}'" in what \
+            else repr(p.default)
+        note = {"obey": "; a grounded policy should change behaviour here",
+                "robust": ""}[p.expect] + {"window": "; n/a without a frame window",
+                                           "chunks": "; n/a without action chunks", None: ""}[p.needs]
+        rows.append(f"| `{name}` | {p.kind} | {strength} | {what}{note} | {suites} |")
+    return "\n".join(rows)
