@@ -14,7 +14,8 @@ from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.metrics import paired_difference_interval
 from mobile_vla_sim.eval.report import read_results
-from mobile_vla_sim.eval.probe import PERTURBATIONS, SUITES, ProbeConfig, conditions, load_suite, probe
+from mobile_vla_sim.eval.probe import (PERTURBATIONS, SUITES, ProbeConfig, conditions, load_suite,
+                                     perturbation_table_markdown, probe)
 from mobile_vla_sim.policies.base import Policy
 from mobile_vla_sim.policies.deploy import DeployConfig, DeployedPolicy
 
@@ -187,3 +188,9 @@ def test_cli_probe_writes_the_report_and_resumes(tmp_path):
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output
     assert read_results(out / "clean").throughput["episodes"] == 0  # every episode was kept, none re-run
+
+
+def test_readme_shows_the_perturbation_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert perturbation_table_markdown() in readme, "README's perturbation table is stale: paste " \
+        "perturbation_table_markdown()"
