@@ -146,7 +146,7 @@ def train_step(model, windows: int, window: int, device: str, lora: bool, cached
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     opt.step()
     sync(device)
-    out.update(step_s=time.perf_counter() - start, loss=float(loss), memory_before_mib=before,
+    out.update(step_s=time.perf_counter() - start, loss=loss.item(), memory_before_mib=before,
                peak_mib=peak_mib(device), trainable_params=sum(p.numel() for p in trainable))
     out["step_extra_mib"] = out["peak_mib"] - before
     return out
