@@ -21,6 +21,7 @@ from mobile_vla_sim.eval.report import read_results, write_results
 from mobile_vla_sim.eval.rollout import run_episodes
 from mobile_vla_sim.errors import EvalError, MvlaError, OutputError
 from mobile_vla_sim.paths import check_output_dir
+from mobile_vla_sim.policies.config import DTYPES
 from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy, load_deploy
 
 #: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
@@ -54,6 +55,8 @@ class EvalConfig:
     videos_per_group: int = knob(2, "videos per (difficulty, task) when --video-dir is given", min=0)
     offline_data: Path | None = knob(None, "dataset folder for offline metrics on its validation episodes")
     device: str = knob("cpu", "torch device for the policy: cpu, cuda or cuda:N")
+    dtype: str | None = knob(None, "backbone dtype of a .ckpt policy [default: the dtype it was trained in]",
+                             choices=DTYPES)
     deploy: Path | None = knob(None, "YAML file of deployment stages between env and policy (colour order, resize, "
                                "normalisation, window, chunk execution, action post-processing, instruction; "
                                "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)")
@@ -179,7 +182,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     done = _resumed(cfg)
     todo = [s for s in specs if s.key not in done]
     policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
-                         seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args))
+                         seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype)
     warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None

@@ -6,7 +6,11 @@ The action-token feature is computed in two steps so that frozen training can ca
    Kosmos-2 processor lays it out (one image span marked by `image_embeds_position_mask`, the instruction after it,
    untouched) and returns its keys/values.
 2. `action_features`: one extra position, the learnable action token, attends to those keys/values; its last-layer
-   hidden state is the head input. This is mathematically the same as running the whole sequence at once.
+   hidden state is the head input. This is mathematically the same as running the whole sequence at once, which
+   `sequence_features` does when gradient checkpointing is on (Hugging Face's checkpointed layers keep no cache).
+
+The backbone may run in bfloat16/float16 (`load_backbone(dtype=...)`); pixels go in and features come out in
+float32, so the head and the loss never see the backbone's dtype.
 """
 
 from __future__ import annotations
@@ -69,6 +73,21 @@ class Backbone(nn.Module):
         self.register_buffer("_mean", torch.tensor(ip.image_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("_std", torch.tensor(ip.image_std, dtype=torch.float32).view(1, 3, 1, 1), False)
         self._text_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self.checkpointing = False
+
+    def enable_checkpointing(self) -> None:
+        """Hugging Face gradient checkpointing on every vision and text layer (non-reentrant: no input needs
+        `requires_grad`, and dropout masks are replayed); active in training mode only."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.checkpointing = True
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
     @property
     def hidden_size(self) -> int:
@@ -112,7 +131,7 @@ class Backbone(nn.Module):
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Context vectors (N, 64, D): `Kosmos2Model.get_image_features` (ViT → LN → L2 → latent-query projection)."""
-        return self.model.get_image_features(pixel_values=pixel_values).pooler_output
+        return self.model.get_image_features(pixel_values=pixel_values.to(self.dtype)).pooler_output
 
     def _encode_one(self, instruction: str) -> tuple[list[int], list[int]]:
         if instruction not in self._text_cache:
@@ -170,10 +189,27 @@ class Backbone(nn.Module):
         # The token right after each (unpadded) prefix, in Kosmos-2's position numbering (starts at pad id + 1).
         pad = self.model.config.text_config.pad_token_id
         positions = prefix.mask.sum(dim=1, keepdim=True) + pad + 1
-        embeds = action_embed.view(1, 1, -1).expand(n, 1, -1)
+        embeds = action_embed.to(self.dtype).view(1, 1, -1).expand(n, 1, -1)
         out = self.model.text_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
                                     position_ids=positions, use_cache=True)
-        return out.last_hidden_state[:, 0]
+        return out.last_hidden_state[:, 0].float()
+
+    def sequence_features(self, image_embeds: torch.Tensor, instructions: list[str], action_embed: torch.Tensor,
+                          length: int | None = None) -> torch.Tensor:
+        """`action_features(prefix(...))` in one decoder pass over prefix + action token, without a KV cache.
+
+        Gradient checkpointing needs it: a checkpointed layer recomputed in backward would append to the cache a
+        second time, so Hugging Face drops the cache in training. Same positions and mask as the two-step path
+        (the action token after the right padding, which the mask hides).
+        """
+        ids, attn, img_mask = self.encode_text(instructions, length)
+        n, text = len(ids), self.model.text_model
+        embeds = torch.cat([text.get_input_embeddings()(ids), action_embed.to(self.dtype).view(1, 1, -1).expand(n, 1, -1)], 1)
+        pad = self.model.config.text_config.pad_token_id
+        positions = torch.cat([attn.cumsum(1) * attn, attn.sum(1, keepdim=True) + 1], dim=1) + pad
+        out = text(inputs_embeds=embeds, attention_mask=F.pad(attn, (0, 1), value=1), image_embeds=image_embeds,
+                   image_embeds_position_mask=F.pad(img_mask, (0, 1)), position_ids=positions, use_cache=False)
+        return out.last_hidden_state[:, -1].float()
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Model and processor in one directory, loadable with `load_backbone(directory)`."""
@@ -191,22 +227,22 @@ _NO_HUB_FIX = ("download it where there is network and pass its local directory 
                "or use --backbone tiny")
 
 
-def _from_pretrained(source: str):
+def _from_pretrained(source: str, dtype: torch.dtype):
     """The local directory or hub cache first (no network); for a hub id not cached, one short hub check, then
     the download. Without network this fails in seconds instead of after the hub client's ~50 s of retries."""
     try:
-        return _load_pretrained(source, local_only=True)
+        return _load_pretrained(source, True, dtype)
     except (OSError, ValueError) as exc:
         if Path(source).is_dir():
             raise BackboneNotFoundError(f"backbone directory {source!r} is incomplete ({type(exc).__name__}: "
                                         f"{str(exc).splitlines()[0][:100]}); save it again with "
                                         "Kosmos2Model.save_pretrained + processor.save_pretrained") from exc
     _check_hub(source)
-    return _load_pretrained(source, local_only=False)
+    return _load_pretrained(source, False, dtype)
 
 
-def _load_pretrained(source: str, local_only: bool):
-    return (Kosmos2Model.from_pretrained(source, local_files_only=local_only),
+def _load_pretrained(source: str, local_only: bool, dtype: torch.dtype):
+    return (Kosmos2Model.from_pretrained(source, local_files_only=local_only, dtype=dtype),
             AutoProcessor.from_pretrained(source, local_files_only=local_only))
 
 
@@ -229,17 +265,21 @@ def _check_hub(repo_id: str) -> None:
             f"reached ({type(exc).__name__}, waited at most {HUB_CHECK_TIMEOUT_S:g} s); {_NO_HUB_FIX}") from exc
 
 
-def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
-    """Kosmos-2 from a hub id (cached or downloadable), a local `save_pretrained` directory, or `"tiny"`."""
+def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu", dtype: str = "float32"
+                  ) -> Backbone:
+    """Kosmos-2 from a hub id (cached or downloadable), a local `save_pretrained` directory, or `"tiny"`, with its
+    weights in `dtype` (float32, bfloat16 or float16)."""
+    torch_dtype = getattr(torch, dtype)
     if spec in TINY_BACKBONES:
         model, processor = TINY_BACKBONES[spec]()
+        model.to(torch_dtype)
     else:
         source = str(Path(spec).expanduser()) if _is_local_path(spec) else spec
         if _is_local_path(spec) and not Path(source).is_dir():
             raise BackboneNotFoundError(f"backbone directory {spec!r} does not exist; pass a directory saved with "
                                         "Backbone.save_pretrained / Kosmos2Model.save_pretrained, a hub id, or 'tiny'")
         try:
-            model, processor = _from_pretrained(source)
+            model, processor = _from_pretrained(source, torch_dtype)
         except BackboneNotFoundError:
             raise
         except (OSError, ValueError) as exc:

@@ -22,6 +22,7 @@ from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
 from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.policies.backbone import TINY_BACKBONES, load_backbone
+from mobile_vla_sim.policies.config import DTYPES, check_device, check_dtype
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, HeadConfig, LoraSettings, VLAModel
 from mobile_vla_sim.policies.vla_policy import VLAPolicy
 
@@ -67,6 +68,7 @@ def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, An
     tensors = _tensors(model)
     config = {
         "format_version": FORMAT_VERSION, "package_version": __version__, "backbone": model.backbone.spec,
+        "dtype": str(model.backbone.dtype).removeprefix("torch."),
         "head": {**vars(model.head_cfg), "dims": list(model.head_cfg.dims)},
         "lora": model.lora.to_dict() if model.lora else None, "scale": model.scale.tolist(), **info,
     }
@@ -100,11 +102,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return tensors, config
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VLAModel, dict[str, Any]]:
-    """Rebuild the `VLAModel` of a checkpoint (in eval mode) and return it with its config."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | None = None
+                    ) -> tuple[VLAModel, dict[str, Any]]:
+    """Rebuild the `VLAModel` of a checkpoint (in eval mode) and return it with its config.
+
+    The backbone runs in `dtype`, by default the one it was trained in (float32 for checkpoints older than the
+    `dtype` record).
+    """
     tensors, config = read_checkpoint(path)
+    device = check_device(str(device))
+    dtype = dtype or config.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{path} records backbone dtype {dtype!r}, not one of {', '.join(DTYPES)}; pass "
+                              "--dtype float32 (or bfloat16) to override it")
+    check_dtype(dtype, device)
     try:
-        backbone = load_backbone(config["backbone"], device)
+        backbone = load_backbone(config["backbone"], device, dtype)
     except BackboneNotFoundError as exc:
         raise CheckpointError(f"{path} needs backbone {config['backbone']!r}, which cannot be loaded: {exc}") from exc
     head_cfg = HeadConfig(**config["head"])
@@ -127,6 +140,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def load_policy_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
-                           batch: int = INFERENCE_BATCH) -> VLAPolicy:
-    """The evaluation `Policy` of a checkpoint; `batch`: rows of every (fixed-shape) inference call."""
-    return VLAPolicy(*load_checkpoint(path, device), batch=batch)
+                           batch: int = INFERENCE_BATCH, dtype: str | None = None) -> VLAPolicy:
+    """The evaluation `Policy` of a checkpoint; `batch`: rows of every (fixed-shape) inference call; `dtype`: the
+    backbone's, by default the trained one."""
+    return VLAPolicy(*load_checkpoint(path, device, dtype), batch=batch)

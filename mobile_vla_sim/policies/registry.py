@@ -37,12 +37,15 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, Any]:
 
 
 def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_data: str | Path | None = None,
-                seed: int = 0, policy_args: dict[str, Any] | None = None) -> Policy:
+                seed: int = 0, policy_args: dict[str, Any] | None = None, dtype: str | None = None) -> Policy:
     """Build the policy named by `spec` for env layout `drive`; raise a one-line `PolicyLoadError` otherwise.
 
     `policy_args` go to a plugin's factory or to the remote client (`token`, `timeout`); other policies take none.
+    `dtype` overrides a `.ckpt` backbone's trained dtype.
     """
     name = spec.strip()
+    if dtype is not None and not name.endswith(".ckpt"):
+        raise PolicyLoadError(f"--dtype applies only to a .ckpt policy, not to {name!r}; drop it")
     policy_args = dict(policy_args or {})
     if name.startswith(("ws://", "wss://")):
         from mobile_vla_sim.serving.client import RemotePolicy
@@ -66,7 +69,7 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
     if name.endswith(".ckpt"):
         from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
 
-        return _check_drive(load_policy_checkpoint(name, device), drive, name)
+        return _check_drive(load_policy_checkpoint(name, device, dtype=dtype), drive, name)
     raise PolicyLoadError(f"unknown policy {spec!r}: use one of {', '.join(POLICY_SPECS)}")
 
 

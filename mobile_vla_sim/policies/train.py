@@ -124,10 +124,10 @@ class FrameFeatures:
         if self.prefixes is not None:
             prefix = Prefix.cat([self.prefixes[e].select(torch.as_tensor(unique[unique[:, 0] == e, 1]))
                                  for e in np.unique(unique[:, 0])])
+            feats = self.model.action_features(prefix.to(self.model.scale.device))
         else:
             images = np.stack([self.episodes[e].images[t] for e, t in unique])
-            prefix = self.model.encode_frames(images, [self.episodes[e].instruction for e, _ in unique])[1]
-        feats = self.model.action_features(prefix.to(self.model.scale.device))
+            feats = self.model.frame_features(images, [self.episodes[e].instruction for e, _ in unique])
         return feats[torch.as_tensor(inverse.reshape(-1))].view(*frames.shape[:-1], -1)
 
 
@@ -180,11 +180,13 @@ def build_model(cfg: TrainConfig, drive: str, scale: np.ndarray) -> VLAModel:
     torch.manual_seed(cfg.seed)
     head = HeadConfig(window=cfg.window, chunk=cfg.chunk, hidden=cfg.hidden, layers=cfg.lstm_layers,
                       dims=LAYOUT_DIMS[drive])
-    model = VLAModel(load_backbone(cfg.backbone, cfg.device), head, scale)
+    model = VLAModel(load_backbone(cfg.backbone, cfg.device, cfg.dtype), head, scale)
     model.freeze_backbone()
     if cfg.mode == "lora":
         model.add_lora(LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                     targets=cfg.lora_targets))
+        if cfg.gradient_checkpointing == "on":
+            model.backbone.enable_checkpointing()
     return model.to(cfg.device)
 
 
@@ -285,6 +287,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
     train_windows, val_windows = all_windows(train_eps), all_windows(val_eps)
     opt = make_optimizer(model, cfg)
     trainable = [p for group in opt.param_groups for p in group["params"]]
+    # float16 activations underflow in backward without loss scaling (bfloat16 has float32's range: no scaler)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.dtype == "float16")
     resume = _resume_path(cfg.out)
     state = _load_resume(resume, model, opt, cfg) or {"epoch": 0, "best_val": math.inf, "best_epoch": 0,
                                                       "history": []}
@@ -312,9 +316,11 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
                 raise TrainingError(f"training diverged: the loss became {loss.item()} at epoch {epoch}; lower "
                                     "--lr-head (and --lr-lora)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(windows)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         train_loss = total / max(len(train_windows), 1)

@@ -147,6 +147,8 @@ class VLAModel(nn.Module):
                             target_modules=list(settings.targets))
         inject_adapter_in_model(config, self.backbone.model)
         for name, p in self.backbone.named_parameters():
+            if "lora_" in name:  # float32 adapters on a bfloat16/float16 base, as peft's get_peft_model makes them:
+                p.data = p.data.float()  # updates of lr 1e-5 would vanish in bfloat16 (8 significant bits)
             p.requires_grad_("lora_" in name)
         self.lora = settings
 
@@ -169,7 +171,14 @@ class VLAModel(nn.Module):
 
     def frame_features(self, images: np.ndarray | torch.Tensor, instructions: list[str],
                        text_length: int | None = None) -> torch.Tensor:
-        """(N, D) head inputs of N frames in one backbone call (its bits depend on N and the longest instruction)."""
+        """(N, D) head inputs of N frames in one backbone call (its bits depend on N and the longest instruction).
+
+        While gradient checkpointing is active (LoRA training) the decoder runs once over prefix + action token
+        (`Backbone.sequence_features`): checkpointed layers keep no KV cache.
+        """
+        if self.backbone.checkpointing and self.backbone.training:
+            context = self.backbone.image_features(self.backbone.pixel_values(images))
+            return self.backbone.sequence_features(context, instructions, self.action_token, text_length)
         return self.action_features(self.encode_frames(images, instructions, text_length)[1])
 
     # --- batch-invariant inference -----------------------------------------------------------------------------
