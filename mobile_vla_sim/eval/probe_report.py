@@ -251,7 +251,8 @@ def plot_text(text: dict, policy: str, path: Path) -> None:
                label=f"{title} (lateral flips in {pct(c['lateral_flip'])} of frames)")
     ax.set_xticks(x, dims)
     ax.set(ylabel="mean |Δaction| (m/s, rad/s)", title="Action change when only the instruction changes")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max(1e-3, ax.get_ylim()[1]) * 1.3)  # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper left")
     left, right = np.asarray(text["lateral"]["left"]), np.asarray(text["lateral"]["right"])
     ax2.scatter(left, right, s=8, alpha=0.5, color="tab:blue")
     lim = max(1e-3, float(np.abs(np.concatenate([left, right])).max()) * 1.1) if len(left) else 1.0
