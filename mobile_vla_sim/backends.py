@@ -17,9 +17,10 @@ a shared file system for paths). A Ray task that crashed its worker is retried b
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mobile_vla_sim.errors import ConfigError
 
@@ -55,6 +56,27 @@ def check_backend(backend: str) -> None:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
+
+
+@contextlib.contextmanager
+def session(backend: str, ray_address: str | None = None) -> Iterator[None]:
+    """Hold one Ray connection (or local instance) across several `run_tasks` calls, so each does not start its own
+    (seconds each); nothing for the local backend or when Ray is already initialised by the caller."""
+    check_backend(backend)
+    if backend != "ray":
+        yield
+        return
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # Workers of a local instance import this same copy of the package (the driver's cwd is on their path).
+    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], *, backend: str = "local",
@@ -98,11 +120,7 @@ def _task_error(err: BaseException) -> BaseException:
 def _run_ray(fn, items, resources, on_result, ray_address, max_retries) -> list[Outcome]:
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        # Workers of a local instance import this same copy of the package (the driver's cwd is on their path).
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
-    try:
+    with session("ray", ray_address):
         remote = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=max_retries,
                             retry_exceptions=False)(fn)
         start = time.perf_counter()
@@ -125,6 +143,3 @@ def _run_ray(fn, items, resources, on_result, ray_address, max_retries) -> list[
                 ray.cancel(ref, force=True)
             raise
         return [outcomes[i] for i in range(len(items))]
-    finally:
-        if started:
-            ray.shutdown()

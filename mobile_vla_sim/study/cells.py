@@ -183,7 +183,7 @@ def cell_identity(spec: StudySpec, mode: str, size: int, seed: int) -> dict:
     """What the cell key hashes: everything that can change the cell's numbers. Not the backend, cores, paths or
     report options. The package version is in, so results of another release are never mixed in."""
     gen = spec.generate_config(Path("data"))
-    train = to_dict(spec.train_config(mode, seed, Path("data"), Path("cell.ckpt")))
+    train = spec.train_values(mode, seed, Path("data"), Path("cell.ckpt"))
     for path_knob in ("data", "out", "resume"):
         train.pop(path_knob)
     return {"version": __version__, "data": gen.content(), "val_fraction": spec.val_fraction,
@@ -202,7 +202,7 @@ def cell_tasks(spec: StudySpec, out: Path, subsets: dict[int, Path], threads: in
                 identity = cell_identity(spec, mode, size, seed)
                 key = digest(identity)
                 folder = out / "cells" / key
-                train = to_dict(spec.train_config(mode, seed, subsets[size], folder / "policy.ckpt"))
+                train = spec.train_values(mode, seed, subsets[size], folder / "policy.ckpt")
                 tasks.append(CellTask(key, cell_name(mode, size, seed), mode, size, seed, folder, subsets[size],
                                       identity, train, spec.eval_values(), threads, spec.val_episodes))
     return tasks

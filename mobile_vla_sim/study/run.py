@@ -9,12 +9,13 @@ on every node: cells read their data and write their artifacts there, and the dr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mobile_vla_sim.backends import BACKENDS, Outcome, Resources, check_backend, run_tasks
+from mobile_vla_sim.backends import BACKENDS, Outcome, Resources, check_backend, run_tasks, session
 from mobile_vla_sim.config import check_knobs, knob, to_yaml
 from mobile_vla_sim.errors import Interrupted, MvlaError
 from mobile_vla_sim.io import atomic_write
@@ -103,15 +104,15 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
     todo = [c for c in cells if finished_cell(c.dir, c.key) is None]
     echo(f"{len(cells)} cells ({len(spec.modes)} modes × {len(spec.sizes)} sizes × {len(spec.seeds)} seeds): "
          f"{len(cells) - len(todo)} finished, {len(todo)} to run on the {cfg.backend} backend")
-    gpu = 1.0 if spec.device.startswith("cuda") else 0.0
-    resources = Resources(num_cpus=threads, num_gpus=gpu)
-    if todo:
-        _run_grid(run_cell, todo, cfg, resources, "cell", echo, lambda c: c.name)
-    results = {c.key: finished_cell(c.dir, c.key) for c in cells}
-
     compares = compare_tasks(spec, out, cells)
     todo_compare = [t for t in compares if not (t.dir / "compare.json").is_file()]
-    if todo_compare:
-        echo(f"{len(todo_compare)} frozen-vs-LoRA comparisons to run")
-        _run_grid(run_compare, todo_compare, cfg, resources, "comparison", echo, lambda t: f"n{t.size}-s{t.seed}")
+    resources = Resources(num_cpus=threads, num_gpus=1.0 if spec.device.startswith("cuda") else 0.0)
+    with session(cfg.backend, cfg.ray_address) if todo or todo_compare else contextlib.nullcontext():
+        if todo:
+            _run_grid(run_cell, todo, cfg, resources, "cell", echo, lambda c: c.name)
+        if todo_compare:
+            echo(f"{len(todo_compare)} frozen-vs-LoRA comparisons to run")
+            _run_grid(run_compare, todo_compare, cfg, resources, "comparison", echo,
+                      lambda t: f"n{t.size}-s{t.seed}")
+    results = {c.key: finished_cell(c.dir, c.key) for c in cells}
     return write_report(spec, cells, results, compares, plan, out)

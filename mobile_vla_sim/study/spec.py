@@ -90,13 +90,19 @@ class StudySpec:
         return build(GenerateConfig, values)
 
     def train_config(self, mode: str, seed: int, data: Path, out: Path) -> TrainConfig:
+        """A cell's training config on the CPU: the spec's device is checked where the cell runs (a Ray driver may
+        have no GPU), so it is `train_values` that carry it."""
         values = {k: v for k, v in self.train.items() if k not in MODES}
         values.update(self.train.get(mode, {}))
         try:
             return build(TrainConfig, {**values, "data": data, "mode": mode, "backbone": self.backbone,
-                                       "seed": seed, "out": out, "device": self.device})
+                                       "seed": seed, "out": out})
         except ConfigError as err:
             raise ConfigError(f"spec train options for {mode}: {err}") from None
+
+    def train_values(self, mode: str, seed: int, data: Path, out: Path) -> dict[str, Any]:
+        """Flat values of a cell's `TrainConfig`, on the spec's device."""
+        return {**to_dict(self.train_config(mode, seed, data, out)), "device": self.device}
 
     def eval_values(self) -> dict[str, Any]:
         """Flat `EvalConfig` values of every cell's evaluation but the policy, out and pool: the episode set, the
