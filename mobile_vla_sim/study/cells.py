@@ -123,7 +123,8 @@ def prepare_data(spec: StudySpec, data_dir: Path, workers: int = 0, progress: bo
     """
     fixed = spec.generate.get("episodes")
     f = spec.val_fraction
-    pairs = math.ceil(max(max(spec.sizes) / 2 / (1 - f), spec.val_episodes / 2 / f) * 1.1) + len(MIX_CYCLE)
+    slack = len(MIX_CYCLE) if spec.generate_config(data_dir).difficulty == "mix" else 1  # the cycle's rounding
+    pairs = math.ceil(max(max(spec.sizes) / 2 / (1 - f), spec.val_episodes / 2 / f) * 1.1) + slack
     episodes = int(fixed) if fixed is not None else 2 * pairs
     while True:
         summary = generate_dataset(spec.generate_config(data_dir, episodes, workers), progress=progress)
@@ -177,6 +178,7 @@ class CellTask:
     eval: dict  # flat EvalConfig values, but policy/out/offline data/pool
     threads: int
     val_episodes: int
+    progress: bool = False  # progress bars of training and eval (the local backend, on a terminal)
 
 
 def cell_identity(spec: StudySpec, mode: str, size: int, seed: int) -> dict:
@@ -194,7 +196,8 @@ def cell_name(mode: str, size: int, seed: int) -> str:
     return f"{mode}-n{size}-s{seed}"
 
 
-def cell_tasks(spec: StudySpec, out: Path, subsets: dict[int, Path], threads: int) -> list[CellTask]:
+def cell_tasks(spec: StudySpec, out: Path, subsets: dict[int, Path], threads: int, progress: bool = False
+               ) -> list[CellTask]:
     tasks = []
     for size in spec.sizes:
         for seed in spec.seeds:
@@ -204,7 +207,7 @@ def cell_tasks(spec: StudySpec, out: Path, subsets: dict[int, Path], threads: in
                 folder = out / "cells" / key
                 train = spec.train_values(mode, seed, subsets[size], folder / "policy.ckpt")
                 tasks.append(CellTask(key, cell_name(mode, size, seed), mode, size, seed, folder, subsets[size],
-                                      identity, train, spec.eval_values(), threads, spec.val_episodes))
+                                      identity, train, spec.eval_values(), threads, spec.val_episodes, progress))
     return tasks
 
 
@@ -238,11 +241,12 @@ def run_cell(task: CellTask) -> dict:
     task.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train_cfg = build(TrainConfig, task.train)
-    train(train_cfg, progress=False)
+    train(train_cfg, progress=task.progress)
     trained = time.perf_counter()
     eval_dir = task.dir / "eval"
     if evaluate(build(EvalConfig, {**task.eval, "policy": str(train_cfg.out), "out": eval_dir,
-                                   "offline_data": task.data, "workers": task.threads}), progress=False).interrupted:
+                                   "offline_data": task.data, "workers": task.threads}),
+                progress=task.progress).interrupted:
         raise KeyboardInterrupt  # the finished episodes are saved in eval/; the next run resumes them
     evaluated = time.perf_counter()
     info = read_checkpoint(train_cfg.out)[1]

@@ -100,10 +100,11 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
     split = digest({"val_fraction": spec.val_fraction, "val_episodes": spec.val_episodes})
     subsets = {size: write_subset(plan, size, data / f"split-{split}" / f"n{size}") for size in spec.sizes}
 
-    cells = cell_tasks(spec, out, subsets, threads)
+    cells = cell_tasks(spec, out, subsets, threads, progress=progress and cfg.backend == "local")
     todo = [c for c in cells if finished_cell(c.dir, c.key) is None]
     echo(f"{len(cells)} cells ({len(spec.modes)} modes × {len(spec.sizes)} sizes × {len(spec.seeds)} seeds): "
-         f"{len(cells) - len(todo)} finished, {len(todo)} to run on the {cfg.backend} backend")
+         f"{len(cells) - len(todo)} finished, {len(todo)} to run on the {cfg.backend} backend"
+         + (f" ({', '.join(c.name for c in todo)})" if todo else ""))
     compares = compare_tasks(spec, out, cells)
     todo_compare = [t for t in compares if not (t.dir / "compare.json").is_file()]
     resources = Resources(num_cpus=threads, num_gpus=1.0 if spec.device.startswith("cuda") else 0.0)
