@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,7 @@ def test_changed_option_reruns_only_the_cells_it_changes(local_study, tmp_path):
 def ray_instance():
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mobile-vla-sim[ray]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/ modules
     yield ray
     ray.shutdown()
 
@@ -221,3 +223,15 @@ def test_ray_missing_is_one_line(monkeypatch):
                         if name == "ray" else real_import(name, *a, **k))
     with pytest.raises(ConfigError, match=r"pip install 'mobile-vla-sim\[ray\]'"):
         check_backend("ray")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mobile_vla_sim.cli import main
+
+    result = CliRunner().invoke(main, ["study", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "study spec" in result.output and "not found" in result.output
+    spec = write_spec(tmp_path / "spec.yaml", sizes=[4, 7])
+    result = CliRunner().invoke(main, ["study", str(spec), "--out", str(tmp_path / "out"), "--backend", "ray"])
+    assert result.exit_code == 1 and "must be an even number" in result.output

@@ -26,7 +26,7 @@ from mobile_vla_sim.study.spec import StudySpec
 #: (LoRA) never finished (out of GPU memory), and neither case was ever run in closed loop.
 REAL_PROJECT = {"frozen": {"val_loss": 0.027, "train_loss": 0.0123, "rmse": 0.170, "success": None},
                 "lora": {"val_loss": None, "train_loss": None, "rmse": None, "success": None}}
-REAL_NOTE = {"frozen": "not measured (no closed-loop run)", "lora": "not finished (LoRA ran out of GPU memory)"}
+REAL_NOTE = {"frozen": "not measured", "lora": "not finished"}
 #: The real project's dataset size, the size our side of its table is read at (the nearest size run).
 REAL_EPISODES = 500
 PLOTS = {"success": "success_vs_size.png", "offline": "offline_vs_size.png", "scatter": "rmse_vs_success.png"}
@@ -248,19 +248,19 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
                "a higher success." if corr["rho"] is not None else f"Spearman rank correlation: {corr['note']}."), ""]
     n = real["size"]
     lines += ["## The real project's table", "",
-              f"The real project reported Case 3 (frozen Kosmos-2 + LSTM head) on 500 real episodes; Case 4 (LoRA) "
-              f"never finished. Ours at {n} simulated training episodes (the size nearest 500). Their RMSE is on "
+              "The real project reported offline numbers for Case 3 (frozen Kosmos-2 + LSTM head) on 500 real "
+              "episodes and never ran it in closed loop; Case 4 (LoRA) never finished (out of GPU memory). Ours at {n} simulated training episodes (the size nearest 500). Their RMSE is on "
               "clamped key labels, ours in m/s and rad/s: compare the columns of one side, not across.", "",
               "| | real Case 3 (frozen) | real Case 4 (LoRA) | " + " | ".join(f"ours {m} (n={n})" for m in spec.modes)
               + " |", "|---|---|---|" + "---|" * len(spec.modes)]
-    for metric, label in (("val_loss", "val loss"), ("train_loss", "train loss"), ("rmse", "RMSE"),
-                          ("success", "closed-loop success")):
+    for metric, label, digits in (("val_loss", "val loss", 4), ("train_loss", "train loss", 4), ("rmse", "RMSE", 3),
+                                  ("success", "closed-loop success", 0)):
         real_cells = []
         for mode in ("frozen", "lora"):
             v = real["real"][mode][metric]
-            real_cells.append(_fmt(v) if v is not None else REAL_NOTE[mode])
-        ours = [(_success_cell(real["ours"][m][metric]) if metric == "success" else _fmt(real["ours"][m][metric]))
-                for m in spec.modes]
+            real_cells.append(_fmt(v, digits) if v is not None else REAL_NOTE[mode])
+        ours = [(_success_cell(real["ours"][m][metric]) if metric == "success"
+                 else _fmt(real["ours"][m][metric], digits)) for m in spec.modes]
         lines.append(f"| {label} | {' | '.join(real_cells)} | {' | '.join(ours)} |")
     lines += ["", "## Cells", "", "| cell | key | val loss | RMSE | success | train s | eval s | threads |",
               "|---|---|---|---|---|---|---|---|"]
