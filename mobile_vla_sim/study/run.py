@@ -95,8 +95,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
     threads = _threads(spec, cfg.backend)
 
     data = out / "data" / f"gen-{digest(spec.generate_config(Path('data')).content())}"
-    plan = prepare_data(spec, data / "episodes", workers=threads if cfg.backend == "local" else 0,
-                        progress=progress, echo=echo)
+    plan = prepare_data(spec, data / "episodes", workers=0, progress=progress, echo=echo)  # the driver's cores
     split = digest({"val_fraction": spec.val_fraction, "val_episodes": spec.val_episodes})
     subsets = {size: write_subset(plan, size, data / f"split-{split}" / f"n{size}") for size in spec.sizes}
 
