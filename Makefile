@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: setup quickstart test bench
 
 # openpi-client (the openpi wire-compatibility test) comes without its dependencies: its metadata caps numpy < 2,
-# which its websocket client does not need; as a dev extra it would downgrade numpy.
+# which its websocket client does not need; as a dev extra it would downgrade numpy. The ray extra lets the test suite
+# check that `mvla-sim study --backend ray` gives the local backend's cells (a local Ray instance, no cluster).
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pip install -q --no-deps "openpi-client>=0.1.2"
 	touch $(STAMP)
 

@@ -139,6 +139,7 @@ from mobile_vla_sim.policies.config import TrainConfig  # noqa: E402
 from mobile_vla_sim.policies.rl import RLConfig  # noqa: E402
 from mobile_vla_sim.quickstart import QuickstartConfig  # noqa: E402
 from mobile_vla_sim.serving.server import ServeConfig  # noqa: E402
+from mobile_vla_sim.study.run import StudyConfig  # noqa: E402
 
 
 @config_command(GenerateConfig, "generate")
@@ -248,6 +249,19 @@ def quickstart(cfg: QuickstartConfig) -> None:
     click.echo("\nDone. Open:")
     for name, path in paths.items():
         click.echo(f"  {name:<18} {path}")
+
+
+@config_command(StudyConfig, "study")
+def study(cfg: StudyConfig) -> None:
+    """Frozen vs LoRA across dataset sizes and seeds from one spec: data once, every cell trained and scored on the
+    same episodes, cached by a hash of its config; report with success vs size, McNemar per size, H1-H3."""
+    from mobile_vla_sim.study.run import run_study
+
+    paths = run_study(cfg, echo=click.echo)
+    click.echo(paths["report"].read_text())
+    click.echo("Open:")
+    for name, path in paths.items():
+        click.echo(f"  {name:<8} {path}")
 
 
 if __name__ == "__main__":

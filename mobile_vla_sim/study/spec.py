@@ -1,0 +1,156 @@
+"""A study spec: the frozen-vs-LoRA × dataset-size × seed grid, from one YAML file (`examples/studies/*.yaml`).
+
+The spec holds what decides the results (data, sizes, training, evaluation); where and how it runs (`--out`,
+`--backend`) are options of the command. Generation and training options are those of `mvla-sim generate` and
+`mvla-sim train`, checked by building their config dataclasses, so a spec accepts exactly the options those commands
+take (their defaults, the real project's, apply where the spec says nothing) and an unknown key is a one-line error
+listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mobile_vla_sim.config import build, check_knobs, flat_fields, flatten, knob, to_dict
+from mobile_vla_sim.datasets.generate import GenerateConfig
+from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.errors import ConfigError
+from mobile_vla_sim.eval.compare import CompareConfig
+from mobile_vla_sim.eval.run import EvalConfig
+from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, MODES, TrainConfig
+
+#: Options the study sets itself, per cell (refused in the spec's `generate` / `train` / `eval` blocks).
+STUDY_SET = {"generate": ("out", "workers", "envs_per_worker"),
+             "train": ("data", "mode", "backbone", "seed", "out", "device", "resume"),
+             "eval": ("policy", "policy_args", "out", "offline_data", "device", "video_dir", "video_all",
+                      "videos_per_group", "workers", "envs_per_worker")}
+#: Eval options of the spec: the episode set. The env is the generated data's, so policies are scored as trained.
+EVAL_KEYS = ("difficulty", "task", "episodes", "seed")
+COMPARE_KEYS = ("max_windows", "seed", "alpha")
+
+
+@dataclass
+class StudySpec:
+    """Frozen vs LoRA at several dataset sizes and seeds, each cell trained then scored on the same episodes."""
+
+    name: str = knob("study", "title of the report")
+    backbone: str = knob(DEFAULT_BACKBONE, "Kosmos-2 hub id, a local folder, tiny or tiny-pretrained")
+    modes: tuple[str, ...] = knob(MODES, "training modes compared (frozen, lora)")
+    sizes: tuple[int, ...] = knob((250, 500, 1000, 3000), "training episodes per cell (even: left/right pairs); "
+                                  "smaller sizes are prefixes of larger ones")
+    seeds: tuple[int, ...] = knob((0,), "training seeds (one cell per mode × size × seed)")
+    val_episodes: int = knob(100, "validation episodes, the same for every cell (even)", min=2)
+    val_fraction: float = knob(0.1, "share of scenes that may be drawn for validation (by a hash of the scene seed, "
+                               "as `mvla-sim generate` splits); raise it when val_episodes is large next to the "
+                               "sizes, so fewer episodes are generated", min=0.01, max=0.9)
+    device: str = knob("cpu", "torch device of training and eval: cpu or cuda (a Ray task then asks for one GPU)")
+    cpus_per_cell: int = knob(0, "cores a cell uses (torch threads, eval workers) and asks Ray for; 0: every core "
+                              "of the machine with the local backend, 1 with Ray", min=0)
+    generate: dict = knob(default_factory=dict, help="options of `mvla-sim generate` (not out/workers); `episodes` "
+                          "caps the data generated (default: as many as the sizes and val_episodes need)")
+    train: dict = knob(default_factory=dict, help="options of `mvla-sim train` for every mode, plus `frozen:` and "
+                       "`lora:` blocks for one mode")
+    eval: dict = knob(default_factory=dict, help=f"closed-loop episode set: {', '.join(EVAL_KEYS)} (as "
+                      "`mvla-sim eval`)")
+    compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}")
+
+    def __post_init__(self) -> None:
+        self.modes, self.sizes, self.seeds = tuple(self.modes), tuple(sorted(set(self.sizes))), tuple(self.seeds)
+        check_knobs(self)
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise ConfigError(f"modes {list(self.modes)}: choose among {', '.join(MODES)}")
+        if not self.sizes or any(s < 2 or s % 2 for s in self.sizes):
+            raise ConfigError(f"sizes {list(self.sizes)}: each must be an even number >= 2 (left/right scene pairs)")
+        if self.val_episodes % 2:
+            raise ConfigError(f"val_episodes {self.val_episodes} must be even (left/right scene pairs)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds {list(self.seeds)}: give distinct seeds >= 0")
+        self.generate = _block(self.generate, GenerateConfig, "generate")
+        self.eval = _block(self.eval, EvalConfig, "eval", EVAL_KEYS)
+        self.compare = _block(self.compare, CompareConfig, "compare", COMPARE_KEYS)
+        self.train = dict(self.train)
+        per_mode = {m: self.train.pop(m) or {} for m in MODES if m in self.train}
+        shared = _block(self.train, TrainConfig, "train")
+        self.train = {**shared, **{m: _block(per_mode.get(m, {}), TrainConfig, f"train.{m}") for m in MODES
+                                   if m in per_mode}}
+        for mode in self.modes:
+            self.train_config(mode, self.seeds[0], Path("data"), Path("cell.ckpt"))  # fail now, not in a cell
+        self.generate_config(Path("data"))
+        self.eval_values()
+
+    # --- resolved configs of the jobs a study runs -------------------------------------------------------------
+    def generate_config(self, out: Path, episodes: int | None = None, workers: int = 0) -> GenerateConfig:
+        values = {**self.generate, "out": out, "workers": workers}
+        if episodes is not None:
+            values["episodes"] = episodes
+        return build(GenerateConfig, values)
+
+    def train_config(self, mode: str, seed: int, data: Path, out: Path) -> TrainConfig:
+        """A cell's training config on the CPU: the spec's device is checked where the cell runs (a Ray driver may
+        have no GPU), so it is `train_values` that carry it."""
+        values = {k: v for k, v in self.train.items() if k not in MODES}
+        values.update(self.train.get(mode, {}))
+        try:
+            return build(TrainConfig, {**values, "data": data, "mode": mode, "backbone": self.backbone,
+                                       "seed": seed, "out": out})
+        except ConfigError as err:
+            raise ConfigError(f"spec train options for {mode}: {err}") from None
+
+    def train_values(self, mode: str, seed: int, data: Path, out: Path) -> dict[str, Any]:
+        """Flat values of a cell's `TrainConfig`, on the spec's device."""
+        return {**to_dict(self.train_config(mode, seed, data, out)), "device": self.device}
+
+    def eval_values(self) -> dict[str, Any]:
+        """Flat `EvalConfig` values of every cell's evaluation but the policy, out and pool: the episode set, the
+        device, and the env the data was generated in."""
+        env = self.generate_config(Path("data")).env
+        own = flat_fields(type(env), nested=True)  # not the per-episode task and difficulty
+        values = {**{k: v for k, v in to_dict(env).items() if k in own}, **self.eval, "device": self.device}
+        resolved = to_dict(build(EvalConfig, {**values, "policy": "expert", "out": None}))
+        return {**values, **{k: resolved[k] for k in EVAL_KEYS}}
+
+    @property
+    def difficulties(self) -> tuple[str, ...]:
+        from mobile_vla_sim.config import parse_choices
+
+        return parse_choices(self.eval.get("difficulty", "all"), tuple(DIFFICULTIES), "difficulty")
+
+
+def _block(values: Any, cls: type, name: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A spec block as flat knob values of job `cls`: unknown keys and keys the study sets itself are refused."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"spec key {name!r} must be a mapping of option: value, got {type(values).__name__}")
+    try:
+        flat = flatten(values, cls)
+    except ConfigError as err:
+        raise ConfigError(f"spec {name}: {str(err).replace(' in the config file', '')}") from None
+    refused = [k for k in flat if k in STUDY_SET.get(name.split(".")[0], ()) or allowed and k not in allowed]
+    if refused:
+        raise ConfigError(f"spec {name}: {', '.join(refused)} cannot be set here (the study sets it per cell)"
+                          + (f"; valid keys: {', '.join(allowed)}" if allowed else ""))
+    return flat
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """The spec in YAML file `path`; one-line `ConfigError`s for a missing file, bad YAML or unknown keys."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study spec {path} not found; pass a YAML file such as examples/studies/laptop.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of key: value, got {type(data).__name__}")
+    valid = [f.name for f in dataclasses.fields(StudySpec)]
+    unknown = [str(k) for k in data if str(k).replace("-", "_") not in valid]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in study spec {path}; valid keys: {', '.join(valid)}")
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    return build(StudySpec, values)
