@@ -22,10 +22,25 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.errors import ConfigError
 
 BACKENDS = ("local", "ray")
 RAY_MISSING = "the ray backend needs Ray: pip install 'mobile-vla-sim[ray]'"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Where a job's tasks run (nested in the study's and eval's configs); results never depend on it."""
+
+    backend: str = knob("local", "local: in this process (and its env workers); ray: as Ray tasks, on a local Ray "
+                        "instance or a cluster (pip install 'mobile-vla-sim[ray]')", choices=BACKENDS)
+    ray_address: str | None = knob(None, "Ray cluster to join (auto, or ray://HOST:PORT); default: start a local "
+                                   "Ray instance. On a cluster, output folders must be on a file system every node "
+                                   "shares")
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
 
 
 @dataclass(frozen=True)

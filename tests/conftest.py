@@ -56,3 +56,12 @@ def tiny_checkpoints(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
         train(TrainConfig(data=tiny_dataset, mode=mode, backbone="tiny", epochs=1, out=path, seed=0), progress=False)
         ckpts[mode] = path
     return ckpts
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance (2 CPUs, no dashboard) for every Ray test of the run; skipped without Ray."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mobile-vla-sim[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

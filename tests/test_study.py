@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mobile_vla_sim.backends import Resources, run_tasks
+from mobile_vla_sim.backends import BackendConfig, Resources, run_tasks
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.study.cells import CELL_FILE, balanced_pairs, plan_data, scene_pairs
 from mobile_vla_sim.study.run import StudyConfig, run_study
@@ -53,6 +53,8 @@ def cells_of(out: Path) -> dict[str, dict]:
     ({"eval": {"image_size": 64}}, "image_size cannot be set here"),
     ({"sizes": [5]}, "must be an even number"),
     ({"modes": ["frozen", "full"]}, "choose among frozen, lora"),
+    ({"probe": {"suitee": "small"}}, "spec probe: unknown option 'suitee'"),
+    ({"probe": {"suite": "nope"}}, "nope"),
 ])
 def test_spec_errors_are_one_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as err:
@@ -170,14 +172,44 @@ def test_changed_option_reruns_only_the_cells_it_changes(local_study, tmp_path):
         {n: k for n, k in after.items() if n.startswith("frozen")}
 
 
-# --- Ray --------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_instance():
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mobile-vla-sim[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/ modules
-    yield ray
-    ray.shutdown()
+def test_probe_block_probes_every_cell_without_retraining(local_study, tmp_path, monkeypatch):
+    """A spec's `probe` block probes each finished cell (here: the swap on 2 episodes) and reports a row per cell;
+    adding it re-runs no cell, and a second run re-runs no probe."""
+    import mobile_vla_sim.eval.probe as probe_module
+    import mobile_vla_sim.policies.train as train_module
+
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    spec, out, _ = local_study
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("swap_sides:\n")
+    probed = write_spec(tmp_path / "spec.yaml", probe={"suite": str(suite), "text_episodes": 2})
+    lines: list[str] = []
+    run_study(StudyConfig(spec=probed, out=copy), progress=False, echo=lines.append)
+    assert "4 finished, 0 to run" in lines[0] and any("4 robustness probes to run" in line for line in lines)
+    study = json.loads((copy / "study.json").read_text())
+    assert set(study["probes"]) == {"frozen-n4-s0", "frozen-n8-s0", "lora-n4-s0", "lora-n8-s0"}
+    assert all(p["clean"]["n"] == 2 and p["text_lateral_flip"] is not None for p in study["probes"].values())
+    assert "## Robustness probe" in (copy / "study.md").read_text()
+    monkeypatch.setattr(probe_module, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-probed")))
+    lines.clear()
+    run_study(StudyConfig(spec=probed, out=copy), progress=False, echo=lines.append)
+    assert not any("robustness probes" in line for line in lines)
+
+
+# --- Ray (the `ray_instance` fixture: conftest.py) ---------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def _shipped_by_value():
+    """Ray workers cannot import tests/ modules: this one's functions travel by value."""
+    try:
+        import ray
+    except ImportError:
+        yield
+        return
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def test_local_and_ray_give_identical_cells(local_study, ray_instance, tmp_path):
@@ -189,7 +221,8 @@ def test_local_and_ray_give_identical_cells(local_study, ray_instance, tmp_path)
     for part in ("data", "compare"):
         shutil.copytree(out / part, ray_out / part, symlinks=True)
     lines: list[str] = []
-    run_study(StudyConfig(spec=spec, out=ray_out, backend="ray"), progress=False, echo=lines.append)
+    run_study(StudyConfig(spec=spec, out=ray_out, cluster=BackendConfig(backend="ray")), progress=False,
+              echo=lines.append)
     assert "0 finished, 4 to run on the ray backend" in lines[0]
     assert cells_of(ray_out) == cells_of(out)
 

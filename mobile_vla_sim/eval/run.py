@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
@@ -18,7 +20,7 @@ from mobile_vla_sim.eval.episodes import EpisodeSpec, episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import read_results, write_results
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.eval.rollout import RolloutResult, run_episodes
 from mobile_vla_sim.errors import EvalError, MvlaError, OutputError
 from mobile_vla_sim.paths import check_output_dir
 from mobile_vla_sim.policies.config import DTYPES
@@ -26,7 +28,7 @@ from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy, load_dep
 
 #: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
 _RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data",
-              "deploy")
+              "deploy", "ray_shard", "backend", "ray_address")
 
 
 @dataclass
@@ -60,8 +62,12 @@ class EvalConfig:
     deploy: Path | None = knob(None, "YAML file of deployment stages between env and policy (colour order, resize, "
                                "normalisation, window, chunk execution, action post-processing, instruction; "
                                "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)")
+    ray_shard: int = knob(20, "with --backend ray: episodes per Ray task (each task loads the policy once and runs "
+                          "its episodes in one process)", min=1)
     env: EnvConfig = field(default_factory=EnvConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    #: local: episodes in this process and its env workers; ray: shards of episodes as Ray tasks, same results.
+    cluster: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -111,7 +117,7 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
 
     def outcome_knobs(config: dict) -> dict:
         flat = {"deployment": to_dict(DeployConfig()), **config, **config.get("env", {})}
-        return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool")}
+        return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
     if outcome_knobs(results.config) != outcome_knobs(recorded_config(cfg)):
         raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
                           "another --out, or delete that folder to replace them")
@@ -168,21 +174,96 @@ def _inference_threads(cfg: EvalConfig):
         torch.set_num_threads(before)
 
 
+def _load_policy(cfg: EvalConfig):
+    from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
+
+    return load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
+                       seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype)
+
+
+def _rollouts(policy, cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str],
+              progress: bool) -> RolloutResult:
+    """`specs` run with `policy` behind the deployment stack, here and in the env workers."""
+    deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order, cfg.env.instructions)
+    with _inference_threads(cfg):
+        return run_episodes(deployed, specs, cfg.env, workers=cfg.pool.workers,
+                            envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)
+
+
+def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str]]) -> list[EpisodeRecord]:
+    """One Ray task: load the policy where the task runs and roll out its episodes in this process."""
+    cfg, specs, videos = task
+    policy = _load_policy(cfg)
+    try:
+        result = _rollouts(policy, cfg, specs, videos, progress=False)
+    finally:
+        policy.close()
+    if result.error is not None:
+        raise result.error
+    return result.records
+
+
+def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str],
+                     progress: bool) -> RolloutResult:
+    """`specs` in shards of `cfg.ray_shard` episodes as Ray tasks (one CPU, or one GPU with a cuda device, each).
+
+    Episodes are seeded one by one and inference is batch-invariant, so the records equal a local run's whatever
+    the sharding. Finished shards are kept when another fails or on Ctrl-C. Paths are made absolute: on a cluster
+    the checkpoint and video folder must be on a file system every node shares.
+    """
+    from tqdm import tqdm
+
+    from mobile_vla_sim.backends import Resources, run_tasks
+
+    policy = str(Path(cfg.policy).resolve()) if Path(cfg.policy).is_file() else cfg.policy
+    shard_cfg = replace(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
+                        pool=replace(cfg.pool, workers=1))
+    videos = {k: str(Path(v).resolve()) for k, v in videos.items()}
+    shards = [specs[i:i + cfg.ray_shard] for i in range(0, len(specs), cfg.ray_shard)]
+    tasks = [(shard_cfg, shard, {s.key: videos[s.key] for s in shard if s.key in videos}) for shard in shards]
+    records: list[EpisodeRecord] = []
+    errors: list[BaseException] = []
+    bar = tqdm(total=len(specs), desc=f"eval {Path(cfg.policy).name} on ray", unit="ep", disable=not progress)
+
+    def collect(outcome) -> None:
+        if outcome.error is not None:
+            errors.append(outcome.error)
+            return
+        records.extend(outcome.result)
+        bar.update(len(outcome.result))
+
+    start, interrupted = time.perf_counter(), False
+    gpus = 1.0 if cfg.device.startswith("cuda") else 0.0
+    try:
+        run_tasks(_shard, tasks, backend="ray", resources=Resources(num_cpus=1, num_gpus=gpus), on_result=collect,
+                  ray_address=cfg.cluster.ray_address)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    error = None
+    if errors:
+        first = errors[0]
+        error = first if isinstance(first, MvlaError) else EvalError(
+            f"{len(errors)} of {len(tasks)} Ray eval tasks failed ({type(first).__name__}: {first})")
+    return RolloutResult(records, interrupted, time.perf_counter() - start, error)
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given).
 
     Outputs are checked before any episode runs; finished episodes of an interrupted run in `cfg.out` are kept.
     """
-    from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
+    from mobile_vla_sim.backends import check_backend
 
+    check_backend(cfg.cluster.backend)
     for path, option in ((cfg.out, "--out"), (cfg.video_dir, "--video-dir")):
         if path is not None:
             check_output_dir(path, option)
     specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
     done = _resumed(cfg)
     todo = [s for s in specs if s.key not in done]
-    policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
-                         seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype)
+    policy = _load_policy(cfg)
     warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None
@@ -191,10 +272,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
-        deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order, cfg.env.instructions)
-        with _inference_threads(cfg):
-            result = run_episodes(deployed, todo, cfg.env, workers=cfg.pool.workers,
-                                  envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)
+        if cfg.cluster.backend == "ray":
+            result = _rollouts_on_ray(cfg, todo, videos, progress)
+        else:
+            result = _rollouts(policy, cfg, todo, videos, progress)
     finally:
         policy.close()
     order = {s.key: n for n, s in enumerate(specs)}

@@ -316,3 +316,53 @@ def run_compare(task: CompareTask) -> dict:
     shutil.rmtree(task.dir, ignore_errors=True)
     os.replace(tmp, task.dir)
     return result
+
+
+# --- robustness probes (optional: the spec's `probe` block, one per cell) ------------------------------------------
+@dataclass(frozen=True)
+class ProbeTask:
+    """`mvla-sim probe` of one finished cell's policy (picklable: Ray ships it)."""
+
+    key: str
+    name: str  # the cell's
+    dir: Path
+    cell: Path
+    data: Path
+    options: dict  # flat ProbeConfig values but policy/out/text data/pool
+    threads: int
+
+
+def probe_tasks(spec: StudySpec, out: Path, cells: list[CellTask]) -> list[ProbeTask]:
+    """One probe per cell, keyed by the cell and the probe options, so a changed probe re-runs no training."""
+    options = spec.probe_values()
+    if not options:
+        return []
+    return [ProbeTask(key, c.name, out / "probe" / key, c.dir, c.data, options, c.threads)
+            for c in cells for key in [digest({"cell": c.key, "probe": options})]]
+
+
+def finished_probe(folder: Path) -> dict | None:
+    """The probe.json of a probe that ran to its end, else None."""
+    path = folder / "probe.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return None if result.get("interrupted") else result
+
+
+def run_probe(task: ProbeTask) -> dict:
+    """Probe the cell's policy in place (each condition resumes like an evaluation); probe.json marks it done."""
+    import torch
+
+    from mobile_vla_sim.eval.probe import ProbeConfig, probe
+
+    done = finished_probe(task.dir)
+    if done is not None:
+        return done
+    torch.set_num_threads(task.threads)
+    result = probe(build(ProbeConfig, {**task.options, "policy": str(task.cell / "policy.ckpt"), "out": task.dir,
+                                       "text_data": task.data, "workers": task.threads}),
+                   progress=False, echo=lambda line: None)
+    if result.interrupted:
+        raise KeyboardInterrupt  # finished conditions are kept in task.dir; the next run resumes them
+    return result.summary

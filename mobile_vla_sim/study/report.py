@@ -249,7 +249,8 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
     n = real["size"]
     lines += ["## The real project's table", "",
               "The real project reported offline numbers for Case 3 (frozen Kosmos-2 + LSTM head) on 500 real "
-              "episodes and never ran it in closed loop; Case 4 (LoRA) never finished (out of GPU memory). Ours at {n} simulated training episodes (the size nearest 500). Their RMSE is on "
+              "episodes and never ran it in closed loop; Case 4 (LoRA) never finished (out of GPU memory). Ours at "
+              f"{n} simulated training episodes (the size nearest 500). Their RMSE is on "
               "clamped key labels, ours in m/s and rad/s: compare the columns of one side, not across.", "",
               "| | real Case 3 (frozen) | real Case 4 (LoRA) | " + " | ".join(f"ours {m} (n={n})" for m in spec.modes)
               + " |", "|---|---|---|" + "---|" * len(spec.modes)]
@@ -287,8 +288,39 @@ def data_summary(spec: StudySpec, plan: DataPlan) -> dict:
             "sizes": rows}
 
 
+def probe_summary(probe: dict) -> dict:
+    """A cell's probe in one row: clean success, the perturbations with a significant change, the swap's side
+    flips and the text sensitivity (the full probe.md is in the probe's folder)."""
+    run = {name: p for name, p in probe["perturbations"].items() if p["status"] == "run"}
+    swap = run.get("swap_sides", {}).get("side_flip")
+    text = probe.get("text_sensitivity") or {}
+    return {"clean": probe["clean"]["success"],
+            "significant": {name: p["overall"]["difference"]["value"] for name, p in run.items()
+                            if p["overall"]["significant"]},
+            "swap_side_flip": swap, "text_lateral_flip": (text.get("left_vs_right") or {}).get("lateral_flip")}
+
+
+def _probe_lines(cells: list[CellTask], probes: dict[str, dict], probe_dirs: dict[str, str]) -> list[str]:
+    lines = ["## Robustness probe", "", "Per cell: the perturbations whose paired success change is significant "
+             "(exact McNemar), the share of episodes that changed side when told the other side, and the share of "
+             "recorded frames whose lateral command flips between the left and the right instruction (0: "
+             "instruction-blind). Full reports: `probe/<key>/probe.md`.", "",
+             "| cell | clean success | significant changes (pp) | side flipped under swap | text: lateral flips | "
+             "probe |", "|---|---|---|---|---|---|"]
+    for c in cells:
+        p = probes.get(c.name)
+        if p is None:
+            continue
+        changes = ", ".join(f"{n} {100 * v:+.0f}" for n, v in p["significant"].items()) or "none"
+        flip = _success_cell(p["swap_side_flip"]) if p["swap_side_flip"] else "n/a"
+        text = f"{100 * p['text_lateral_flip']:.0f}%" if p["text_lateral_flip"] is not None else "n/a"
+        lines.append(f"| {c.name} | {_success_cell(p['clean'])} | {changes} | {flip} | {text} | "
+                     f"`{probe_dirs[c.name]}` |")
+    return lines + [""]
+
+
 def write_report(spec: StudySpec, cells: list[CellTask], results: dict[str, dict], compares: list[CompareTask],
-                 plan: DataPlan, out: Path) -> dict[str, Path]:
+                 plan: DataPlan, out: Path, probed: dict[str, dict | None] | None = None) -> dict[str, Path]:
     """Write `study.md`, `study.json` and the plots into `out`; return their paths."""
     from mobile_vla_sim.config import to_dict
 
@@ -305,6 +337,12 @@ def write_report(spec: StudySpec, cells: list[CellTask], results: dict[str, dict
         "real_project_table": real, "plots": PLOTS,
         "cells": [{k: v for k, v in results[c.key].items() if k != "identity"} for c in cells],
     }
+    probes = {name: probe_summary(p) for name, p in (probed or {}).items() if p is not None}
+    markdown = _markdown(spec, data, table, compared, smallest, corr, real, cells, results)
+    if probes:
+        study["probes"] = probes
+        dirs = {name: Path(p["config"]["out"]).name for name, p in probed.items() if p is not None}
+        markdown += "\n" + "\n".join(_probe_lines(cells, probes, {n: f"probe/{d}" for n, d in dirs.items()}))
     atomic_write(out / "study.json", json.dumps(json_safe(study), indent=1, default=str) + "\n")
-    atomic_write(out / "study.md", _markdown(spec, data, table, compared, smallest, corr, real, cells, results))
+    atomic_write(out / "study.md", markdown)
     return {"report": out / "study.md", "json": out / "study.json", **{k: out / v for k, v in PLOTS.items()}}

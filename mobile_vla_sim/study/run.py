@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mobile_vla_sim.backends import BACKENDS, Outcome, Resources, check_backend, run_tasks, session
+from mobile_vla_sim.backends import BackendConfig, Outcome, Resources, check_backend, run_tasks, session
 from mobile_vla_sim.config import check_knobs, knob, to_yaml
 from mobile_vla_sim.errors import Interrupted, MvlaError
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.paths import check_output_dir
-from mobile_vla_sim.study.cells import (cell_tasks, compare_tasks, digest, finished_cell, prepare_data, run_cell,
-                                        run_compare, write_subset)
+from mobile_vla_sim.study.cells import (cell_tasks, compare_tasks, digest, finished_cell, finished_probe,
+                                        prepare_data, probe_tasks, run_cell, run_compare, run_probe, write_subset)
 from mobile_vla_sim.study.spec import StudySpec, load_spec
 
 
@@ -36,10 +36,8 @@ class StudyConfig:
     spec: Path = knob(help="study spec YAML (examples/studies/laptop.yaml, paper.yaml)", argument=True)
     out: Path = knob(Path("runs/study"), "study folder: data, one folder per cell, the report; re-running resumes "
                      "(finished cells are skipped)")
-    backend: str = knob("local", "local: cells one after another in this process, each using every core; ray: "
-                        "cells as Ray tasks (pip install 'mobile-vla-sim[ray]')", choices=BACKENDS)
-    ray_address: str | None = knob(None, "Ray cluster to join (auto, or ray://HOST:PORT); default: start a local "
-                                   "Ray instance. On a cluster --out must be on a file system every node shares")
+    #: local: cells one after another, each using every core; ray: cells as Ray tasks.
+    cluster: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
         self.spec, self.out = Path(self.spec), Path(self.out)
@@ -63,8 +61,8 @@ def _run_grid(fn, tasks, cfg: StudyConfig, resources: Resources, what: str, echo
             echo(f"  {what} {describe(task)} FAILED: {failures[-1]}")
 
     try:
-        outcomes = run_tasks(fn, tasks, backend=cfg.backend, resources=resources, on_result=report,
-                             ray_address=cfg.ray_address)
+        outcomes = run_tasks(fn, tasks, backend=cfg.cluster.backend, resources=resources, on_result=report,
+                             ray_address=cfg.cluster.ray_address)
     except KeyboardInterrupt:
         raise Interrupted(f"finished {what}s are kept under {cfg.out}; run the same command again to resume") \
             from None
@@ -88,31 +86,38 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
     from mobile_vla_sim.study.report import write_report
 
     spec = load_spec(cfg.spec)
-    check_backend(cfg.backend)
+    check_backend(cfg.cluster.backend)
     out = check_output_dir(cfg.out, "--out").resolve()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "spec.yaml", to_yaml(spec))
-    threads = _threads(spec, cfg.backend)
+    threads = _threads(spec, cfg.cluster.backend)
 
     data = out / "data" / f"gen-{digest(spec.generate_config(Path('data')).content())}"
     plan = prepare_data(spec, data / "episodes", workers=0, progress=progress, echo=echo)  # the driver's cores
     split = digest({"val_fraction": spec.val_fraction, "val_episodes": spec.val_episodes})
     subsets = {size: write_subset(plan, size, data / f"split-{split}" / f"n{size}") for size in spec.sizes}
 
-    cells = cell_tasks(spec, out, subsets, threads, progress=progress and cfg.backend == "local")
+    cells = cell_tasks(spec, out, subsets, threads, progress=progress and cfg.cluster.backend == "local")
     todo = [c for c in cells if finished_cell(c.dir, c.key) is None]
     echo(f"{len(cells)} cells ({len(spec.modes)} modes × {len(spec.sizes)} sizes × {len(spec.seeds)} seeds): "
-         f"{len(cells) - len(todo)} finished, {len(todo)} to run on the {cfg.backend} backend"
+         f"{len(cells) - len(todo)} finished, {len(todo)} to run on the {cfg.cluster.backend} backend"
          + (f" ({', '.join(c.name for c in todo)})" if todo else ""))
     compares = compare_tasks(spec, out, cells)
     todo_compare = [t for t in compares if not (t.dir / "compare.json").is_file()]
+    probes = probe_tasks(spec, out, cells)
+    todo_probe = [t for t in probes if finished_probe(t.dir) is None]
     resources = Resources(num_cpus=threads, num_gpus=1.0 if spec.device.startswith("cuda") else 0.0)
-    with session(cfg.backend, cfg.ray_address) if todo or todo_compare else contextlib.nullcontext():
+    busy = todo or todo_compare or todo_probe
+    with session(cfg.cluster.backend, cfg.cluster.ray_address) if busy else contextlib.nullcontext():
         if todo:
             _run_grid(run_cell, todo, cfg, resources, "cell", echo, lambda c: c.name)
         if todo_compare:
             echo(f"{len(todo_compare)} frozen-vs-LoRA comparisons to run")
             _run_grid(run_compare, todo_compare, cfg, resources, "comparison", echo,
                       lambda t: f"n{t.size}-s{t.seed}")
+        if todo_probe:
+            echo(f"{len(todo_probe)} robustness probes to run (suite {spec.probe.get('suite', 'default')})")
+            _run_grid(run_probe, todo_probe, cfg, resources, "probe", echo, lambda t: t.name)
     results = {c.key: finished_cell(c.dir, c.key) for c in cells}
-    return write_report(spec, cells, results, compares, plan, out)
+    probed = {t.name: finished_probe(t.dir) for t in probes}
+    return write_report(spec, cells, results, compares, plan, out, probed)

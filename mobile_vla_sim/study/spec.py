@@ -19,6 +19,7 @@ from mobile_vla_sim.datasets.generate import GenerateConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.compare import CompareConfig
+from mobile_vla_sim.eval.probe import ProbeConfig
 from mobile_vla_sim.eval.run import EvalConfig
 from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, MODES, TrainConfig
 
@@ -30,6 +31,8 @@ STUDY_SET = {"generate": ("out", "workers", "envs_per_worker"),
 #: Eval options of the spec: the episode set. The env is the generated data's, so policies are scored as trained.
 EVAL_KEYS = ("difficulty", "task", "episodes", "seed")
 COMPARE_KEYS = ("max_windows", "seed", "alpha")
+#: Probe options of the spec; the probe's episode set defaults to the cells' evaluation, its env to the data's.
+PROBE_KEYS = ("suite", "difficulty", "episodes", "seed", "text_episodes", "alpha")
 
 
 @dataclass
@@ -56,6 +59,8 @@ class StudySpec:
     eval: dict = knob(default_factory=dict, help=f"closed-loop episode set: {', '.join(EVAL_KEYS)} (as "
                       "`mvla-sim eval`)")
     compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}")
+    probe: dict = knob(default_factory=dict, help="optional: `mvla-sim probe` of every cell's policy with these "
+                       f"options ({', '.join(PROBE_KEYS)}); without it no probe runs")
 
     def __post_init__(self) -> None:
         self.modes, self.sizes, self.seeds = tuple(self.modes), tuple(sorted(set(self.sizes))), tuple(self.seeds)
@@ -72,6 +77,8 @@ class StudySpec:
         self.generate = _block(self.generate, GenerateConfig, "generate")
         self.eval = _block(self.eval, EvalConfig, "eval", EVAL_KEYS)
         self.compare = _block(self.compare, CompareConfig, "compare", COMPARE_KEYS)
+        self.probe = _block(self.probe, ProbeConfig, "probe", PROBE_KEYS)
+        self.probe_values()
         self.train = dict(self.train)
         per_mode = {m: self.train.pop(m) or {} for m in MODES if m in self.train}
         shared = _block(self.train, TrainConfig, "train")
@@ -112,6 +119,15 @@ class StudySpec:
         values = {**{k: v for k, v in to_dict(env).items() if k in own}, **self.eval, "device": self.device}
         resolved = to_dict(build(EvalConfig, {**values, "policy": "expert", "out": None}))
         return {**values, **{k: resolved[k] for k in EVAL_KEYS}}
+
+    def probe_values(self) -> dict[str, Any]:
+        """Flat `ProbeConfig` values of every cell's probe but the policy, out, text data and pool ({}: no probe)."""
+        if not self.probe:
+            return {}
+        own = flat_fields(ProbeConfig)
+        values = {**{k: v for k, v in self.eval_values().items() if k in own}, **self.probe}
+        build(ProbeConfig, {**values, "policy": "expert"})  # fail now, not in a cell
+        return values
 
     @property
     def difficulties(self) -> tuple[str, ...]:
