@@ -176,21 +176,29 @@ def flatten(data: dict[str, Any], cls: type, nested: bool = False) -> dict[str, 
     return out
 
 
-def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
-    """Flat knob values from a YAML config file for job `cls`."""
+def read_yaml(path: str | Path, what: str, missing_hint: str, mapping: bool = True) -> Any:
+    """The content of YAML file `path` (a mapping unless `mapping` is False), or a one-line `ConfigError` naming
+    `what` the file is (e.g. "config file") for a missing file, bad YAML or, with `mapping`, another top level."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
+        raise ConfigError(f"{what} {path} not found; {missing_hint}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix it or print a valid one "
-                          "with --print-config") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of option: value, got {type(data).__name__}")
-    return flatten(data, cls)
+        raise ConfigError(f"{what} {path} is not valid YAML ({str(err).splitlines()[0]}); fix it") from None
+    if mapping:
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{what} {path} must hold a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
+    """Flat knob values from a YAML config file for job `cls`."""
+    return flatten(read_yaml(path, "config file", "pass an existing YAML file to --config (print a valid one with "
+                                                  "--print-config)"), cls)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

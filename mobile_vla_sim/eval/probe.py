@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
+from mobile_vla_sim.config import check_knobs, knob, parse_choices, read_yaml, to_dict
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import PoolConfig
@@ -161,12 +161,7 @@ def load_suite(suite: str | Path) -> list[tuple[str, Any]]:
     path = Path(suite)
     if not path.is_file():
         raise ConfigError(f"unknown suite {suite!r}: --suite must be one of {', '.join(SUITES)} or a YAML file")
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--suite {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path, "--suite", "", mapping=False)
     items = list(data.items()) if isinstance(data, dict) else [(n, None) for n in data] if isinstance(data, list) \
         else None
     if not items:

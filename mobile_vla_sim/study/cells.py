@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mobile_vla_sim import __version__
-from mobile_vla_sim.config import build, to_dict
+from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.generate import MIX_CYCLE, generate_dataset
 from mobile_vla_sim.datasets.manifest import MANIFEST_NAME, load_manifest, split_digest, write_manifest
 from mobile_vla_sim.errors import ConfigError

@@ -10,11 +10,11 @@ listing the valid ones.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mobile_vla_sim.config import build, check_knobs, flat_fields, flatten, knob, to_dict
+from mobile_vla_sim.config import build, check_knobs, flat_fields, flatten, knob, read_yaml, to_dict
 from mobile_vla_sim.datasets.generate import GenerateConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
@@ -153,17 +153,7 @@ def _block(values: Any, cls: type, name: str, allowed: tuple[str, ...] | None = 
 
 def load_spec(path: str | Path) -> StudySpec:
     """The spec in YAML file `path`; one-line `ConfigError`s for a missing file, bad YAML or unknown keys."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study spec {path} not found; pass a YAML file such as examples/studies/laptop.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix it") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of key: value, got {type(data).__name__}")
+    data = read_yaml(path, "study spec", "pass a YAML file such as examples/studies/laptop.yaml")
     valid = [f.name for f in dataclasses.fields(StudySpec)]
     unknown = [str(k) for k in data if str(k).replace("-", "_") not in valid]
     if unknown:
