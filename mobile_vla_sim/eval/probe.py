@@ -273,8 +273,6 @@ def conditions(cfg: ProbeConfig, clean: EvalConfig, window: int | None, chunks: 
         try:
             env = replace(base.env, **env_changes)
             deployment = replace(base.deploy, **deploy_changes)
-        except TypeError as err:  # an env knob this version does not have
-            raise ConfigError(f"perturbation {name}: {err}") from None
         except ConfigError as err:
             raise ConfigError(f"perturbation {name} (strength {strength!r}): {err}") from None
         if env == base.env and deployment == base.deploy:
