@@ -49,7 +49,8 @@ AHEAD_BEARING = math.radians(10)
 #: Heading relative to the corridor axis (rad) beyond which the camera is "facing left/right".
 FACING_YAW = 0.25
 #: Box distance classes (m, from the camera to the box's near face): near below the first, far from the second.
-DISTANCE_EDGES = (0.5, 0.9)
+#: Chosen so the three classes are about equally frequent among frames with a box in view.
+DISTANCE_EDGES = (0.7, 0.95)
 _BOTTLE_POINTS_Z = (BOTTLE_HEIGHT + 0.02, 0.7 * BOTTLE_HEIGHT, 0.35 * BOTTLE_HEIGHT)  # cap, upper and lower body
 
 
@@ -180,6 +181,8 @@ class PretrainConfig:
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
     no_box_weight: float = field(default=0.25, metadata={
         "help": "sampling weight of frames with no box in view (most frames come after the box is passed)"})
+    distance_weight: float = field(default=3.0, metadata={
+        "help": "loss weight of the box-distance fact (the others weigh 1): distance is the hardest to see"})
     seed: int = field(default=0, metadata={"help": "seed of the frame sampling"})
     threads: int = field(default=1, metadata={
         "help": "torch CPU threads; results are bit-exact for one count (1 is fastest on a busy machine)"})
@@ -194,6 +197,8 @@ class PretrainConfig:
         if not 0 < self.no_box_weight <= 1 or not 0 < self.lr < 1:
             raise ConfigError(f"--no-box-weight must be in (0, 1] and --lr in (0, 1), "
                               f"got {self.no_box_weight} and {self.lr}")
+        if not self.distance_weight > 0:
+            raise ConfigError(f"--distance-weight must be > 0, got {self.distance_weight}")
 
 
 def pooled_image_features(backbone: Backbone, images: np.ndarray) -> torch.Tensor:
@@ -220,14 +225,16 @@ def fact_labels(facts: list[SceneFacts]) -> dict[str, torch.Tensor]:
 
 
 def matching_loss(backbone: Backbone, images: np.ndarray, labels: dict[str, torch.Tensor],
-                  log_scale: torch.Tensor) -> torch.Tensor:
-    """Sum over facts of the cross-entropy of matching each image to its clause among that fact's clauses."""
+                  log_scale: torch.Tensor, distance_weight: float = 1.0) -> torch.Tensor:
+    """Sum over facts of the cross-entropy of matching each image to its clause among that fact's clauses, the
+    box distance's weighted by `distance_weight`."""
     image = F.normalize(pooled_image_features(backbone, images), dim=-1)
     text = F.normalize(_encode_texts(backbone, [t for values in CLAUSES.values() for t in values.values()]), dim=-1)
     logits = log_scale.exp() * image @ text.T
     loss, start = logits.new_zeros(()), 0
     for fact, values in CLAUSES.items():
-        loss = loss + F.cross_entropy(logits[:, start:start + len(values)], labels[fact], ignore_index=-100)
+        weight = distance_weight if fact == "box_distance" else 1.0
+        loss = loss + weight * F.cross_entropy(logits[:, start:start + len(values)], labels[fact], ignore_index=-100)
         start += len(values)
     return loss
 
@@ -257,7 +264,8 @@ def pretrain(cfg: PretrainConfig, log=print) -> Path:
     losses = []
     for step in range(cfg.steps):
         batch = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen)
-        loss = matching_loss(backbone, images[batch.numpy()], {k: v[batch] for k, v in labels.items()}, log_scale)
+        loss = matching_loss(backbone, images[batch.numpy()], {k: v[batch] for k, v in labels.items()}, log_scale,
+                             cfg.distance_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.model.parameters(), 1.0)
