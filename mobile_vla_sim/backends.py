@@ -106,11 +106,12 @@ def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], *, backend: str = 
     """
     check_backend(backend)
     on_result = on_result or (lambda outcome: None)
-    run = _run_local if backend == "local" else _run_ray
-    return run(fn, list(items), resources, on_result, ray_address, max_retries)
+    if backend == "local":
+        return _run_local(fn, list(items), on_result)
+    return _run_ray(fn, list(items), resources, on_result, ray_address, max_retries)
 
 
-def _run_local(fn, items, resources, on_result, ray_address, max_retries) -> list[Outcome]:
+def _run_local(fn, items, on_result) -> list[Outcome]:
     outcomes = []
     for index, item in enumerate(items):
         start = time.perf_counter()

@@ -32,7 +32,7 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file path")
-    check_output_dir(path.parent if str(path.parent) else Path("."), option)
+    check_output_dir(path.parent, option)
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{option} {path} is not writable; choose another path")
     return path

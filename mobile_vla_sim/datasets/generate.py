@@ -14,6 +14,7 @@ Choices, so that datasets are reproducible and safe to interrupt:
 from __future__ import annotations
 
 import functools
+import operator
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,7 +44,7 @@ MIX_CYCLE = ("easy", "easy", "medium", "medium", "medium", "hard", "hard")
 #: Synthetic "collection" clock: a day derived from the seed, then one episode every 30 s from 09:00.
 _EPOCH, _EPISODE_SPACING_S = datetime(2025, 1, 1, 9, 0, 0), 30
 #: Knobs that do not change the content of episode i (the episode count may grow on resume).
-_FREE_KNOBS = ("episodes", "out", "workers", "envs_per_worker", "image_size_limit", "task")
+_FREE_KNOBS = ("episodes", "out", "image_size_limit", "task")  # the pool, a nested config, is never content
 #: The parent rewrites dataset.json at most this often while workers run (after every episode it grew quadratically
 #: and took CPU from the workers); finished files are the ground truth on resume, and the final write is in `finally`.
 MANIFEST_EVERY_S = 2.0
@@ -170,8 +171,7 @@ class DemoRecorder:
         name = episode_file_name(date=moment.strftime("%Y%m%d"), time=moment.strftime("%H%M%S"),
                                  num_boxes=num_boxes, side=spec.task, variant=info["variant"],
                                  distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
-        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.control == "pulse" or cfg.env.action_mode == "direction"
-                                   else 0.0)
+        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.brakes else 0.0)
         record = Episode(
             images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
             instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
@@ -277,16 +277,18 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
             write_manifest(cfg.out, _manifest(cfg, entries, complete=False))
             saved_at = time.perf_counter()
 
-    interrupted = False
+    result = None
     try:
         if todo:
-            interrupted = run_episodes(ExpertPolicy.for_env(cfg.env, cfg.expert_actions), todo, cfg.env,
-                                       functools.partial(DemoRecorder, cfg),
-                                       cfg.pool, action_noise=cfg.noise_std, progress=progress, on_result=keep,
-                                       desc="generate").interrupted
+            result = run_episodes(ExpertPolicy.for_env(cfg.env, cfg.expert_actions), todo, cfg.env,
+                                  functools.partial(DemoRecorder, cfg), cfg.pool, action_noise=cfg.noise_std,
+                                  progress=progress, on_result=keep, desc="generate",
+                                  succeeded=operator.itemgetter("success"))
     finally:  # also on a worker error: the manifest lists every finished file
         write_manifest(cfg.out, _manifest(cfg, entries, complete=len(entries) == len(specs)))
-    if interrupted:
+    if result is not None and result.error is not None:
+        raise result.error  # a worker failed (not Ctrl-C): its one-line message says what to do
+    if result is not None and result.interrupted:
         raise KeyboardInterrupt
     return GenerateSummary(out=cfg.out, episodes=len(entries), generated=len(todo), skipped=len(specs) - len(todo),
                            successes=sum(bool(e["success"]) for e in entries.values()), frames=frames,

@@ -31,8 +31,6 @@ KEYS: dict[str, tuple[float, float, float]] = {
     "z": (-KEY_VALUE, KEY_VALUE, 0.0), "c": (-KEY_VALUE, -KEY_VALUE, 0.0),
     "r": (0.0, 0.0, KEY_VALUE), "t": (0.0, 0.0, -KEY_VALUE), "stop": (0.0, 0.0, 0.0),
 }
-#: The eight keys that translate (what `snap_to_keys` may choose besides stop).
-MOVE_KEYS = ("w", "q", "a", "z", "s", "c", "d", "e")
 
 
 def check_drive(drive: str) -> str:
@@ -70,13 +68,14 @@ def snap_to_keys(a3) -> np.ndarray:
 
 
 def to_action3(action, drive: str) -> np.ndarray:
-    """Env action of layout `drive` -> dataset vector `[linear_x, linear_y, angular_z]` float32."""
+    """Env action(s) (..., len(LAYOUT_DIMS[drive])) of layout `drive` -> dataset vectors (..., 3)
+    `[linear_x, linear_y, angular_z]` float32."""
     dims = LAYOUT_DIMS[check_drive(drive)]
-    action = np.asarray(action, dtype=np.float32).reshape(-1)
-    if action.shape[0] != len(dims):
+    action = np.asarray(action, dtype=np.float32)
+    if action.ndim == 0 or action.shape[-1] != len(dims):
         raise ValueError(f"a {drive!r} action has {len(dims)} values, got shape {action.shape}")
-    out = np.zeros(3, dtype=np.float32)
-    out[list(dims)] = action
+    out = np.zeros((*action.shape[:-1], 3), dtype=np.float32)
+    out[..., list(dims)] = action
     return out
 
 

@@ -7,7 +7,7 @@ appears in their `--help`, in YAML config files and in every results file withou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import ACTION_MODES, LAYOUT_DIMS
@@ -122,6 +122,11 @@ class EnvConfig:
             raise ConfigError(f"--instructions: {err}")
 
     @property
+    def brakes(self) -> bool:
+        """Whether every step ends braking to a stop (pulse control, and the real base's direction mode)."""
+        return self.control == "pulse" or self.action_mode == "direction"
+
+    @property
     def camera_spec(self) -> CameraSpec:
         return CAMERAS[self.camera]
 
@@ -136,9 +141,6 @@ class EnvConfig:
         if self.image_height:
             return max(16, round(self.image_height * width / height)), self.image_height
         return width, height
-
-    def replace(self, **changes) -> EnvConfig:
-        return replace(self, **changes)
 
 
 def make_env(cfg: EnvConfig | None = None, render_mode: str | None = None):

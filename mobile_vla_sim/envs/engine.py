@@ -17,6 +17,7 @@ episode's result depends on its spec alone, never on which slot, worker or round
 from __future__ import annotations
 
 import multiprocessing as mp
+import operator
 import os
 import signal
 import time
@@ -247,8 +248,10 @@ class RolloutResult:
 def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig,
                  handler_factory: Callable[[], EpisodeHandler], pool: PoolConfig = PoolConfig(),
                  action_noise: float = 0.0, progress: bool = True, on_result: Callable[[Any], None] | None = None,
-                 desc: str | None = None) -> RolloutResult:
+                 desc: str | None = None,
+                 succeeded: Callable[[Any], bool] = operator.attrgetter("success")) -> RolloutResult:
     """Run every spec once with `policy`; results come back in spec order. Ctrl-C keeps finished episodes.
+    `succeeded` reads a handler's result for the progress bar's success rate.
 
     `action_noise` (fraction of each action limit, seeded per episode by `spec.noise_seed`) perturbs the executed
     action while handlers still see the policy's action: demonstrations that show recoveries with clean labels.
@@ -299,8 +302,7 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
                     s = w * per + i
                     if result is not None:
                         done[keys[id(owner.pop(s))]] = result
-                        successes += bool(getattr(result, "success", False) or
-                                          (isinstance(result, dict) and result.get("success")))
+                        successes += bool(succeeded(result))
                         bar.set_postfix(success=f"{successes / len(done):.0%}", refresh=False)
                         bar.update(1)
                         if on_result:

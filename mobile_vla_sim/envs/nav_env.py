@@ -156,6 +156,8 @@ class NavEnv(gym.Env):
         self.max_steps = self.config.max_steps or self._d.max_steps
         self._rects = [Rect(b.x, b.y, b.hx, b.hy).inflated(ROBOT_HALF_WIDTH) for b in self.scenario.boxes]
         self._goal = self.scenario.goal
+        # The episode's fixed info arrays; each info gets a copy (Gymnasium: infos share no object).
+        self._boxes_info = np.array([(b.x, b.y, b.hx, b.hy) for b in self.scenario.boxes], dtype=np.float64)
         pose = self._world.pose()
         self._prev_geo = self._geodesic(pose)
         self._shortest = self._prev_geo
@@ -188,7 +190,7 @@ class NavEnv(gym.Env):
         if self._d.actuation_noise > 0:
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
-        brake = BRAKE_TIME if self.config.control == "pulse" or self._direction else 0.0
+        brake = BRAKE_TIME if self.config.brakes else 0.0
         self._collision |= self._world.drive_for(command, CONTROL_PERIOD, brake)
         pose = self._world.pose()
         self._steps += 1
@@ -281,6 +283,6 @@ class NavEnv(gym.Env):
             "goal_entered": self._goal_entered, "stopped": stopped,
             "path_length": self._path_length, "shortest_path_length": self._shortest,
             "robot_pose": np.array(pose, dtype=np.float64), "action_nan": nan, "action_clipped": clipped,
-            "steps": self._steps, "boxes": np.array([(b.x, b.y, b.hx, b.hy) for b in s.boxes], dtype=np.float64),
+            "steps": self._steps, "boxes": self._boxes_info.copy(),
             "goal": np.array(self._goal, dtype=np.float64), "sides_passed": tuple(self._passed),
         }

@@ -368,12 +368,12 @@ def render_report(result: dict) -> str:
 
 def _check_inputs(cfg: CompareConfig) -> None:
     """Refuse what cannot be compared before any slow work: non-checkpoints, unlike action layouts, missing folders."""
-    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint_config
 
     for name, path in (("checkpoint A", cfg.checkpoint_a), ("checkpoint B", cfg.checkpoint_b)):
         if not path.exists():
             raise EvalError(f"{name} not found: {path}; train one with `mvla-sim train`")
-    drives = [read_checkpoint(path)[1]["drive"] for path in (cfg.checkpoint_a, cfg.checkpoint_b)]
+    drives = [read_checkpoint_config(path)["drive"] for path in (cfg.checkpoint_a, cfg.checkpoint_b)]
     if drives[0] != drives[1]:
         raise EvalError(f"{cfg.checkpoint_a} drives {drives[0]!r} but {cfg.checkpoint_b} drives {drives[1]!r}: "
                         "their actions and episodes are not comparable; compare checkpoints of one drive")

@@ -61,10 +61,15 @@ def spl(success: bool, shortest_path_length: float, path_length: float) -> float
     return float(shortest_path_length / max(path_length, shortest_path_length))
 
 
-def _rate(flags: Sequence[bool]) -> Rate:
-    k, n = int(sum(bool(f) for f in flags)), len(flags)
+def rate(k: int, n: int) -> Rate:
+    """k of n with its Wilson 95% interval (rate NaN, written as null, when n is 0)."""
     lo, hi = wilson_interval(k, n)
-    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
+    return {"rate": k / n if n else float("nan"), "k": int(k), "n": int(n), "ci95": [lo, hi]}
+
+
+def share(flags: Sequence[bool]) -> Rate:
+    """The share of true flags, as `rate`."""
+    return rate(sum(bool(f) for f in flags), len(flags))
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -78,12 +83,12 @@ def summarize(records: Sequence[EpisodeRecord]) -> GroupSummary:
     episodes (labelled by `label_failures`)."""
     return {
         "episodes": len(records),
-        "success": _rate([r.success for r in records]),
+        "success": share([r.success for r in records]),
         "spl": _mean(r.spl for r in records),
-        "collision_rate": _rate([r.collision for r in records])["rate"],
-        "wrong_side_rate": _rate([r.wrong_side for r in records])["rate"],
-        "timeout_rate": _rate([r.timeout for r in records])["rate"],
-        "out_of_bounds_rate": _rate([r.out_of_bounds for r in records])["rate"],
+        "collision_rate": share([r.collision for r in records])["rate"],
+        "wrong_side_rate": share([r.wrong_side for r in records])["rate"],
+        "timeout_rate": share([r.timeout for r in records])["rate"],
+        "out_of_bounds_rate": share([r.out_of_bounds for r in records])["rate"],
         "mean_final_distance": _mean(r.final_distance for r in records),
         "mean_steps": _mean(r.steps for r in records),
         "nan_actions": int(sum(r.nan_actions for r in records)),
@@ -104,8 +109,8 @@ def grounding(records: Sequence[EpisodeRecord]) -> Grounding:
     both = [left.success and right.success for left, right in complete]
     same = [left.side_taken == right.side_taken != "none" for left, right in complete]
     same_path = [_same_path(left.trajectory, right.trajectory) for left, right in complete]
-    return {"pairs": len(complete), "both_success": _rate(both), "same_side": _rate(same),
-            "same_path": _rate(same_path)}
+    return {"pairs": len(complete), "both_success": share(both), "same_side": share(same),
+            "same_path": share(same_path)}
 
 
 def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bool:

@@ -29,9 +29,9 @@ from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.envs.instructions import instruction_set
 from mobile_vla_sim.errors import ConfigError, EvalError
-from mobile_vla_sim.eval.metrics import paired_difference_interval, wilson_interval
+from mobile_vla_sim.eval.metrics import paired_difference_interval, share
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.run import EvalConfig
+from mobile_vla_sim.eval.run import EvalConfig, derive, load_eval_policy
 from mobile_vla_sim.eval.similarity import mcnemar_exact
 from mobile_vla_sim.eval.taxonomy import LABELS, failure_summary
 from mobile_vla_sim.policies.deploy import DeployConfig
@@ -237,10 +237,7 @@ class Condition:
 
 def _policy_facts(cfg: EvalConfig) -> tuple[int | None, bool]:
     """(frame window under the baseline deployment, predicts chunks) of the policy, read from the loaded policy."""
-    from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
-
-    policy = load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, seed=cfg.seed,
-                         policy_args=parse_policy_args(cfg.policy_args))
+    policy = load_eval_policy(cfg)
     try:
         window = getattr(policy, "window", None)
         chunks = hasattr(policy, "act_chunk_batch") or getattr(policy, "chunk_size", 1) > 1
@@ -278,18 +275,11 @@ def conditions(cfg: ProbeConfig, clean: EvalConfig, window: int | None, chunks: 
         if env == base.env and deployment == base.deploy:
             cond.reason = "it changes nothing under this baseline"
             continue
-        cond.eval = replace(clean, env=env, out=cfg.out / name)
-        cond.eval.deployment = deployment  # the baseline's stack with this perturbation's stages changed
+        cond.eval = derive(clean, deployment, env=env, out=cfg.out / name)
     return out
 
 
 # --- paired statistics -----------------------------------------------------------------------------------------
-def _share(flags: Sequence[bool]) -> dict:
-    k, n = int(sum(flags)), len(flags)
-    lo, hi = wilson_interval(k, n)
-    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": [lo, hi]}
-
-
 def paired_stats(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord], alpha: float) -> dict:
     """Success of both runs on the episodes they share (by key), the paired difference (other - clean) with its
     95% interval, and the exact McNemar p-value."""
@@ -300,7 +290,7 @@ def paired_stats(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord],
     diff, lo, hi = paired_difference_interval(a, b)
     test = mcnemar_exact(a, b) if len(pairs) else None
     p = test.p_value if test else float("nan")
-    return {"n": len(pairs), "clean": _share(a), "perturbed": _share(b),
+    return {"n": len(pairs), "clean": share(a), "perturbed": share(b),
             "difference": {"value": diff, "ci95": [lo, hi]},
             "mcnemar": {"p_value": p, "only_clean": test.only_a if test else 0,
                         "only_perturbed": test.only_b if test else 0},
@@ -311,7 +301,7 @@ def side_flips(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord]) -
     """Share of shared episodes, among those passing the first box in both runs, passed on the other side."""
     by_key = {r.key: r for r in other}
     sides = [(r.side_taken, by_key[r.key].side_taken) for r in clean if r.key in by_key]
-    return _share([a != b for a, b in sides if a != "none" and b != "none"])
+    return share([a != b for a, b in sides if a != "none" and b != "none"])
 
 
 def label_changes(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord]) -> dict:
@@ -330,7 +320,7 @@ def compare_condition(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRec
                                           [r for r in other if r.difficulty == d], alpha) for d in diffs},
         "labels": label_changes(clean, other),
         "side_flip": side_flips(clean, other),
-        "stayed": _share([r.path_length < STOP_OBEYED_M for r in other]),
+        "stayed": share([r.path_length < STOP_OBEYED_M for r in other]),
     }
 
 
@@ -388,13 +378,11 @@ def measure_text_sensitivity(cfg: ProbeConfig, clean: EvalConfig, progress: bool
     if cfg.text_episodes == 0:
         return None
     from mobile_vla_sim.policies.deploy import deploy_policy
-    from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
     episodes = _text_episodes(cfg, clean, progress)
     sentences = {**instruction_set(clean.env.instructions), "stop": STOP_SENTENCE}
     stages = replace(clean.deployment, instruction=None, instructions=None, swap_sides=False, execute_chunk=1)
-    policy = load_policy(clean.policy, drive=clean.env.drive, device=clean.device, seed=clean.seed,
-                         policy_args=parse_policy_args(clean.policy_args))
+    policy = load_eval_policy(clean)
     try:
         result = text_sensitivity(deploy_policy(policy, stages, clean.env.color_order), episodes, sentences)
     finally:
@@ -419,7 +407,6 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
     data, as `mvla-sim eval` does. Ctrl-C stops after keeping every finished episode; the report covers what ran.
     """
     from mobile_vla_sim.eval.probe_report import write_probe
-    from mobile_vla_sim.eval.report import read_results
     from mobile_vla_sim.eval.run import as_trained, evaluate, recorded_config
 
     clean = cfg.eval_config()
@@ -429,18 +416,18 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
     conds = conditions(cfg, clean, window, chunks)
     runnable = [c for c in conds if c.eval is not None]
     results: dict[str, list[EpisodeRecord]] = {}
-    interrupted = False
+    interrupted, label = False, None
     for i, (name, ecfg) in enumerate([("clean", clean), *((c.name, c.eval) for c in runnable)]):
         echo(f"[{i + 1}/{len(runnable) + 1}] {name} → {ecfg.out}")
         result = evaluate(ecfg, progress=progress)
-        results[name] = result.records
+        results[name], label = result.records, label or result.policy
         if result.interrupted:
             interrupted = True
             break
     text = None if interrupted else measure_text_sensitivity(cfg, clean, progress)
-    summary = {"policy": read_results(clean.out).policy, "config": {**to_dict(cfg), "clean": recorded_config(clean)},
+    summary = {"policy": label, "config": {**to_dict(cfg), "clean": recorded_config(clean)},
                "interrupted": interrupted, "alpha": cfg.alpha, "stop_obeyed_m": STOP_OBEYED_M,
-               "clean": {"episodes": len(results["clean"]), "success": _share([r.success for r in results["clean"]]),
+               "clean": {"episodes": len(results["clean"]), "success": share([r.success for r in results["clean"]]),
                          "failures": failure_summary(results["clean"])},
                "perturbations": {}, "text_sensitivity": text}
     for c in conds:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_vla_sim.eval.report import pct
+from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.eval.taxonomy import LABELS
 from mobile_vla_sim.io import atomic_write
@@ -31,10 +31,7 @@ def _p(p: float) -> str:
 
 
 def _ci(share: dict) -> str:
-    if not share["n"]:
-        return "– (0/0)"
-    lo, hi = share["ci95"]
-    return f"{pct(share['rate'])} [{pct(lo)}, {pct(hi)}] ({share['k']}/{share['n']})"
+    return rate_cell(share) if share["n"] else "– (0/0)"
 
 
 # --- verdict -----------------------------------------------------------------------------------------------------

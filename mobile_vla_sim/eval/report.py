@@ -23,10 +23,14 @@ def pct(rate: float | None) -> str:
     return "–" if rate is None or not math.isfinite(rate) else f"{100 * rate:.0f}%"
 
 
+def rate_cell(r: dict) -> str:
+    """A `metrics.rate` for tables: "rate [low, high] (k/n)"."""
+    lo, hi = r["ci95"]
+    return f"{pct(r['rate'])} [{pct(lo)}, {pct(hi)}] ({r['k']}/{r['n']})"
+
+
 def success_cell(stats: dict) -> str:
-    s = stats["success"]
-    lo, hi = s["ci95"]
-    return f"{pct(s['rate'])} [{pct(lo)}, {pct(hi)}] ({s['k']}/{s['n']})"
+    return rate_cell(stats["success"])
 
 
 def _grounding_cell(g: dict) -> str:

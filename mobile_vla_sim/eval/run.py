@@ -77,8 +77,17 @@ class EvalConfig:
         self.deployment: DeployConfig = load_deploy(self.deploy)
 
 
+def derive(cfg: EvalConfig, deployment: DeployConfig | None = None, **changes) -> EvalConfig:
+    """`cfg` with `changes` and its resolved deployment stack kept (or `deployment` instead): `replace` alone would
+    reload the stack from the `deploy` file and lose stages set in code (the probe's perturbations)."""
+    out = replace(cfg, **changes)
+    out.deployment = deployment or cfg.deployment
+    return out
+
+
 @dataclass
 class EvalResult:
+    policy: str  # the label tables use (`policy_label`)
     records: list[EpisodeRecord]
     aggregates: dict
     offline: dict | None
@@ -133,11 +142,11 @@ def as_trained(cfg: EvalConfig, given: set[str]) -> EvalConfig:
     so a checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise (then `evaluate` warns)."""
     if not cfg.policy.endswith(".ckpt") or not Path(cfg.policy).is_file():
         return cfg
-    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint_config
 
-    trained = read_checkpoint(cfg.policy)[1].get("dataset_config") or {}
+    trained = read_checkpoint_config(cfg.policy).get("dataset_config") or {}
     changes = {k: trained[k] for k in _TRAINED_ON if k in trained and k not in given}
-    return replace(cfg, env=replace(cfg.env, **changes)) if changes else cfg
+    return derive(cfg, env=replace(cfg.env, **changes)) if changes else cfg
 
 
 def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
@@ -174,7 +183,8 @@ def _inference_threads(cfg: EvalConfig):
         torch.set_num_threads(before)
 
 
-def _load_policy(cfg: EvalConfig):
+def load_eval_policy(cfg: EvalConfig):
+    """The policy `cfg` evaluates, loaded as evaluation loads it."""
     from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
     return load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
@@ -193,7 +203,7 @@ def _rollouts(policy, cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[st
 def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str]]) -> list[EpisodeRecord]:
     """One Ray task: load the policy where the task runs and roll out its episodes in this process."""
     cfg, specs, videos = task
-    policy = _load_policy(cfg)
+    policy = load_eval_policy(cfg)
     try:
         result = _rollouts(policy, cfg, specs, videos, progress=False)
     finally:
@@ -216,8 +226,8 @@ def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str
     from mobile_vla_sim.backends import Resources, run_tasks
 
     policy = str(Path(cfg.policy).resolve()) if Path(cfg.policy).is_file() else cfg.policy
-    shard_cfg = replace(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
-                        pool=replace(cfg.pool, workers=1))
+    shard_cfg = derive(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
+                       pool=replace(cfg.pool, workers=1))
     videos = {k: str(Path(v).resolve()) for k, v in videos.items()}
     shards = [specs[i:i + cfg.ray_shard] for i in range(0, len(specs), cfg.ray_shard)]
     tasks = [(shard_cfg, shard, {s.key: videos[s.key] for s in shard if s.key in videos}) for shard in shards]
@@ -263,7 +273,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
     done = _resumed(cfg)
     todo = [s for s in specs if s.key not in done]
-    policy = _load_policy(cfg)
+    policy = load_eval_policy(cfg)
     warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None
@@ -283,9 +293,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     aggregates = aggregate(records)
     rate = 60.0 * len(result.records) / max(result.seconds, 1e-9)
     interrupted = len(records) < len(specs)
-    paths = {}
+    paths, label = {}, policy_label(cfg.policy, policy)
     if cfg.out is not None:
-        paths = write_results(cfg.out, policy=policy_label(cfg.policy, policy), config=recorded_config(cfg),
+        paths = write_results(cfg.out, policy=label, config=recorded_config(cfg),
                               records=records,
                               aggregates=aggregates, offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.records), "seconds": result.seconds,
@@ -293,5 +303,5 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     if result.error is not None:
         raise type(result.error)(f"{result.error}; the {len(records)} finished episodes are saved in {cfg.out}: run "
                                  "the same command again to finish the rest") from result.error
-    return EvalResult(records=records, aggregates=aggregates, offline=offline,
+    return EvalResult(policy=label, records=records, aggregates=aggregates, offline=offline,
                       interrupted=interrupted, episodes_per_min=rate, paths=paths, warnings=warnings)

@@ -26,13 +26,11 @@ from transformers import AutoProcessor, Kosmos2Model
 from transformers.cache_utils import DynamicCache
 
 from mobile_vla_sim.errors import BackboneNotFoundError
-from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, TINY
+from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, TINY, TINY_PRETRAINED
 from mobile_vla_sim.policies.tiny_kosmos import build_tiny_kosmos, build_tiny_pretrained
 
-#: The tiny model pretrained in the sim by image-text matching of scene facts (never actions), so that frozen it
-#: still means something.
-TINY_PRETRAINED = "tiny-pretrained"
-#: Offline backbones built in-process: their weights go into checkpoints, which are then self-contained.
+#: Offline backbones built in-process (`TINY_NAMES`): their weights go into checkpoints, which are then
+#: self-contained.
 TINY_BACKBONES = {TINY: build_tiny_kosmos, TINY_PRETRAINED: build_tiny_pretrained}
 
 

@@ -78,17 +78,19 @@ def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, An
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and config of a checkpoint, validated; one-line `CheckpointError` otherwise."""
-    path = Path(path)
+def _open(path: Path):
+    """The checkpoint file opened lazily (tensors are read on demand), or a one-line `CheckpointError`."""
     require_file(path, "checkpoint", f"train one with `mvla-sim train --out {path}`", CheckpointError)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a safetensors file or is corrupt ({str(exc).splitlines()[0][:80]}); "
                               "re-train it with `mvla-sim train` (pickled .ckpt/.pt files are never loaded)") from exc
+
+
+def _config(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """The validated config of a checkpoint's metadata."""
+    metadata = metadata or {}
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a mobile-vla-sim VLA checkpoint "
                               f"(format {metadata.get('format')!r}); use a file written by `mvla-sim train`")
@@ -99,6 +101,26 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise KeyError(", ".join(missing))
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} has a damaged config ({exc}); re-train it with `mvla-sim train`") from exc
+    return config
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config of a checkpoint, validated, without reading its tensors."""
+    path = Path(path)
+    with _open(path) as f:
+        return _config(path, f.metadata())
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and config of a checkpoint, validated; one-line `CheckpointError` otherwise."""
+    path = Path(path)
+    with _open(path) as f:
+        config = _config(path, f.metadata())
+        try:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0][:80]}); re-train it with "
+                                  "`mvla-sim train`") from exc
     return tensors, config
 
 

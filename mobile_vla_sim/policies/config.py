@@ -12,6 +12,14 @@ from mobile_vla_sim.errors import ConfigError
 
 DEFAULT_BACKBONE = "microsoft/kosmos-2-patch14-224"
 TINY = "tiny"
+#: The tiny model pretrained in the sim by image-text matching of scene facts (never actions), so that frozen it
+#: still means something.
+TINY_PRETRAINED = "tiny-pretrained"
+#: The built-in tiny backbones: built in-process, offline; their weights go into checkpoints.
+TINY_NAMES = (TINY, TINY_PRETRAINED)
+#: CLIP's pixel mean and std (RGB): the Kosmos-2 image processor's.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MODES = ("frozen", "lora")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 #: LSTM (hidden, layers): the real project's, and a head sized to the tiny backbone (D=128) so CPU tests stay fast.
@@ -52,7 +60,7 @@ def auto_dtype(backbone: str, device: str) -> str:
 
 def is_tiny(backbone: str) -> bool:
     """The built-in tiny backbones (random init or pretrained in the sim), as opposed to a hub id or a folder."""
-    return backbone.startswith(TINY) and not Path(backbone).exists()
+    return backbone in TINY_NAMES and not Path(backbone).exists()
 
 
 def check_device(device: str) -> str:

@@ -25,14 +25,13 @@ from mobile_vla_sim.envs.actions import from_action3, snap_to_keys, to_action3
 from mobile_vla_sim.envs.instructions import DEFAULT_INSTRUCTION_SET, instruction_set
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policies.config import CLIP_MEAN as _MEAN, CLIP_STD as _STD
 
 #: Names of the dataset action components, for `flip_sign`.
 AXES = ("linear_x", "linear_y", "angular_z")
 RESIZE_MODES = ("none", "squash", "center-crop")
 NORMALIZE_MODES = ("policy", "clip", "unit", "none")
-#: CLIP's pixel mean and std (RGB), the Kosmos-2 image processor's.
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+CLIP_MEAN, CLIP_STD = np.array(_MEAN, np.float32), np.array(_STD, np.float32)
 
 
 @dataclass(frozen=True)
@@ -76,10 +75,6 @@ class DeployConfig:
                               "(which pick the episode's side); keep one of them")
         if self.instructions is not None:
             instruction_set(self.instructions)  # a set name or a {side} template, else a one-line ConfigError
-
-    @property
-    def changes_frames(self) -> bool:
-        return self.color_order != "camera" or self.resize != "none" or self.normalize != "policy"
 
 
 def load_deploy(path: str | Path | None) -> DeployConfig:
@@ -139,7 +134,7 @@ def normalize_frames(images: np.ndarray, mode: str) -> np.ndarray:
 
 def postprocess(actions: np.ndarray, cfg: DeployConfig, drive: str) -> np.ndarray:
     """Env actions (..., dims) of layout `drive` through scale, gain, clamp, deadzone, sign flips and key snapping."""
-    a3 = np.apply_along_axis(to_action3, -1, np.asarray(actions, np.float32), drive) * cfg.scale * cfg.gain
+    a3 = to_action3(actions, drive) * cfg.scale * cfg.gain
     if cfg.clamp is not None:
         a3 = np.clip(a3, -cfg.clamp, cfg.clamp)
     a3 = np.where(np.abs(a3) < cfg.deadzone, 0.0, a3)

@@ -20,6 +20,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS, KOREAN_FALLBACK
 from mobile_vla_sim.errors import BackboneNotFoundError
+from mobile_vla_sim.policies.config import CLIP_MEAN, CLIP_STD
 
 TINY_SEED = 0
 #: Half the real 224 px (CPU cost of preprocessing and patching is 4x lower); patch 16 keeps 7x7 patches as 224/32.
@@ -30,8 +31,6 @@ TEXT_DIM = 128
 LATENT_QUERY_NUM = 64
 #: Same order as XLM-R / Kosmos-2, so `pad_token_id=1`, `bos=0`, `eos=2` of `Kosmos2TextConfig` hold.
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: The sim-pretrained tiny weights (package data) and their record: the command that made them and their sha256.
 PRETRAINED_WEIGHTS, PRETRAINED_META = "tiny_pretrained.safetensors", "tiny_pretrained.json"
 PRETRAINED_FORMAT = "mobile-vla-sim/tiny-kosmos2"

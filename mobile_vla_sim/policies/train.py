@@ -28,7 +28,7 @@ from mobile_vla_sim.errors import DatasetError, Interrupted, OutputError, Traini
 from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.paths import check_output_file
 from mobile_vla_sim.policies.backbone import Prefix, load_backbone
-from mobile_vla_sim.policies.checkpoint import read_checkpoint, save_checkpoint
+from mobile_vla_sim.policies.checkpoint import read_checkpoint_config, save_checkpoint
 from mobile_vla_sim.policies.config import TrainConfig
 from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel, chunk_loss, count_parameters
 
@@ -240,7 +240,7 @@ def _finished_run(cfg: TrainConfig) -> TrainResult | None:
     check_output_file(cfg.out, "--out")
     if not cfg.out.exists() or _resume_path(cfg.out).exists():
         return None
-    _, info = read_checkpoint(cfg.out)
+    info = read_checkpoint_config(cfg.out)
     if info.get("fingerprint") != cfg.fingerprint():
         raise OutputError(f"--out {cfg.out} holds a checkpoint of another training run (val loss "
                           f"{info.get('val_loss', float('nan')):.4f}); choose another --out, or delete it to replace it")

@@ -228,9 +228,9 @@ def run_cell(task: CellTask) -> dict:
     """Train and evaluate one cell (resuming what an interrupted run left), write `cell.json` last; its content."""
     import torch
 
-    from mobile_vla_sim.eval.report import read_results
+    from mobile_vla_sim.eval.schema import json_safe
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
-    from mobile_vla_sim.policies.checkpoint import read_checkpoint
+    from mobile_vla_sim.policies.checkpoint import read_checkpoint_config
     from mobile_vla_sim.policies.config import TrainConfig
     from mobile_vla_sim.policies.train import train
 
@@ -244,20 +244,19 @@ def run_cell(task: CellTask) -> dict:
     train(train_cfg, progress=task.progress)
     trained = time.perf_counter()
     eval_dir = task.dir / "eval"
-    if evaluate(build(EvalConfig, {**task.eval, "policy": str(train_cfg.out), "out": eval_dir,
-                                   "offline_data": task.data, "workers": task.threads}),
-                progress=task.progress).interrupted:
+    result = evaluate(build(EvalConfig, {**task.eval, "policy": str(train_cfg.out), "out": eval_dir,
+                                         "offline_data": task.data, "workers": task.threads}), progress=task.progress)
+    if result.interrupted:
         raise KeyboardInterrupt  # the finished episodes are saved in eval/; the next run resumes them
     evaluated = time.perf_counter()
-    info = read_checkpoint(train_cfg.out)[1]
-    results = read_results(eval_dir)
-    aggregates = results.aggregates
+    info = read_checkpoint_config(train_cfg.out)
+    aggregates = result.aggregates
     cell = {
         "key": task.key, "name": task.name, "mode": task.mode, "size": task.size, "seed": task.seed,
         "train_episodes": task.size, "val_episodes": len(info.get("val_episodes", [])),
         "val_loss": info["val_loss"], "train_loss": info["train_loss"], "best_epoch": info["epoch"],
         "epochs": train_cfg.epochs, "trainable_params": info["trainable_params"],
-        "rmse": results.offline.rmse if results.offline else None,
+        "rmse": result.offline["rmse"] if result.offline else None,
         "success": {"all": _rate(aggregates["overall"]),
                     **{d: _rate(s) for d, s in aggregates["by_difficulty"].items()}},
         "wrong_side_rate": aggregates["overall"]["wrong_side_rate"],
@@ -266,7 +265,7 @@ def run_cell(task: CellTask) -> dict:
         "threads": task.threads, "host": platform.node(), "checkpoint": "policy.ckpt", "eval_dir": "eval",
         "identity": task.identity,
     }
-    atomic_write(task.dir / CELL_FILE, json.dumps(cell, indent=1) + "\n")
+    atomic_write(task.dir / CELL_FILE, json.dumps(json_safe(cell), indent=1) + "\n")
     return cell
 
 

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.eval.metrics import wilson_interval
-from mobile_vla_sim.eval.report import pct
+from mobile_vla_sim.eval.metrics import rate
+from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.eval.similarity import mcnemar_exact
 from mobile_vla_sim.io import atomic_write
@@ -49,8 +49,7 @@ def mode_size_table(spec: StudySpec, cells: list[CellTask], results: dict[str, d
             for group in ("all", *spec.difficulties):
                 k = sum(r["success"][group]["k"] for r in runs)
                 n = sum(r["success"][group]["n"] for r in runs)
-                success[group] = {"rate": k / n if n else None, "k": k, "n": n, "ci95": list(wilson_interval(k, n)),
-                                  "per_seed": [r["success"][group]["rate"] for r in runs]}
+                success[group] = {**rate(k, n), "per_seed": [r["success"][group]["rate"] for r in runs]}
             table.setdefault(mode, {})[size] = {
                 "success": success, "seeds": [r["seed"] for r in runs],
                 **{m: _mean([r[m] for r in runs]) for m in ("val_loss", "train_loss", "rmse")},
@@ -109,11 +108,6 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _success_cell(s: dict) -> str:
-    lo, hi = s["ci95"]
-    return f"{pct(s['rate'])} [{pct(lo)}, {pct(hi)}] ({s['k']}/{s['n']})"
-
-
 def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, out: Path) -> None:
     import matplotlib
 
@@ -126,9 +120,9 @@ def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, ou
     for ax, group in zip(axes[0], groups):
         for mode in spec.modes:
             s = [table[mode][n]["success"][group] for n in sizes]
-            rate = [x["rate"] if x["rate"] is not None else np.nan for x in s]
+            rates = [x["rate"] if x["rate"] is not None else np.nan for x in s]
             colour = MODE_COLOURS.get(mode)
-            ax.plot(sizes, rate, "o-", color=colour, label=mode)
+            ax.plot(sizes, rates, "o-", color=colour, label=mode)
             ax.fill_between(sizes, [x["ci95"][0] for x in s], [x["ci95"][1] for x in s], color=colour, alpha=0.2)
         ax.set(title=f"{group} ({table[spec.modes[0]][sizes[0]]['success'][group]['n']} trials per point)",
                xlabel="training episodes", ylim=(-0.02, 1.02))
@@ -212,7 +206,7 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
               "| mode | size | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
     for mode in spec.modes:
         for n in sizes:
-            lines.append(f"| {mode} | {n} | " + " | ".join(_success_cell(table[mode][n]["success"][g])
+            lines.append(f"| {mode} | {n} | " + " | ".join(rate_cell(table[mode][n]["success"][g])
                                                             for g in groups) + " |")
     lines += ["", "## Offline metrics vs dataset size", "", f"![offline vs size]({PLOTS['offline']})", "",
               "| mode | size | val loss | train loss | offline RMSE (val) | train s | eval s |", "|---|---|---|---|---|---|---|"]
@@ -260,7 +254,7 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
         for mode in ("frozen", "lora"):
             v = real["real"][mode][metric]
             real_cells.append(_fmt(v, digits) if v is not None else REAL_NOTE[mode])
-        ours = [(_success_cell(real["ours"][m][metric]) if metric == "success"
+        ours = [(rate_cell(real["ours"][m][metric]) if metric == "success"
                  else _fmt(real["ours"][m][metric], digits)) for m in spec.modes]
         lines.append(f"| {label} | {' | '.join(real_cells)} | {' | '.join(ours)} |")
     lines += ["", "## Cells", "", "| cell | key | val loss | RMSE | success | train s | eval s | threads |",
@@ -268,7 +262,7 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
     for c in cells:
         r = results[c.key]
         lines.append(f"| {c.name} | `{c.key}` | {_fmt(r['val_loss'])} | {_fmt(r['rmse'], 3)} | "
-                     f"{_success_cell(r['success']['all'])} | {r['seconds']['train']:.0f} | {r['seconds']['eval']:.0f} | "
+                     f"{rate_cell(r['success']['all'])} | {r['seconds']['train']:.0f} | {r['seconds']['eval']:.0f} | "
                      f"{r['threads']} |")
     return "\n".join(lines) + "\n"
 
@@ -312,9 +306,9 @@ def _probe_lines(cells: list[CellTask], probes: dict[str, dict], probe_dirs: dic
         if p is None:
             continue
         changes = ", ".join(f"{n} {100 * v:+.0f}" for n, v in p["significant"].items()) or "none"
-        flip = _success_cell(p["swap_side_flip"]) if p["swap_side_flip"] else "n/a"
+        flip = rate_cell(p["swap_side_flip"]) if p["swap_side_flip"] else "n/a"
         text = f"{100 * p['text_lateral_flip']:.0f}%" if p["text_lateral_flip"] is not None else "n/a"
-        lines.append(f"| {c.name} | {_success_cell(p['clean'])} | {changes} | {flip} | {text} | "
+        lines.append(f"| {c.name} | {rate_cell(p['clean'])} | {changes} | {flip} | {text} | "
                      f"`{probe_dirs[c.name]}` |")
     return lines + [""]
 

@@ -25,9 +25,7 @@ from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, MODES, TrainConfig
 
 #: Options the study sets itself, per cell (refused in the spec's `generate` / `train` / `eval` blocks).
 STUDY_SET = {"generate": ("out", "workers", "envs_per_worker"),
-             "train": ("data", "mode", "backbone", "seed", "out", "device", "resume"),
-             "eval": ("policy", "policy_args", "out", "offline_data", "device", "video_dir", "video_all",
-                      "videos_per_group", "workers", "envs_per_worker")}
+             "train": ("data", "mode", "backbone", "seed", "out", "device", "resume")}
 #: Eval options of the spec: the episode set. The env is the generated data's, so policies are scored as trained.
 EVAL_KEYS = ("difficulty", "task", "episodes", "seed")
 COMPARE_KEYS = ("max_windows", "seed", "alpha")
