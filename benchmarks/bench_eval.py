@@ -13,7 +13,8 @@ from pathlib import Path
 from benchmarks.common import report, tiny_checkpoint
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.eval.rollout import eval_policy
 
 LAYOUTS = ((1, 1), (1, 8), (2, 1), (2, 4))
 
@@ -29,8 +30,8 @@ def run(episodes: int = 8, image_size: int = 224) -> dict:
         rates = {}
         for workers, per in LAYOUTS:
             policy = load_policy_checkpoint(ckpt)
-            r = run_episodes(policy, specs, env_cfg, workers=workers, envs_per_worker=per, progress=False)
-            rates[(workers, per)] = 60.0 * len(r.records) / r.seconds
+            r = eval_policy(policy, specs, env_cfg, pool=PoolConfig(workers, per), progress=False)
+            rates[(workers, per)] = 60.0 * len(r.results) / r.seconds
     rows = [(f"{w} worker(s) x {p} concurrent episodes: episodes/min", f"{rates[(w, p)]:.1f}") for w, p in LAYOUTS]
     rows += [("batching alone: 1x8 / 1x1", f"{rates[(1, 8)] / rates[(1, 1)]:.2f}"),
              ("second worker: 2x4 / 1x8", f"{rates[(2, 4)] / rates[(1, 8)]:.2f}")]

@@ -21,7 +21,8 @@ from pathlib import Path
 from benchmarks.common import report, tiny_checkpoint
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.eval.rollout import eval_policy
 
 WORKERS, PER_WORKER = 2, 4
 SERVER = ("import torch; torch.set_num_threads({threads}); "
@@ -40,9 +41,9 @@ def _serve(ckpt: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, 
 
 
 def _rate(policy, specs, env_cfg) -> float:
-    r = run_episodes(policy, specs, env_cfg, workers=WORKERS, envs_per_worker=PER_WORKER, progress=False)
+    r = eval_policy(policy, specs, env_cfg, pool=PoolConfig(WORKERS, PER_WORKER), progress=False)
     policy.close()
-    return 60.0 * len(r.records) / r.seconds
+    return 60.0 * len(r.results) / r.seconds
 
 
 def run(episodes: int = 4, image_size: int = 112, threads: int = 1) -> dict:
@@ -50,7 +51,7 @@ def run(episodes: int = 4, image_size: int = 112, threads: int = 1) -> dict:
     import torch
 
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
-    from mobile_vla_sim.serving.client import RemotePolicy
+    from mobile_vla_sim.policies.remote.ws import RemotePolicy
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = tiny_checkpoint(Path(tmp), image_size)

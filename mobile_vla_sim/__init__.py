@@ -1,11 +1,12 @@
-"""mobile-vla-sim: closed-loop simulation evaluation of vision-language-action policies for a mobile robot."""
+"""mobile-vla-sim: closed-loop simulation evaluation of vision-language-action policies for a mobile robot.
 
-from importlib.metadata import PackageNotFoundError, version
+The package's front door: importing it registers the Gymnasium environment (`MobileVLA/Nav-v0`).
+"""
 
-try:
-    __version__ = version("mobile-vla-sim")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+local"
+from mobile_vla_sim import envs as _envs  # noqa: F401  (registers the env id)
+from mobile_vla_sim.moved import install as _install_moved
+from mobile_vla_sim.version import __version__
 
-# Importing the package registers the Gymnasium environments.
-from mobile_vla_sim import envs as _envs  # noqa: E402,F401
+_install_moved()  # import paths from before the reorganisation keep working
+
+__all__ = ["__version__"]

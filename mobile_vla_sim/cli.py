@@ -18,7 +18,7 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from mobile_vla_sim import __version__
+from mobile_vla_sim.version import __version__
 from mobile_vla_sim.config import build, flat_fields, load_yaml, option_name, to_yaml, unwrap_optional
 from mobile_vla_sim.errors import ConfigError, Interrupted, MvlaError
 
@@ -115,7 +115,6 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
                        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
             if missing:
                 raise ConfigError(f"missing {', '.join(missing)} (give it on the command line or in --config)")
-            ctx.obj["given"] = set(values)
             cfg = build(cls, values)
             if print_config:
                 click.echo(to_yaml(cfg), nl=False)
@@ -131,9 +130,9 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
 
 # --- commands: each a config dataclass and one library call -------------------------------------------------------
 from mobile_vla_sim.datasets.generate import GenerateConfig  # noqa: E402  (after the helpers they use)
-from mobile_vla_sim.eval.agree import AgreeConfig  # noqa: E402
-from mobile_vla_sim.eval.compare import CompareConfig  # noqa: E402
-from mobile_vla_sim.eval.probe import ProbeConfig  # noqa: E402
+from mobile_vla_sim.analysis.agree import AgreeConfig  # noqa: E402
+from mobile_vla_sim.analysis.compare import CompareConfig  # noqa: E402
+from mobile_vla_sim.probe import ProbeConfig  # noqa: E402
 from mobile_vla_sim.eval.run import EvalConfig  # noqa: E402
 from mobile_vla_sim.policies.config import TrainConfig  # noqa: E402
 from mobile_vla_sim.policies.rl import RLConfig  # noqa: E402
@@ -166,9 +165,9 @@ def train(cfg: TrainConfig) -> None:
 @config_command(EvalConfig, "eval")
 def eval_cmd(cfg: EvalConfig) -> None:
     """Score a policy closed-loop on a fixed, seeded episode set (plus offline metrics with --offline-data)."""
-    from mobile_vla_sim.eval.run import as_trained, evaluate
+    from mobile_vla_sim.eval.run import evaluate
 
-    result = evaluate(as_trained(cfg, click.get_current_context().obj["given"]))
+    result = evaluate(cfg)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if cfg.out is not None:
@@ -183,9 +182,9 @@ def eval_cmd(cfg: EvalConfig) -> None:
 def probe(cfg: ProbeConfig) -> None:
     """Probe robustness: the clean episodes and every perturbation of a suite on the same scenes, paired statistics,
     failure labels, text sensitivity; writes probe.md, probe.json and figures."""
-    from mobile_vla_sim.eval.probe import probe as run_probe
+    from mobile_vla_sim.probe import probe as run_probe
 
-    result = run_probe(cfg, echo=click.echo, given=click.get_current_context().obj["given"])
+    result = run_probe(cfg, echo=click.echo)
     click.echo(f"\n{result.summary['verdict']}\nreport: {result.paths['probe.md']}")
     if result.interrupted:
         raise Interrupted(f"finished episodes are kept under {cfg.out}; run the same command again to finish")
@@ -205,7 +204,7 @@ def train_rl_cmd(cfg: RLConfig) -> None:
 @config_command(CompareConfig, "compare")
 def compare(cfg: CompareConfig) -> None:
     """Compare two checkpoints (e.g. frozen vs LoRA): representations, losses, success, hypotheses H1-H3."""
-    from mobile_vla_sim.eval.compare import compare as run_compare
+    from mobile_vla_sim.analysis.compare import compare as run_compare
 
     try:
         result = run_compare(cfg)
@@ -231,7 +230,7 @@ def serve(cfg: ServeConfig) -> None:
 @config_command(AgreeConfig, "agree")
 def agree(cfg: AgreeConfig) -> None:
     """Sim-vs-real agreement of several policies: MMRV and Pearson r of sim against real-robot success rates."""
-    from mobile_vla_sim.eval.agree import agree as run_agree, agree_markdown
+    from mobile_vla_sim.analysis.agree import agree as run_agree, agree_markdown
 
     click.echo(agree_markdown(run_agree(cfg.sim, cfg.real, cfg.out)))
 

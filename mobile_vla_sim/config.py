@@ -18,22 +18,23 @@ from typing import Any, Iterable, Sequence
 from mobile_vla_sim.errors import ConfigError
 
 #: Metadata keys a knob may carry.
-_HELP, _CHOICES, _MIN, _MAX, _CLI, _ARGUMENT = "help", "choices", "min", "max", "cli", "argument"
+_HELP, _CHOICES, _MIN, _MAX, _CLI, _ARGUMENT, _FILE = "help", "choices", "min", "max", "cli", "argument", "file"
 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
          min: float | None = None, max: float | None = None, cli: bool = True, argument: bool = False,
-         flag: str | None = None, nargs: int = 1, multiple: bool = False,
+         flag: str | None = None, nargs: int = 1, multiple: bool = False, file: bool = False,
          default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field: its default, one-line help, and optional allowed choices or numeric bounds (inclusive).
 
     `cli=False` keeps a field out of the command line (it is still in YAML files and results); `argument=True` makes
     it a positional command-line argument; `flag` names its option when that differs from the field name; `nargs` > 1
-    takes several values (a tuple); `multiple` lets the option repeat (a tuple of every value given).
+    takes several values (a tuple); `multiple` lets the option repeat (a tuple of every value given). `file=True`
+    marks a nested config that is one value rather than a group of options: the command line takes a YAML file for
+    it (`--deploy stack.yaml`), a config file a mapping or a file path, and results record its content.
     """
     metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _MIN: min, _MAX: max, _CLI: cli,
-                _ARGUMENT: argument, "flag": flag, "nargs": nargs,
-                "multiple": multiple}
+                _ARGUMENT: argument, "flag": flag, "nargs": nargs, "multiple": multiple, _FILE: file}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -79,6 +80,11 @@ def is_config(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def is_group(f: dataclasses.Field, tp: Any) -> bool:
+    """Whether field `f` is a nested config whose knobs are options of their own (not a `file=True` value)."""
+    return is_config(tp) and not (f.metadata or {}).get(_FILE)
+
+
 def _own(f: dataclasses.Field, nested: bool) -> bool:
     """Whether a job sets field `f`: a nested config's `cli=False` knobs (the env's per-episode task and difficulty)
     belong to the job's own logic, not to its options."""
@@ -93,7 +99,7 @@ def flat_fields(cls: type, nested: bool = False) -> dict[str, tuple[type, datacl
         tp = hints[f.name]
         if not _own(f, nested):
             continue
-        if is_config(tp):
+        if is_group(f, tp):
             for name, leaf in flat_fields(tp, nested=True).items():
                 if name in out:
                     raise TypeError(f"knob {name!r} is declared twice in {cls.__name__}")
@@ -113,6 +119,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return None
         raise ConfigError(f"{option_name(name)} cannot be empty")
     origin = typing.get_origin(inner)
+    if is_config(inner):
+        return coerce_config(value, inner, name)
     try:
         if origin is tuple:
             items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
@@ -140,6 +148,24 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+def coerce_config(value: Any, cls: type, name: str) -> Any:
+    """A `file=True` knob's value: the config itself, a mapping of its knobs, or the path of a YAML file of them."""
+    if isinstance(value, cls):
+        return value
+    option = option_name(name)
+    if isinstance(value, dict):
+        values = flatten(value, cls)
+    elif isinstance(value, (str, Path)):
+        values = flatten(read_yaml(value, option, "pass an existing YAML file"), cls)
+    else:
+        raise ConfigError(f"{option} expects a YAML file or a mapping of options, got {value!r}")
+    try:
+        return build(cls, values)
+    except ConfigError as err:
+        raise ConfigError(f"{option} {value}: {err}" if isinstance(value, (str, Path)) else f"{option}: {err}") \
+            from None
+
+
 def build(cls: type, values: dict[str, Any], nested: bool = False) -> Any:
     """Instantiate config `cls` from flat knob values (nested configs built from their own knobs)."""
     hints = field_types(cls)
@@ -148,7 +174,7 @@ def build(cls: type, values: dict[str, Any], nested: bool = False) -> Any:
         tp = hints[f.name]
         if not _own(f, nested):
             continue
-        if is_config(tp):
+        if is_group(f, tp):
             kwargs[f.name] = build(tp, values, nested=True)
         elif f.name in values:
             kwargs[f.name] = _coerce(values[f.name], tp, f.name)
@@ -163,7 +189,7 @@ def flatten(data: dict[str, Any], cls: type, nested: bool = False) -> dict[str, 
     refused with the list of valid ones."""
     valid = flat_fields(cls, nested)
     hints = field_types(cls)
-    children = {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_config(hints[f.name])}
+    children = {f.name: hints[f.name] for f in dataclasses.fields(cls) if is_group(f, hints[f.name])}
     out: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key).replace("-", "_")

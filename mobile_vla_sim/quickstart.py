@@ -69,8 +69,8 @@ def _evaluated(out: Path) -> bool:
 def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> dict[str, Path]:
     """Run every stage, skipping those already finished in `cfg.out`; return the paths a user should open."""
     from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
-    from mobile_vla_sim.eval.compare import CompareConfig, compare
-    from mobile_vla_sim.eval.probe import ProbeConfig, probe
+    from mobile_vla_sim.analysis.compare import CompareConfig, compare
+    from mobile_vla_sim.probe import ProbeConfig, probe
     from mobile_vla_sim.eval.report import results_table
     from mobile_vla_sim.eval.run import EvalConfig, evaluate
     from mobile_vla_sim.policies.config import TrainConfig

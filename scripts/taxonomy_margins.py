@@ -19,10 +19,11 @@ import numpy as np
 from mobile_vla_sim.envs.sim import ROBOT_HALF_WIDTH
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.envs.engine import PoolConfig, run_episodes
+from mobile_vla_sim.eval.rollout import RecorderFactory, eval_policy
 from mobile_vla_sim.eval.taxonomy import (FALSE_STOP_STEPS, LATE_TURN_M, OSCILLATION_STEER, label_failures,
                                           sign_flips, steer_signal)
-from mobile_vla_sim.policies.baselines import ExpertPolicy
+from mobile_vla_sim.envs.expert import ExpertPolicy
 from mobile_vla_sim.policies.registry import load_policy
 
 
@@ -45,7 +46,8 @@ def main() -> None:
           "min motion, last steps (m) |\n|---|---|---|---|---|---|---|")
     for noise in (0.0, 0.2, 0.3):
         noisy = [replace(s, noise_seed=s.seed) for s in specs]  # executed-action noise seeded per episode
-        recs = run_episodes(ExpertPolicy(), noisy, env, workers=args.workers, progress=False, action_noise=noise).records
+        recs = run_episodes(ExpertPolicy(), noisy, env, RecorderFactory({}), PoolConfig(workers=args.workers),
+                            action_noise=noise, progress=False).results
         label_failures(recs)
         flags = Counter(f for r in recs for f in r.failure_flags.split(";") if f)
         flips = max(sign_flips(steer_signal(r), OSCILLATION_STEER) for r in recs)
@@ -56,7 +58,7 @@ def main() -> None:
               f"{flips} | {clearance:.3f} | {motion:.3f} |")
     print("\n| policy | success | primary labels |\n|---|---|---|")
     for spec in ("constant", "random", "always-left"):
-        recs = run_episodes(load_policy(spec), specs, env, workers=args.workers, progress=False).records
+        recs = eval_policy(load_policy(spec), specs, env, pool=PoolConfig(workers=args.workers), progress=False).results
         label_failures(recs)
         labels = Counter(r.failure_label for r in recs if r.failure_label)
         print(f"| {spec} | {np.mean([r.success for r in recs]):.0%} | {dict(labels.most_common())} |")

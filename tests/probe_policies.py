@@ -6,7 +6,7 @@ import numpy as np
 
 from mobile_vla_sim.envs.expert import ScriptedExpert
 from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
-from mobile_vla_sim.policies.baselines import ExpertPolicy
+from mobile_vla_sim.envs.expert import ExpertPolicy
 
 #: Every built-in sentence -> its side, so the policy understands any instruction set.
 SIDES = {sentence: side for sides in INSTRUCTION_SETS.values() for side, sentence in sides.items()}
@@ -32,4 +32,14 @@ class InstructedExpert(ExpertPolicy):
 
 
 def instructed(drive, device):
+    return InstructedExpert(drive=drive)
+
+
+#: How many times `counted` was called: the probe must load its policy once.
+LOADS = []
+
+
+def counted(drive, device):
+    """The instructed expert, counting every load."""
+    LOADS.append(drive)
     return InstructedExpert(drive=drive)

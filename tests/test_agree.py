@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mobile_vla_sim.errors import ConfigError, EvalError
-from mobile_vla_sim.eval.agree import AgreeConfig, agree, mmrv, pearson
+from mobile_vla_sim.analysis.agree import AgreeConfig, agree, mmrv, pearson
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import write_results

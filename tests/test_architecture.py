@@ -1,4 +1,5 @@
-"""The layer diagram of ARCHITECTURE.md holds: imports flow envs -> datasets -> policies -> eval, with no cycles.
+"""The layers of docs/architecture.md hold: imports flow one way, base -> envs -> datasets -> policies -> serving ->
+eval -> probe / analysis -> study -> the command line, with no exception and no cycle.
 
 Every `import` statement of the package counts, also the lazy ones inside functions: a lazy upward import is still
 an upward dependency.
@@ -12,10 +13,11 @@ from pathlib import Path
 import mobile_vla_sim
 
 PACKAGE = Path(mobile_vla_sim.__file__).parent
-#: Layer of each subpackage; a module may import its own layer and lower ones (serving is a policy transport: the
-#: policies layer, since `load_policy` builds its client); study (the frozen-vs-LoRA grid) runs eval's jobs. Top-level
-#: modules (config, errors, paths, io, backends) are the base layer; cli and quickstart sit on top of everything.
-LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 3, "eval": 4, "study": 5, "top": 6}
+#: Layer of each subpackage; a module may import its own layer and lower ones. Top-level modules (config, errors,
+#: paths, io, policy, progress, plotting, version, backends) are the base; the package's front door (its
+#: `__init__`, which registers the env), the command line and the quickstart sit on top of everything.
+LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 4, "eval": 5, "probe": 6, "analysis": 6,
+          "calibrate": 6, "study": 7, "top": 8}
 TOP = {"cli", "quickstart"}
 
 
@@ -26,9 +28,7 @@ def _module(path: Path) -> str:
 
 def _layer(module: str) -> int:
     parts = module.split(".")
-    if len(parts) == 1:
-        return LAYERS["base"]
-    if parts[1] in TOP:
+    if len(parts) == 1 or parts[1] in TOP:
         return LAYERS["top"]
     return LAYERS.get(parts[1], LAYERS["base"])
 
@@ -49,15 +49,18 @@ def _imports() -> dict[str, set[str]]:
     return {m: {d for d in deps if d in modules and d != m} for m, deps in graph.items()}
 
 
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()} - {"assets"}
+    assert subpackages <= set(LAYERS)
+
+
 def test_no_upward_import():
-    upward = [(m, d) for m, deps in _imports().items() for d in deps
-              if _layer(d) > _layer(m) and not (m == "mobile_vla_sim" and d.endswith(".envs"))]
+    upward = [(m, d) for m, deps in _imports().items() for d in deps if _layer(d) > _layer(m)]
     assert upward == []
 
 
 def test_no_import_cycle_between_modules():
-    graph = {m: {d for d in deps if not (m.startswith(d + ".") or d == "mobile_vla_sim")}
-             for m, deps in _imports().items()}
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in _imports().items()}
     state: dict[str, int] = {}
     cycles = []
 
@@ -73,3 +76,24 @@ def test_no_import_cycle_between_modules():
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_old_import_paths_keep_working_or_name_the_new_place():
+    import importlib
+    import warnings
+
+    import pytest
+
+    from mobile_vla_sim.moved import MODULES, NAMES
+
+    with pytest.warns(DeprecationWarning):
+        for old, new in MODULES.items():
+            assert importlib.import_module(old) is importlib.import_module(new)
+    for (module, name), where in NAMES.items():
+        if " " in where:
+            with pytest.raises(ImportError, match="is gone: "):
+                getattr(importlib.import_module(module), name)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                assert getattr(importlib.import_module(module), name) is getattr(importlib.import_module(where), name)

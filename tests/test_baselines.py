@@ -8,7 +8,7 @@ import pytest
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.offline import offline_metrics
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.policies.baselines import DEFAULT_MEAN_ACTION3, ConstantPolicy, PolicyLoadError, RandomPolicy
 from mobile_vla_sim.policies.registry import load_policy
 
@@ -68,7 +68,7 @@ def test_train_rl_then_evaluate(tmp_path):
     path, interrupted = train_rl(RLConfig(out=tmp_path / "ppo.zip", timesteps=64, n_envs=1, n_steps=64), progress=False)
     assert path.is_file() and not interrupted
     policy = load_policy(f"sb3:{path}")
-    recs = run_episodes(policy, episode_set(0, "easy", "left", 1), EnvConfig(image_size=48), progress=False).records
+    recs = eval_policy(policy, episode_set(0, "easy", "left", 1), EnvConfig(image_size=48), progress=False).results
     assert len(recs) == 1 and recs[0].steps > 0
     with pytest.raises(PolicyLoadError, match="--drive diff"):
         load_policy(f"sb3:{path}", drive="omni")

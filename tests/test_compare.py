@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from mobile_vla_sim.eval import report as eval_report
-from mobile_vla_sim.eval.compare import (
+from mobile_vla_sim.analysis.compare import (
     CompareConfig,
     PolicyProbe,
     closed_loop_comparison,

@@ -119,8 +119,9 @@ def test_difficulty_levels_differ_as_documented():
     env.close()
     table = difficulty_table_markdown()
     assert "actuation_noise" in table and "| easy | medium | hard |" in table
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    assert table.strip() in readme.read_text(), "README's difficulty table is stale: paste difficulty_table_markdown()"
+    page = Path(__file__).resolve().parents[1] / "docs" / "environment.md"
+    assert table.strip() in page.read_text(), "docs/environment.md's difficulty table is stale: paste " \
+        "difficulty_table_markdown()"
 
 
 def test_nan_and_clipping_flagged():

@@ -16,9 +16,10 @@ from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.geometry import crossing_side
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.baselines import PolicyLoadError
 from mobile_vla_sim.policies.registry import load_policy
 
@@ -26,8 +27,8 @@ ENV = EnvConfig(image_size=48)
 
 
 def _run(spec: str, n: int = 2, workers: int = 1, **kw):
-    return run_episodes(load_policy(spec), episode_set(0, "easy", "both", n), ENV, workers=workers, progress=False,
-                        **kw).records
+    return eval_policy(load_policy(spec), episode_set(0, "easy", "both", n), ENV, pool=PoolConfig(workers=workers),
+                       progress=False, **kw).results
 
 
 def _outcome(r):
@@ -83,7 +84,7 @@ class _BrokenPolicy(Policy):
 
 
 def test_nan_and_huge_actions_are_counted():
-    recs = run_episodes(_BrokenPolicy(), episode_set(0, "easy", "left", 1), ENV, progress=False).records
+    recs = eval_policy(_BrokenPolicy(), episode_set(0, "easy", "left", 1), ENV, progress=False).results
     assert len(recs) == 1 and recs[0].steps > 0
     assert recs[0].nan_actions == recs[0].steps and recs[0].clipped_actions == recs[0].steps
     assert aggregate(recs)["overall"]["nan_actions"] == recs[0].steps
@@ -93,9 +94,9 @@ def test_ctrl_c_keeps_finished_episodes():
     def interrupt_after_first(record):
         raise KeyboardInterrupt
 
-    result = run_episodes(load_policy("expert"), episode_set(0, "easy", "both", 2), ENV, workers=2,
-                          progress=False, on_record=interrupt_after_first)
-    assert result.interrupted and 1 <= len(result.records) < 4 and all(r.success for r in result.records)
+    result = eval_policy(load_policy("expert"), episode_set(0, "easy", "both", 2), ENV, pool=PoolConfig(workers=2),
+                         progress=False, on_record=interrupt_after_first)
+    assert result.interrupted and 1 <= len(result.results) < 4 and all(r.success for r in result.results)
 
 
 def test_evaluate_writes_results_and_videos(tmp_path):

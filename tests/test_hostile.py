@@ -191,6 +191,22 @@ def test_eval_defaults_to_what_the_checkpoint_was_trained_on(tiny_checkpoints, t
     assert other.exit_code == 0 and "Warning: the policy was trained on image_size=48" in other.output
 
 
+def test_python_and_cli_evaluate_a_checkpoint_alike(tiny_checkpoints, tmp_path):
+    """A knob left unset means "as trained" in the library as on the command line: the same arguments give the
+    same episodes for a checkpoint trained at a non-default image size (48 px)."""
+    from mobile_vla_sim.envs.engine import PoolConfig
+    from mobile_vla_sim.eval.run import EvalConfig, evaluate
+
+    ckpt = str(tiny_checkpoints["frozen"])
+    lib = evaluate(EvalConfig(policy=ckpt, difficulty="easy", episodes=1, out=tmp_path / "lib",
+                              pool=PoolConfig(workers=1)), progress=False)
+    assert lib.config.env.image_size == 48
+    cli = run("eval", "--policy", ckpt, "--difficulty", "easy", "--episodes", "1", "--workers", "1",
+              "--out", tmp_path / "cli")
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "lib" / "episodes.csv").read_bytes() == (tmp_path / "cli" / "episodes.csv").read_bytes()
+
+
 def test_compare_refuses_results_of_other_policies_and_unpaired_episodes(tiny_checkpoints, tiny_dataset, tmp_path):
     quick = ["--difficulty", "easy", "--episodes", "1", "--image-size", "16", "--workers", "1"]
     for name, extra in (("a", []), ("b", ["--seed", "5"])):

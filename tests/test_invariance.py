@@ -15,7 +15,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.report import write_csv
-from mobile_vla_sim.eval.rollout import EnvConfig, run_episodes
+from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.policies.checkpoint import load_checkpoint, load_policy_checkpoint
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, TEXT_QUANTUM
 
@@ -129,7 +131,7 @@ def test_episodes_are_identical_for_any_workers_and_envs_per_worker(tiny_checkpo
     csvs, trajectories = {}, {}
     for workers in (1, 2):
         for envs in (1, 4):
-            records = run_episodes(policy, specs, env, workers=workers, envs_per_worker=envs, progress=False).records
+            records = eval_policy(policy, specs, env, pool=PoolConfig(workers, envs), progress=False).results
             assert len(records) == len(specs)
             write_csv(tmp_path / f"{workers}x{envs}.csv", records)
             csvs[workers, envs] = (tmp_path / f"{workers}x{envs}.csv").read_text()

@@ -12,7 +12,7 @@ from mobile_vla_sim.errors import ConfigError, EvalError, PolicyLoadError
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
-from mobile_vla_sim.envs.engine import next_actions
+from mobile_vla_sim.policy import next_actions
 from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
 #: A user's plugin: a small torch model behind the Policy interface that steers towards the instructed side
@@ -20,7 +20,7 @@ from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 PLUGIN = '''
 import numpy as np
 import torch
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
 
 
 class Steer(Policy):
@@ -105,7 +105,7 @@ def test_plugin_drive_and_args_checked(plugin):
         load_policy("mymod:make", policy_args={"bogus": 1})
     with pytest.raises(PolicyLoadError, match="--policy-arg only applies"):
         load_policy("expert", policy_args={"turn": 1})
-    with pytest.raises(PolicyLoadError, match="re-run with --drive diff"):
+    with pytest.raises(PolicyLoadError, match="pass --drive diff"):
         load_policy("mymod:duck", drive="omni")
 
 

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from mobile_vla_sim.envs.scenario import Box, sample_scenario
 from mobile_vla_sim.errors import BackboneNotFoundError
 from mobile_vla_sim.policies.backbone import TINY_PRETRAINED, load_backbone
-from mobile_vla_sim.policies.pretrain_tiny import (CLAUSES, PretrainConfig, SceneFacts, command, fact_labels,
+from scripts.pretrain_tiny import (CLAUSES, PretrainConfig, SceneFacts, command, fact_labels,
                                                    pooled_image_features, render_frames, scene_facts)
 from mobile_vla_sim.policies.tiny_kosmos import PRETRAINED_META, PRETRAINED_WEIGHTS, build_tiny_pretrained
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.metrics import paired_difference_interval
 from mobile_vla_sim.eval.report import read_results
-from mobile_vla_sim.eval.probe import (PERTURBATIONS, SUITES, ProbeConfig, conditions, load_suite,
-                                     perturbation_table_markdown, probe)
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.probe import PERTURBATIONS, SUITES, ProbeConfig, load_suite, perturbation_table_markdown, probe
+from mobile_vla_sim.probe.perturbations import conditions
+from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.deploy import DeployConfig, DeployedPolicy
 
 BOTTLE = INSTRUCTION_SETS["bottle"]
@@ -77,25 +78,28 @@ def test_suite_file_and_unknown_names(tmp_path):
 
 
 def test_not_applicable_perturbations_say_why(tmp_path):
+    def conds(cfg: ProbeConfig, window: int | None, chunks: bool) -> dict:
+        clean = replace(cfg.eval_config(), env=cfg.env.resolved())
+        return {c.name: c for c in conditions(load_suite(cfg.suite), clean, window, chunks, cfg.out)}
+
     cfg = build(ProbeConfig, dict(policy="expert", suite="deployment", out=tmp_path, image_size=32))
-    clean = cfg.eval_config()
-    by_name = {c.name: c for c in conditions(cfg, clean, window=None, chunks=False)}
+    by_name = conds(cfg, window=None, chunks=False)
     assert by_name["window"].eval is None and "no frame window" in by_name["window"].reason
     assert by_name["open_loop"].eval is None and "no action chunk" in by_name["open_loop"].reason
-    assert by_name["gain"].eval.deployment.gain == 0.5 and by_name["latency"].eval.env.action_latency == 1
-    by_name = {c.name: c for c in conditions(cfg, clean, window=8, chunks=True)}
-    assert by_name["window"].eval.deployment.window == 2 and by_name["open_loop"].eval.deployment.execute_chunk == 4
-    assert "not longer" in {c.name: c for c in conditions(cfg, clean, window=2, chunks=True)}["window"].reason
+    assert by_name["gain"].eval.deploy.gain == 0.5 and by_name["latency"].eval.env.action_latency == 1
+    by_name = conds(cfg, window=8, chunks=True)
+    assert by_name["window"].eval.deploy.window == 2 and by_name["open_loop"].eval.deploy.execute_chunk == 4
+    assert "not longer" in conds(cfg, window=2, chunks=True)["window"].reason
     # A deployment with one fixed sentence: swapping sides means nothing, "Stop" still replaces it.
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text("instruction: go\n")
-    cfg = build(ProbeConfig, dict(policy="expert", suite="language", out=tmp_path, deploy=fixed))
-    by_name = {c.name: c for c in conditions(cfg, cfg.eval_config(), window=None, chunks=False)}
+    by_name = conds(build(ProbeConfig, dict(policy="expert", suite="language", out=tmp_path, deploy=fixed)),
+                    window=None, chunks=False)
     assert "fixed instruction" in by_name["swap_sides"].reason and by_name["stop"].eval is not None
     # A perturbation that equals the baseline is not run twice.
     cfg = build(ProbeConfig, dict(policy="expert", suite=_suite(tmp_path, "korean:\n"), out=tmp_path,
                                   instructions="korean"))
-    assert "changes nothing" in conditions(cfg, cfg.eval_config(), window=None, chunks=False)[0].reason
+    assert "changes nothing" in conds(cfg, window=None, chunks=False)["korean"].reason
 
 
 class _Heard(Policy):
@@ -159,6 +163,20 @@ def test_expert_told_the_opposite_side_is_restored_by_the_swap(tmp_path, tiny_da
     assert "rises significantly under swap_sides" in summary["verdict"]
 
 
+def test_probe_loads_its_policy_once(tmp_path, tiny_dataset, monkeypatch):
+    """The clean run, every perturbation and text sensitivity share one loaded policy (minutes for a full-size
+    Kosmos-2), and a perturbed deployment leaves it as it was for the next condition."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import probe_policies
+
+    probe_policies.LOADS.clear()
+    summary = _probe(tmp_path, "probe_policies:counted", _suite(tmp_path, "swap_sides:\ngain:\nlighting:\n"),
+                     text_data=str(tiny_dataset))
+    assert len(probe_policies.LOADS) == 1
+    assert all(summary["perturbations"][n]["status"] == "run" for n in ("swap_sides", "gain", "lighting"))
+    assert summary["text_sensitivity"]["frames"] > 0
+
+
 def test_drive_straight_is_forward_collapse_into_the_box(tmp_path):
     summary = _probe(tmp_path, "constant", _suite(tmp_path, "gain:\n"), episodes=2, text_episodes=0)
     failures = summary["clean"]["failures"]
@@ -190,7 +208,7 @@ def test_cli_probe_writes_the_report_and_resumes(tmp_path):
     assert read_results(out / "clean").throughput["episodes"] == 0  # every episode was kept, none re-run
 
 
-def test_readme_shows_the_perturbation_table():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert perturbation_table_markdown() in readme, "README's perturbation table is stale: paste " \
+def test_docs_show_the_perturbation_table():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "probe.md").read_text()
+    assert perturbation_table_markdown() in page, "docs/probe.md's perturbation table is stale: paste " \
         "perturbation_table_markdown()"

@@ -15,7 +15,9 @@ from mobile_vla_sim.envs.actions import KEY_VALUE, KEYS, key_action, snap_to_key
 from mobile_vla_sim.envs.config import CAMERAS, EnvConfig, make_env
 from mobile_vla_sim.envs.expert import ExpertPolicy, KeysExpert
 from mobile_vla_sim.errors import ConfigError, DatasetError, PolicyLoadError
-from mobile_vla_sim.policies.deploy import (DeployConfig, DeployedPolicy, convert_colors, deploy_policy, load_deploy,
+from mobile_vla_sim.eval.run import EvalConfig
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.policies.deploy import (DeployConfig, DeployedPolicy, convert_colors, deploy_policy,
                                             normalize_frames, postprocess, resize_frames)
 
 OMNI_DIRECTION = dict(drive="omni", action_mode="direction")
@@ -45,7 +47,9 @@ def test_direction_mode_ignores_magnitude_and_zero_stops():
 
 def test_direction_mode_needs_omni_and_velocity_mode_still_scales():
     with pytest.raises(ConfigError, match="--drive omni"):
-        EnvConfig(action_mode="direction")
+        EnvConfig(action_mode="direction", drive="diff")
+    with pytest.raises(ConfigError, match="--drive omni"):  # unset, the drive resolves to diff
+        EnvConfig(action_mode="direction").resolved()
     velocity = EnvConfig(image_size=16, drive="omni")
     fast, slow = _poses(velocity, [(0.4, 0.0, 0.0)]), _poses(velocity, [(0.2, 0.0, 0.0)])
     start = _poses(velocity, [(0.0, 0.0, 0.0)])
@@ -154,7 +158,7 @@ def test_real_robot_dataset_reads_with_a_real_layout_loader(tmp_path):
 
 
 # --- deployment adapter ----------------------------------------------------------------------------------------------
-class _Recorder:
+class _Recorder(Policy):
     """A policy that records what it is handed and returns a known chunk of 3 omni actions per call."""
 
     name, drive, takes_normalised_pixels = "recorder", "omni", True
@@ -217,32 +221,37 @@ def test_adapter_chunks_instruction_and_defaults():
     with pytest.raises(PolicyLoadError, match="window"):
         DeployedPolicy(inner, DeployConfig(window=2))
     with pytest.raises(PolicyLoadError, match="uint8"):
-        DeployedPolicy(type("P", (), {"name": "p", "drive": "omni", "inputs": ("image",)})(),
+        DeployedPolicy(type("P", (Policy,), {"name": "p", "drive": "omni", "inputs": ("image",),
+                                             "act_batch": lambda self, obs, slots: None})(),
                        DeployConfig(normalize="clip"))
     expert = DeployedPolicy(ExpertPolicy("omni"), DeployConfig(normalize="clip"))  # reads no image: nothing to do
     assert expert.inputs == ("state",)
 
 
 def test_deploy_file_loads_and_is_recorded(tmp_path):
-    from mobile_vla_sim.eval.run import EvalConfig, evaluate
+    from mobile_vla_sim.eval.run import evaluate
 
-    example = load_deploy(Path(__file__).parent.parent / "examples" / "deploy_jan2026.yaml")
+    example = build(EvalConfig, {"policy": "expert",
+                                 "deploy": Path(__file__).parent.parent / "examples" / "deploy_jan2026.yaml"}).deploy
     assert (example.window, example.execute_chunk, example.flip_sign) == (2, 10, ("linear_x",))
     assert (example.resize, example.normalize, example.color_order, example.scale * example.gain) == \
         ("squash", "none", "bgr", 30.0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("flip_sign: [forward]\n")
     with pytest.raises(ConfigError, match="--deploy .*forward"):
-        load_deploy(bad)
+        build(EvalConfig, {"policy": "expert", "deploy": bad})
     flip = tmp_path / "flip.yaml"
     flip.write_text("flip_sign: [linear_x]\n")
     common = dict(policy="expert", difficulty="easy", task="left", episodes=2, env=EnvConfig(image_size=16,
                                                                                                  drive="omni"))
     plain = evaluate(EvalConfig(out=tmp_path / "plain", **common), progress=False)
-    flipped = evaluate(EvalConfig(out=tmp_path / "flip", deploy=flip, **common), progress=False)
+    flipped = evaluate(EvalConfig(out=tmp_path / "flip", deploy=DeployConfig.from_yaml(flip), **common),
+                       progress=False)
+    with pytest.raises(ConfigError, match="DeployConfig.from_yaml"):
+        EvalConfig(policy="expert", deploy=flip)
     assert all(r.success for r in plain.records) and not any(r.success for r in flipped.records)
     recorded = json.loads((tmp_path / "flip" / "results.json").read_text())["config"]
-    assert recorded["deployment"]["flip_sign"] == ["linear_x"]
+    assert recorded["deploy"]["flip_sign"] == ["linear_x"]
 
 
 def test_deploy_mismatch_changes_a_trained_policy(tiny_checkpoints, tiny_dataset):

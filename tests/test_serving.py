@@ -19,7 +19,7 @@ from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
 from mobile_vla_sim.policies.baselines import RandomPolicy
 from mobile_vla_sim.policies.registry import load_policy
-from mobile_vla_sim.serving.protocol import TOKEN_ENV, packb, unpackb
+from mobile_vla_sim.policies.remote.wire import TOKEN_ENV, packb, unpackb
 from mobile_vla_sim.serving.server import ServeConfig, ServerThread
 
 ENV = EnvConfig(image_size=48)
@@ -140,7 +140,7 @@ def test_serve_config_checks():
     with ServerThread(ServeConfig(policy="random", port=0)) as srv:
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{srv.port}"):
             ServerThread(ServeConfig(policy="random", port=srv.port))
-    with pytest.raises(PolicyLoadError, match="re-run with --drive omni"):
+    with pytest.raises(PolicyLoadError, match="pass --drive omni"):
         with ServerThread(ServeConfig(policy="random", port=0, drive="omni")) as srv:
             load_policy(srv.url, drive="diff")
 
@@ -222,7 +222,7 @@ def test_served_checkpoint_matches_in_process(tiny_checkpoints):
 
 
 FLAKY = '''
-from mobile_vla_sim.policies.baselines import ExpertPolicy
+from mobile_vla_sim.envs.expert import ExpertPolicy
 
 
 class Flaky(ExpertPolicy):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mobile_vla_sim.eval.similarity import (
+from mobile_vla_sim.analysis.similarity import (
     SimilarityInputError,
     compare_representations,
     cosine_similarity,

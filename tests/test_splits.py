@@ -85,7 +85,7 @@ def test_tiny_dataset_has_a_hash_val_split(tiny_dataset):
 
 @pytest.mark.parametrize("dataset", ["tiny_dataset", "no_val_dataset", "failed_demo_dataset"])
 def test_train_compare_and_offline_metrics_use_the_same_val_episodes(dataset, request, tiny_checkpoints, tmp_path):
-    from mobile_vla_sim.eval.compare import CompareConfig, compare
+    from mobile_vla_sim.analysis.compare import CompareConfig, compare
     from mobile_vla_sim.eval.offline import offline_metrics
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint, read_checkpoint
     from mobile_vla_sim.policies.train import TrainConfig, train

@@ -175,7 +175,7 @@ def test_changed_option_reruns_only_the_cells_it_changes(local_study, tmp_path):
 def test_probe_block_probes_every_cell_without_retraining(local_study, tmp_path, monkeypatch):
     """A spec's `probe` block probes each finished cell (here: the swap on 2 episodes) and reports a row per cell;
     adding it re-runs no cell, and a second run re-runs no probe."""
-    import mobile_vla_sim.eval.probe as probe_module
+    import mobile_vla_sim.probe.run as probe_module
     import mobile_vla_sim.policies.train as train_module
 
     monkeypatch.setattr(train_module, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))

@@ -17,11 +17,11 @@ from mobile_vla_sim.eval.report import summary_markdown
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
-from mobile_vla_sim.eval.rollout import run_episodes
+from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
 from mobile_vla_sim.eval.taxonomy import LABELS, classify, label_failures, steer_signal
-from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.policies.baselines import AlwaysSidePolicy, ExpertPolicy
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.envs.expert import AlwaysSidePolicy, ExpertPolicy
 
 BOX = [1.1, 0.0, 0.15, 0.2]  # easy scene: near face at x = 0.95
 GOAL = [1.9, 0.0]
@@ -140,7 +140,7 @@ ENV = EnvConfig(image_size=32)
 
 
 def _labels(policy: Policy, n: int = 2) -> list[EpisodeRecord]:
-    recs = run_episodes(policy, episode_set(0, "easy", "both", n), ENV, workers=1, progress=False).records
+    recs = eval_policy(policy, episode_set(0, "easy", "both", n), ENV, pool=PoolConfig(workers=1), progress=False).results
     label_failures(recs)
     return recs
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.eval.offline import offline_metrics
-from mobile_vla_sim.eval.probing import extract_features
+from mobile_vla_sim.analysis.features import extract_features
 from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint, read_checkpoint
 from mobile_vla_sim.policies.train import TrainConfig, dataset_loss, train
 

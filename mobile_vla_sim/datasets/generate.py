@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mobile_vla_sim import __version__
+from mobile_vla_sim.version import __version__
 from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
                                                  write_episode)
@@ -69,6 +69,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.env = self.env.resolved()  # no policy to take unset knobs from: their defaults
         check_knobs(self, DatasetError)
         if self.expert_actions == "keys" and (self.env.drive, self.env.action_mode) != ("omni", "direction"):
             raise DatasetError("--expert-actions keys needs the real robot's interface: add --drive omni "

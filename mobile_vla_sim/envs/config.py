@@ -7,7 +7,8 @@ appears in their `--help`, in YAML config files and in every results file withou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import ACTION_MODES, LAYOUT_DIMS
@@ -23,6 +24,11 @@ RENDERERS = ("tiny", "egl")
 MAX_IMAGE_SIZE = 1280
 #: Channel orders a camera can deliver (the real robot's camera gives BGR, as OpenCV does).
 COLOR_ORDERS = ("rgb", "bgr")
+#: Env knobs a trained policy records (its training data's) and their defaults. Left unset (None), they take the
+#: policy's values in eval, so a checkpoint is scored on what it was trained on unless asked otherwise; elsewhere
+#: (generate, a bare env) the default.
+AS_TRAINED: dict[str, Any] = {"image_size": 224, "drive": "diff", "control": "continuous", "renderer": "tiny",
+                              "instructions": "bottle"}
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,12 @@ class EnvConfig:
     task: str | None = knob(None, "left, right, or None to draw one per episode", choices=TASKS, cli=False)
     difficulty: str = knob("easy", "scene difficulty used when reset() names none", choices=tuple(DIFFICULTIES),
                            cli=False)
-    drive: str = knob("diff", "robot base: differential drive (linear_x, angular_z) or holonomic omni "
-                      "(linear_x, linear_y, angular_z)", choices=tuple(LAYOUT_DIMS))
-    control: str = knob("continuous", "continuous: the robot keeps moving while the frame is taken; pulse: it brakes "
-                        "to a stop after each 0.4 s step, as the real stop-and-go robot", choices=CONTROLS)
+    drive: str | None = knob(None, "robot base: differential drive (linear_x, angular_z) or holonomic omni "
+                             "(linear_x, linear_y, angular_z) [default: diff, or as the policy was trained]",
+                             choices=tuple(LAYOUT_DIMS))
+    control: str | None = knob(None, "continuous: the robot keeps moving while the frame is taken; pulse: it brakes "
+                               "to a stop after each 0.4 s step, as the real stop-and-go robot [default: continuous, "
+                               "or as the policy was trained]", choices=CONTROLS)
     action_mode: str = knob("velocity", "omni only: velocity (m/s, rad/s) or direction, the real base's "
                             "move(angle, throttle): (linear_x, linear_y) sets only the direction of travel at "
                             "--direction-speed (zero stops), the sign of angular_z spins at --spin-rate, and every "
@@ -77,8 +85,8 @@ class EnvConfig:
     camera: str = knob("default", "camera model: default (square, 90 deg vertical FOV, 0.35 m high) or real (the "
                        "real robot's 1280x720 wide-angle camera, 120 deg diagonal, 0.35 m high)", choices=("default",
                                                                                                        "real"))
-    image_size: int = knob(224, "camera image side in pixels (square) unless --image-width/--image-height are given",
-                           min=16)
+    image_size: int | None = knob(None, "camera image side in pixels (square) unless --image-width/--image-height are "
+                                  "given [default: 224, or as the policy was trained]", min=16)
     image_width: int | None = knob(None, "camera image width in pixels [default: the camera's, or --image-size]; "
                                    "given alone, the height follows the camera's aspect", min=16)
     image_height: int | None = knob(None, "camera image height in pixels [default: the camera's, or --image-size]; "
@@ -88,14 +96,15 @@ class EnvConfig:
                             choices=COLOR_ORDERS)
     image_size_limit: int = knob(MAX_IMAGE_SIZE, "largest --image-size accepted (a guard against typos that would "
                                  "render for minutes per frame)", min=16)
-    renderer: str = knob("tiny", "camera renderer: TinyRenderer (CPU) or PyBullet's EGL plugin (OpenGL, fast on a "
-                         "GPU; one env per worker); evaluate on the renderer the policy was trained on",
-                         choices=RENDERERS)
+    renderer: str | None = knob(None, "camera renderer: TinyRenderer (CPU) or PyBullet's EGL plugin (OpenGL, fast "
+                                "on a GPU; one env per worker) [default: tiny, or as the policy was trained]",
+                                choices=RENDERERS)
     max_steps: int | None = knob(None, "step limit per episode [default: the difficulty's]", min=1)
     action_latency: int = knob(0, "steps between an action and its effect (train/deploy mismatch probe)", min=0)
     action_scale: float = knob(1.0, "multiply every action by this before it is executed")
     camera_noise: float = knob(0.0, "std of additive pixel noise on camera images (0-255 scale)", min=0.0)
-    instructions: str = knob("bottle", "instruction sentences: a named set or a template containing {side}")
+    instructions: str | None = knob(None, "instruction sentences: a named set or a template containing {side} "
+                                    "[default: bottle, or as the policy was trained]")
     light_scale: float = knob(1.0, "multiply the scene's ambient and diffuse light by this (lighting shift probe: "
                               "0.5 darker, 1.5 brighter)", min=0.0)
     camera_height_shift: float = knob(0.0, "metres added to the camera mount height (robot-build mismatch probe)")
@@ -108,18 +117,25 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         check_knobs(self)
-        if self.action_mode == "direction" and self.drive != "omni":
+        if self.action_mode == "direction" and self.drive not in (None, "omni"):
             raise ConfigError("--action-mode direction needs --drive omni (a differential drive cannot move in any "
                               "direction)")
         sides = (("--image-size", self.image_size), *zip(("--image-width", "--image-height"), self.resolution))
         for name, value in sides:
-            if value > self.image_size_limit:
+            if value is not None and value > self.image_size_limit:
                 raise ConfigError(f"{name} must be <= {self.image_size_limit} (--image-size-limit), got {value}; "
                                   "raise --image-size-limit to render larger images")
-        try:
-            instruction_for("left", self.instructions)
-        except ValueError as err:
-            raise ConfigError(f"--instructions: {err}")
+        if self.instructions is not None:
+            try:
+                instruction_for("left", self.instructions)
+            except ValueError as err:
+                raise ConfigError(f"--instructions: {err}")
+
+    def resolved(self, trained: Mapping[str, Any] | None = None) -> EnvConfig:
+        """This config with every unset knob of AS_TRAINED filled: from `trained` (a policy's training env), else
+        its default. What the env, generate and results use; a resolved config comes back unchanged."""
+        changes = {k: (trained or {}).get(k, default) for k, default in AS_TRAINED.items() if getattr(self, k) is None}
+        return replace(self, **changes) if changes else self
 
     @property
     def brakes(self) -> bool:
@@ -133,7 +149,8 @@ class EnvConfig:
     @property
     def resolution(self) -> tuple[int, int]:
         """Camera (width, height): the explicit sizes, else the camera's own, else the --image-size square."""
-        width, height = self.camera_spec.resolution or (self.image_size, self.image_size)
+        side = self.image_size or AS_TRAINED["image_size"]
+        width, height = self.camera_spec.resolution or (side, side)
         if self.image_width and self.image_height:
             return self.image_width, self.image_height
         if self.image_width:
@@ -149,4 +166,4 @@ def make_env(cfg: EnvConfig | None = None, render_mode: str | None = None):
 
     import mobile_vla_sim.envs  # noqa: F401  (registers the id, also in a freshly spawned worker)
 
-    return gymnasium.make(ENV_ID, config=cfg or EnvConfig(), render_mode=render_mode)
+    return gymnasium.make(ENV_ID, config=(cfg or EnvConfig()).resolved(), render_mode=render_mode)

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import action_limits, noisy_action
 from mobile_vla_sim.envs.config import EnvConfig, make_env
-from mobile_vla_sim.errors import EvalError, MvlaError
+from mobile_vla_sim.errors import MvlaError
+from mobile_vla_sim.policy import Policy, next_actions
+from mobile_vla_sim.progress import bar as progress_bar
+from mobile_vla_sim.moved import moved_name
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,6 @@ class PoolConfig:
         check_knobs(self)
 
 
-class BatchPolicy(Protocol):
-    """What the engine needs of a policy (`mobile_vla_sim.policies.base.Policy` is the full interface)."""
-
-    name: str
-
-    def reset(self, instruction: str, slot: int = 0) -> None: ...
-
-    def act_batch(self, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray: ...
-
-
 class EpisodeHandler(Protocol):
     """Worker-side bookkeeping of one slot's current episode."""
 
@@ -83,21 +75,6 @@ class EpisodeHandler(Protocol):
         """The episode's result (small and picklable: it travels to the parent)."""
 
     def abort(self) -> None: ...
-
-
-def next_actions(policy: BatchPolicy, obs: dict[str, np.ndarray], slots: Sequence[int]) -> np.ndarray:
-    """The (B, dims) actions the env executes now: `act_batch` as is, or the first action of each chunk.
-
-    The one place that turns a policy's output into env actions, so how many actions of a chunk to execute is
-    decided here for every caller (rollouts, offline metrics, `Policy.act`).
-    """
-    actions = np.asarray(policy.act_batch(obs, slots), dtype=np.float32)
-    if actions.ndim == 3 and actions.shape[1] >= 1:
-        actions = actions[:, 0]
-    if actions.ndim != 2 or actions.shape[0] != len(slots):
-        raise EvalError(f"policy {policy.name!r} returned actions of shape {actions.shape} for {len(slots)} "
-                                "slots; act_batch must return (B, dims) or an action chunk (B, K, dims)")
-    return actions
 
 
 class WorkerError(MvlaError, RuntimeError):
@@ -245,7 +222,7 @@ class RolloutResult:
     error: MvlaError | None = None
 
 
-def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig,
+def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig,
                  handler_factory: Callable[[], EpisodeHandler], pool: PoolConfig = PoolConfig(),
                  action_noise: float = 0.0, progress: bool = True, on_result: Callable[[Any], None] | None = None,
                  desc: str | None = None,
@@ -256,16 +233,17 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
     `action_noise` (fraction of each action limit, seeded per episode by `spec.noise_seed`) perturbs the executed
     action while handlers still see the policy's action: demonstrations that show recoveries with clean labels.
     """
+    env_cfg = env_cfg.resolved()
     workers = pool.workers or os.cpu_count() or 1
     per = 1 if env_cfg.renderer == "egl" else pool.envs_per_worker  # pybullet allows one EGL client per process
     per = max(1, min(per, -(-len(specs) // workers)))
     workers = max(1, min(workers, -(-len(specs) // per)))
-    args = (env_cfg, per, handler_factory, float(action_noise), getattr(policy, "inputs", None))
+    args = (env_cfg, per, handler_factory, float(action_noise), policy.inputs)
     queue = list(specs)
     keys = {id(s): n for n, s in enumerate(specs)}
     done: dict[int, Any] = {}
     running: dict[int, dict] = {}  # slot -> latest obs
-    bar = tqdm(total=len(specs), desc=desc or f"{policy.name}", unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(specs), desc=desc or policy.name, unit="ep", enabled=progress)
     start, interrupted, error, conns = time.perf_counter(), False, None, []
     successes = 0
     try:
@@ -323,3 +301,8 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
         for c in conns:
             c.close()
     return RolloutResult([done[n] for n in sorted(done)], interrupted, time.perf_counter() - start, error)
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

@@ -23,6 +23,7 @@ from mobile_vla_sim.envs.instructions import check_task
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS
 from mobile_vla_sim.envs.sim import CONTROL_PERIOD, ROBOT_HALF_WIDTH, ROBOT_RADIUS
 from mobile_vla_sim.envs.state import decode_state
+from mobile_vla_sim.policy import Policy
 
 #: Turn in place (no forward speed) while the heading error exceeds this (rad).
 _TURN_IN_PLACE = math.radians(60)
@@ -196,8 +197,9 @@ class KeysExpert(ScriptedExpert):
         return min(best.values())[1] if best else "stop"
 
 
-class ExpertPolicy:
-    """The scripted expert behind the batched policy interface, one expert per slot (the upper bound on success).
+class ExpertPolicy(Policy):
+    """The scripted expert behind the policy interface, one expert per slot: the upper bound on success, and what
+    `generate` runs.
 
     It reads the task from the state's one-hot, or always takes `side` when one is given. Only the privileged state
     is needed, so rollout workers send it no image (`inputs`).
@@ -232,11 +234,17 @@ class ExpertPolicy:
         states = obs["state"]
         return np.stack([self._experts[s].act({"state": states[i]}) for i, s in enumerate(slots)]).astype(np.float32)
 
-    def act(self, obs: dict[str, np.ndarray], slot: int = 0) -> np.ndarray:
-        return self.act_batch({k: np.asarray(v)[None] for k, v in obs.items()}, [slot])[0]
-
     def close(self) -> None:
         self._experts.clear()
+
+
+class AlwaysSidePolicy(ExpertPolicy):
+    """The expert, but always going around on `side` whatever the instruction: 100% same-side, ~50% success (the
+    instruction-grounding failure)."""
+
+    def __init__(self, side: str, drive: str = "diff", seed: int = 0):
+        super().__init__(drive=drive, seed=seed, side=side)
+        self.name = f"always-{side}"
 
 
 def run_expert_episode(env, expert: ScriptedExpert, seed: int, task: str | None = None,

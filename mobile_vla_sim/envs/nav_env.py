@@ -113,7 +113,7 @@ class NavEnv(gym.Env):
 
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **overrides: Any):
         try:
-            cfg = replace(config or EnvConfig(), **overrides)
+            cfg = replace(config or EnvConfig(), **overrides).resolved()
         except TypeError as err:
             raise ConfigError(f"unknown env option: {err}; see EnvConfig for the valid ones") from None
         if render_mode not in (None, *self.metadata["render_modes"]):

@@ -19,7 +19,7 @@ from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.engine import next_actions
 from mobile_vla_sim.errors import EvalError
 from mobile_vla_sim.eval.schema import OfflineMetrics
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
 
 DIM_NAMES = ("linear_x", "linear_y", "angular_z")
 #: Targets smaller than this (m/s or rad/s) have no meaningful sign and are left out of sign agreement.

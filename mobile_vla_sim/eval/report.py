@@ -119,16 +119,14 @@ def write_csv(path: Path, records: Sequence[EpisodeRecord]) -> None:
 
 
 def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str = "") -> None:
-    """Top-down plot of every trajectory, one panel per difficulty, coloured by outcome (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Top-down plot of every trajectory, one panel per difficulty, coloured by outcome."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
+    from mobile_vla_sim.plotting import subplots
+
     difficulties = list(dict.fromkeys(r.difficulty for r in records)) or ["none"]
-    fig, axes = plt.subplots(1, len(difficulties), figsize=(4.2 * len(difficulties), 4.6), squeeze=False)
+    fig, axes = subplots(1, len(difficulties), figsize=(4.2 * len(difficulties), 4.6), squeeze=False)
     for ax, diff in zip(axes[0], difficulties):
         for r in (r for r in records if r.difficulty == diff):
             if r.trajectory:
@@ -150,7 +148,6 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
     fig.suptitle(title or "Trajectories by outcome")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord],

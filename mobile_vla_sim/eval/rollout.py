@@ -1,4 +1,4 @@
-"""Closed-loop evaluation episodes on the episode engine (`mobile_vla_sim.envs.engine`).
+"""Closed-loop evaluation episodes on the episode engine (`mobile_vla_sim.envs.engine`): `eval_policy`.
 
 `EvalRecorder` is the engine's worker-side handler for eval: it turns one episode's steps into an `EpisodeRecord`
 (and an optional mp4), reading the scene geometry and the sides passed from the env's `info`.
@@ -6,17 +6,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig
-from mobile_vla_sim.envs.engine import run_episodes as run_engine
+from mobile_vla_sim.envs import engine
+from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.eval.metrics import spl
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.moved import moved_name
 
 
 class EvalRecorder:
@@ -82,25 +87,41 @@ class EvalRecorder:
             self.video = None
 
 
-@dataclass
-class RolloutResult:
-    records: list[EpisodeRecord]
-    interrupted: bool = False
-    seconds: float = 0.0
-    error: Exception | None = None
+def eval_policy(policy: Policy, specs: Sequence[EpisodeSpec], env: EnvConfig, *, deploy: DeployConfig = DeployConfig(),
+                pool: PoolConfig = PoolConfig(), videos: dict[str, str] | None = None, progress: bool = True,
+                on_record: Callable[[EpisodeRecord], None] | None = None) -> RolloutResult:
+    """Roll every spec out closed-loop with a loaded `policy` behind the deployment stack `deploy`.
 
-
-def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfig, workers: int = 1,
-                 envs_per_worker: int = 4, video_paths: dict[str, str] | None = None, progress: bool = True,
-                 on_record: Callable[[EpisodeRecord], None] | None = None, action_noise: float = 0.0) -> RolloutResult:
-    """Run every spec once with `policy`; records come back in spec order. Ctrl-C keeps finished episodes.
-
-    `action_noise` perturbs executed actions of specs with a `noise_seed` (see the engine); records keep the policy's.
+    The inner evaluation over objects (`evaluate` builds them from a config): a caller that evaluates one policy
+    under many conditions (the probe, a study cell) loads it once. `.results` are `EpisodeRecord`s in spec order;
+    Ctrl-C and expected errors (`.error`) keep the finished ones. The policy stays open: its owner closes it.
     """
-    result = run_engine(policy, specs, env_cfg, RecorderFactory(video_paths or {}, env_cfg.color_order),
-                        PoolConfig(workers=workers, envs_per_worker=envs_per_worker), action_noise, progress=progress,
-                        on_result=on_record, desc=f"eval {policy.name}")
-    return RolloutResult(result.results, result.interrupted, result.seconds, result.error)
+    env = env.resolved()
+    deployed = deploy_policy(policy, deploy, env.color_order, env.instructions)
+    try:
+        with _inference_threads(pool.workers):
+            return engine.run_episodes(deployed, specs, env, RecorderFactory(videos or {}, env.color_order), pool,
+                                progress=progress, on_result=on_record, desc=f"eval {policy.name}")
+    finally:
+        if deployed is not policy:
+            deployed.close()
+
+
+@contextlib.contextmanager
+def _inference_threads(workers: int):
+    """CPU inference in this process gets the cores the env workers leave free: with torch's default of one thread
+    per core, inference and 2 env workers on 2 cores ran eval ~5x slower (measured, benchmarks/README.md)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    cores = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores - min(workers or cores, cores)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -112,3 +133,8 @@ class RecorderFactory:
 
     def __call__(self) -> EvalRecorder:
         return EvalRecorder(self.video_paths, self.color_order)
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

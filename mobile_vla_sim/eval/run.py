@@ -1,49 +1,47 @@
-"""`evaluate(EvalConfig)`: the whole `mvla-sim eval` job as a library call."""
+"""`evaluate(EvalConfig)`: the whole `mvla-sim eval` job as a library call; `eval_policy` is its inner loop."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobile_vla_sim.backends import BackendConfig
-from mobile_vla_sim.config import check_knobs, knob, to_dict
-from mobile_vla_sim.envs.config import EnvConfig
+from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
+from mobile_vla_sim.envs.config import AS_TRAINED, EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.envs.engine import PoolConfig
+from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.envs.instructions import TASKS
-from mobile_vla_sim.config import parse_choices
-from mobile_vla_sim.eval.episodes import EpisodeSpec, episode_set
+from mobile_vla_sim.errors import ConfigError, EvalError, MvlaError, OutputError
+from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import read_results, write_results
-from mobile_vla_sim.eval.rollout import RolloutResult, run_episodes
-from mobile_vla_sim.errors import EvalError, MvlaError, OutputError
+from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.paths import check_output_dir
 from mobile_vla_sim.policies.config import DTYPES
-from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy, load_deploy
+from mobile_vla_sim.policies.deploy import DeployConfig
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.moved import moved_name
 
 #: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
 _RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data",
-              "deploy", "ray_shard", "backend", "ray_address")
+              "ray_shard", "backend", "ray_address")
 
 
 @dataclass
 class EvalConfig:
     """What to evaluate and how; `episodes` is per (difficulty, task).
 
-    The deployment stack is a file (`deploy`), not a dozen nested options: it describes a robot's software between
-    camera, policy and motors, is shared between runs and versioned next to the robot code, and its stage names
-    (colour order, scale, window) would clash with the env's own knobs of different meaning. It is loaded once into
-    `deployment`, and results record its resolved content (`deployment`), so a run stays reproducible when the
-    file changes.
+    The deployment stack (`deploy`) is one value, given as a YAML file on the command line: it describes a robot's
+    software between camera, policy and motors, is shared between runs and versioned next to the robot code, and
+    its stage names (colour order, scale, window) would clash with the env's own knobs of different meaning.
+    Env knobs left unset (None) are taken from what the policy was trained with (`Policy.trained_env`), so a
+    checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise, from Python as from the CLI.
     """
 
-    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right or "
-                       "sb3:PATH.zip")
+    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right, "
+                       "sb3:PATH.zip, package.module:factory or ws://HOST:PORT")
     policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory or a ws:// policy (token=...); "
                                         "repeat it", flag="--policy-arg", multiple=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
@@ -59,9 +57,10 @@ class EvalConfig:
     device: str = knob("cpu", "torch device for the policy: cpu, cuda or cuda:N")
     dtype: str | None = knob(None, "backbone dtype of a .ckpt policy [default: the dtype it was trained in]",
                              choices=DTYPES)
-    deploy: Path | None = knob(None, "YAML file of deployment stages between env and policy (colour order, resize, "
-                               "normalisation, window, chunk execution, action post-processing, instruction; "
-                               "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)")
+    deploy: DeployConfig = knob(help="YAML file of deployment stages between env and policy (colour order, resize, "
+                                "normalisation, window, chunk execution, action post-processing, instruction; "
+                                "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)",
+                                file=True, default_factory=DeployConfig)
     ray_shard: int = knob(20, "with --backend ray: episodes per Ray task (each task loads the policy once and runs "
                           "its episodes in one process)", min=1)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -72,17 +71,11 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_knobs(self)
         self.out = None if self.out is None else Path(self.out)
+        if not isinstance(self.deploy, DeployConfig):
+            raise ConfigError(f"deploy must be a DeployConfig, got {self.deploy!r}; load a YAML file with "
+                              "DeployConfig.from_yaml(path)")
         parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
         parse_choices(self.task, TASKS, "task", EvalError)
-        self.deployment: DeployConfig = load_deploy(self.deploy)
-
-
-def derive(cfg: EvalConfig, deployment: DeployConfig | None = None, **changes) -> EvalConfig:
-    """`cfg` with `changes` and its resolved deployment stack kept (or `deployment` instead): `replace` alone would
-    reload the stack from the `deploy` file and lose stages set in code (the probe's perturbations)."""
-    out = replace(cfg, **changes)
-    out.deployment = deployment or cfg.deployment
-    return out
 
 
 @dataclass
@@ -96,6 +89,8 @@ class EvalResult:
     paths: dict[str, Path] = field(default_factory=dict)
     #: Conditions that make the numbers hard to interpret (e.g. an image size the policy was not trained on).
     warnings: list[str] = field(default_factory=list)
+    #: The config as run: every env knob resolved.
+    config: EvalConfig | None = None
 
 
 def video_paths(specs: list[EpisodeSpec], video_dir: Path, per_group: int, all_: bool) -> dict[str, str]:
@@ -104,14 +99,9 @@ def video_paths(specs: list[EpisodeSpec], video_dir: Path, per_group: int, all_:
             for s in specs if all_ or s.index < per_group}
 
 
-def policy_label(spec: str, policy) -> str:
+def policy_label(spec: str, policy: Policy) -> str:
     """Short name for tables: the checkpoint's file name, else the policy's own name (expert, sb3:ppo.zip...)."""
     return Path(spec).name if spec.endswith(".ckpt") else policy.name
-
-
-def recorded_config(cfg: EvalConfig) -> dict:
-    """The config as results record it: every knob plus the resolved deployment stack."""
-    return {**to_dict(cfg), "deployment": to_dict(cfg.deployment)}
 
 
 def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
@@ -125,38 +115,34 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
             from None
 
     def outcome_knobs(config: dict) -> dict:
-        flat = {"deployment": to_dict(DeployConfig()), **config, **config.get("env", {})}
+        config = dict(config)
+        if "deployment" in config:  # results written before the stack was a config field: its path, then content
+            config["deploy"] = config.pop("deployment")
+        flat = {"deploy": to_dict(DeployConfig()), **config, **config.get("env", {})}
         return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
-    if outcome_knobs(results.config) != outcome_knobs(recorded_config(cfg)):
+    if outcome_knobs(results.config) != outcome_knobs(to_dict(cfg)):
         raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
                           "another --out, or delete that folder to replace them")
     return {r.key: r for r in results.episodes}
 
 
-#: Env knobs a checkpoint records from its training data; evaluating with other values is allowed but warned about.
-_TRAINED_ON = ("image_size", "drive", "control", "renderer", "instructions")
+def as_trained(cfg: EvalConfig, policy: Policy) -> EvalConfig:
+    """`cfg` with every unset env knob taken from what `policy` was trained with (else its default), and the action
+    layout checked: a policy emitting another layout than the env's would drive it wrongly."""
+    from mobile_vla_sim.policies.registry import check_drive
+
+    resolved = replace(cfg, env=cfg.env.resolved({"drive": policy.drive, **policy.trained_env}))
+    check_drive(policy, resolved.env.drive, cfg.policy)
+    return resolved
 
 
-def as_trained(cfg: EvalConfig, given: set[str]) -> EvalConfig:
-    """`cfg` with the env knobs of `_TRAINED_ON` that the user did not set taken from the checkpoint's training data,
-    so a checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise (then `evaluate` warns)."""
-    if not cfg.policy.endswith(".ckpt") or not Path(cfg.policy).is_file():
-        return cfg
-    from mobile_vla_sim.policies.checkpoint import read_checkpoint_config
-
-    trained = read_checkpoint_config(cfg.policy).get("dataset_config") or {}
-    changes = {k: trained[k] for k in _TRAINED_ON if k in trained and k not in given}
-    return derive(cfg, env=replace(cfg.env, **changes)) if changes else cfg
-
-
-def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
-    """What differs between the data a checkpoint was trained on (and `--offline-data`) and this evaluation."""
+def mismatch_warnings(policy: Policy, cfg: EvalConfig) -> list[str]:
+    """What differs between the data a policy was trained on (and `--offline-data`) and this evaluation."""
     from mobile_vla_sim.datasets.manifest import load_manifest
 
-    trained = (getattr(policy, "metadata", None) or {}).get("dataset_config") or {}
-    env = to_dict(cfg.env)
+    trained, env = policy.trained_env, to_dict(cfg.env)
     out = [f"the policy was trained on {k}={trained[k]!r} but is evaluated with --{k.replace('_', '-')} {env[k]!r}; "
-           f"pass --{k.replace('_', '-')} {trained[k]} to evaluate it as trained" for k in _TRAINED_ON
+           f"leave --{k.replace('_', '-')} unset to evaluate it as trained" for k in AS_TRAINED
            if k in trained and trained[k] != env[k]]
     if cfg.offline_data is not None:
         data = ((load_manifest(cfg.offline_data) or {}).get("config") or {})
@@ -166,24 +152,7 @@ def mismatch_warnings(policy, cfg: EvalConfig) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _inference_threads(cfg: EvalConfig):
-    """CPU inference in this process gets the cores the env workers leave free: with torch's default of one thread
-    per core, inference and 2 env workers on 2 cores ran eval ~5x slower (measured, benchmarks/README.md)."""
-    torch = sys.modules.get("torch")
-    if torch is None or cfg.device != "cpu":
-        yield
-        return
-    cores = os.cpu_count() or 1
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, cores - min(cfg.pool.workers or cores, cores)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def load_eval_policy(cfg: EvalConfig):
+def load_eval_policy(cfg: EvalConfig) -> Policy:
     """The policy `cfg` evaluates, loaded as evaluation loads it."""
     from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
@@ -191,26 +160,18 @@ def load_eval_policy(cfg: EvalConfig):
                        seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype)
 
 
-def _rollouts(policy, cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str],
-              progress: bool) -> RolloutResult:
-    """`specs` run with `policy` behind the deployment stack, here and in the env workers."""
-    deployed = deploy_policy(policy, cfg.deployment, cfg.env.color_order, cfg.env.instructions)
-    with _inference_threads(cfg):
-        return run_episodes(deployed, specs, cfg.env, workers=cfg.pool.workers,
-                            envs_per_worker=cfg.pool.envs_per_worker, video_paths=videos, progress=progress)
-
-
 def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str]]) -> list[EpisodeRecord]:
     """One Ray task: load the policy where the task runs and roll out its episodes in this process."""
     cfg, specs, videos = task
     policy = load_eval_policy(cfg)
     try:
-        result = _rollouts(policy, cfg, specs, videos, progress=False)
+        result = eval_policy(policy, specs, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
+                             progress=False)
     finally:
         policy.close()
     if result.error is not None:
         raise result.error
-    return result.records
+    return result.results
 
 
 def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str],
@@ -221,19 +182,18 @@ def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str
     the sharding. Finished shards are kept when another fails or on Ctrl-C. Paths are made absolute: on a cluster
     the checkpoint and video folder must be on a file system every node shares.
     """
-    from tqdm import tqdm
-
     from mobile_vla_sim.backends import Resources, run_tasks
+    from mobile_vla_sim.progress import bar as progress_bar
 
     policy = str(Path(cfg.policy).resolve()) if Path(cfg.policy).is_file() else cfg.policy
-    shard_cfg = derive(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
-                       pool=replace(cfg.pool, workers=1))
+    shard_cfg = replace(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
+                        pool=replace(cfg.pool, workers=1))
     videos = {k: str(Path(v).resolve()) for k, v in videos.items()}
     shards = [specs[i:i + cfg.ray_shard] for i in range(0, len(specs), cfg.ray_shard)]
     tasks = [(shard_cfg, shard, {s.key: videos[s.key] for s in shard if s.key in videos}) for shard in shards]
     records: list[EpisodeRecord] = []
     errors: list[BaseException] = []
-    bar = tqdm(total=len(specs), desc=f"eval {Path(cfg.policy).name} on ray", unit="ep", disable=not progress)
+    bar = progress_bar(total=len(specs), desc=f"eval {Path(cfg.policy).name} on ray", unit="ep", enabled=progress)
 
     def collect(outcome) -> None:
         if outcome.error is not None:
@@ -259,9 +219,10 @@ def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str
     return RolloutResult(records, interrupted, time.perf_counter() - start, error)
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
-    """Score `cfg.policy` closed-loop on the fixed episode set (and offline when `offline_data` is given).
+def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = True) -> EvalResult:
+    """Score the policy closed-loop on the fixed episode set (and offline when `offline_data` is given).
 
+    `policy`: an already loaded policy (it stays open); by default `cfg.policy` is loaded here and closed after.
     Outputs are checked before any episode runs; finished episodes of an interrupted run in `cfg.out` are kept.
     """
     from mobile_vla_sim.backends import check_backend
@@ -271,11 +232,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         if path is not None:
             check_output_dir(path, option)
     specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
-    done = _resumed(cfg)
-    todo = [s for s in specs if s.key not in done]
-    policy = load_eval_policy(cfg)
-    warnings = mismatch_warnings(policy, cfg)
+    owned = policy is None
+    policy = load_eval_policy(cfg) if owned else policy
     try:
+        cfg = as_trained(cfg, policy)
+        done = _resumed(cfg)
+        todo = [s for s in specs if s.key not in done]
+        warnings = mismatch_warnings(policy, cfg)
         offline = None
         if cfg.offline_data is not None:
             from mobile_vla_sim.eval.offline import offline_metrics
@@ -285,23 +248,30 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         if cfg.cluster.backend == "ray":
             result = _rollouts_on_ray(cfg, todo, videos, progress)
         else:
-            result = _rollouts(policy, cfg, todo, videos, progress)
+            result = eval_policy(policy, todo, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
+                                 progress=progress)
+        stats = policy.stats()
     finally:
-        policy.close()
+        if owned:
+            policy.close()
     order = {s.key: n for n, s in enumerate(specs)}
-    records = sorted([*done.values(), *result.records], key=lambda r: order.get(r.key, len(order)))
+    records = sorted([*done.values(), *result.results], key=lambda r: order.get(r.key, len(order)))
     aggregates = aggregate(records)
-    rate = 60.0 * len(result.records) / max(result.seconds, 1e-9)
+    rate = 60.0 * len(result.results) / max(result.seconds, 1e-9)
     interrupted = len(records) < len(specs)
     paths, label = {}, policy_label(cfg.policy, policy)
     if cfg.out is not None:
-        paths = write_results(cfg.out, policy=label, config=recorded_config(cfg),
-                              records=records,
-                              aggregates=aggregates, offline=offline, interrupted=interrupted,
-                              throughput={"episodes": len(result.records), "seconds": result.seconds,
-                                          "episodes_per_min": rate, "policy": policy.stats()})
+        paths = write_results(cfg.out, policy=label, config=to_dict(cfg), records=records, aggregates=aggregates,
+                              offline=offline, interrupted=interrupted,
+                              throughput={"episodes": len(result.results), "seconds": result.seconds,
+                                          "episodes_per_min": rate, "policy": stats})
     if result.error is not None:
         raise type(result.error)(f"{result.error}; the {len(records)} finished episodes are saved in {cfg.out}: run "
                                  "the same command again to finish the rest") from result.error
-    return EvalResult(policy=label, records=records, aggregates=aggregates, offline=offline,
-                      interrupted=interrupted, episodes_per_min=rate, paths=paths, warnings=warnings)
+    return EvalResult(policy=label, records=records, aggregates=aggregates, offline=offline, interrupted=interrupted,
+                      episodes_per_min=rate, paths=paths, warnings=warnings, config=cfg)
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

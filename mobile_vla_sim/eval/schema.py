@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypedDict
 
-from mobile_vla_sim import __version__
+from mobile_vla_sim.version import __version__
 from mobile_vla_sim.eval.records import EpisodeRecord, from_json_dict
 
 PACKAGE = "mobile-vla-sim"

@@ -1,6 +1,6 @@
-"""Reference policies that bracket a VLA policy's score: the expert (upper bound), random and the mean
-action (lower bounds: the "mean collapse" the real project hit), an always-one-side expert (the
-instruction-grounding failure) and a stable-baselines3 model on the privileged state.
+"""Reference policies that bracket a VLA policy's score: random and the mean action (lower bounds: the "mean
+collapse" the real project hit) and a stable-baselines3 model on the privileged state. The expert (upper bound)
+and the always-one-side expert (the instruction-grounding failure) are `mobile_vla_sim.envs.expert`'s.
 """
 
 from __future__ import annotations
@@ -14,30 +14,16 @@ from typing import Sequence
 
 import numpy as np
 
-from mobile_vla_sim.envs import expert
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits, check_drive, from_action3
 from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM
 from mobile_vla_sim.errors import PolicyLoadError, require_file
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.moved import moved_name
 
 #: Mean dataset action [linear_x, linear_y, angular_z] of scripted-expert demonstrations, episode_start frames
 #: included as in `dataset.json`: 180 diff-drive episodes, 30 per (difficulty, task), 2,770 frames (std 0.13, 0,
 #: 0.61). The turns cancel between left and right, so the mean drives straight into the box.
 DEFAULT_MEAN_ACTION3 = (0.424, 0.0, -0.001)
-
-
-class ExpertPolicy(expert.ExpertPolicy, Policy):
-    """The scripted expert with the full Policy interface (`envs.expert.ExpertPolicy` is what generate runs)."""
-
-
-class AlwaysSidePolicy(ExpertPolicy):
-    """The expert, but always going around on `side` whatever the instruction: 100% same-side, ~50% success."""
-
-    def __init__(self, side: str, drive: str = "diff", seed: int = 0):
-        if side not in ("left", "right"):
-            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-        super().__init__(drive=drive, seed=seed, side=side)
-        self.name = f"always-{side}"
 
 
 class RandomPolicy(Policy):
@@ -199,3 +185,8 @@ def _layer_sizes(weights: dict, net: str) -> list[int]:
     while (w := weights.get(_MLP.format(net, 2 * len(sizes)))) is not None:
         sizes.append(int(w.shape[0]))
     return sizes
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mobile_vla_sim import __version__
+from mobile_vla_sim.version import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
 from mobile_vla_sim.io import AtomicFile

@@ -13,19 +13,20 @@ Frame stages, in order: colour order, resize, normalisation. Action stages, in o
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from mobile_vla_sim.config import build, check_knobs, knob, load_yaml
+from mobile_vla_sim.config import check_knobs, coerce_config, knob
 from mobile_vla_sim.envs.actions import from_action3, snap_to_keys, to_action3
 from mobile_vla_sim.envs.instructions import DEFAULT_INSTRUCTION_SET, instruction_set
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.config import CLIP_MEAN as _MEAN, CLIP_STD as _STD
+from mobile_vla_sim.moved import moved_name
 
 #: Names of the dataset action components, for `flip_sign`.
 AXES = ("linear_x", "linear_y", "angular_z")
@@ -76,18 +77,10 @@ class DeployConfig:
         if self.instructions is not None:
             instruction_set(self.instructions)  # a set name or a {side} template, else a one-line ConfigError
 
-
-def load_deploy(path: str | Path | None) -> DeployConfig:
-    """The DeployConfig of a YAML file (None: the defaults); keys as the DeployConfig field names."""
-    if path is None:
-        return DeployConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--deploy {path} not found; pass an existing YAML file (see examples/deploy_jan2026.yaml)")
-    try:
-        return build(DeployConfig, load_yaml(path, DeployConfig))
-    except ConfigError as err:
-        raise ConfigError(f"--deploy {path}: {err}") from None
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> DeployConfig:
+        """The stack of a YAML file (keys as the field names; examples/deploy_jan2026.yaml)."""
+        return coerce_config(path, cls, "deploy")
 
 
 # --- the stages ---------------------------------------------------------------------------------------------------
@@ -157,17 +150,19 @@ class DeployedPolicy(Policy):
         self.policy, self.cfg, self.camera_order = policy, cfg, camera_order
         self._env_set = instruction_set(env_instructions)
         self._sides = {sentence: side for side, sentence in self._env_set.items()}
-        self.name, self.drive = policy.name, policy.drive
-        self.inputs = getattr(policy, "inputs", None)
+        self.name, self.drive, self.inputs = policy.name, policy.drive, policy.inputs
+        self.image_size, self.chunk_size, self.trained_env = policy.image_size, policy.chunk_size, policy.trained_env
         reads_images = self.inputs is None or "image" in self.inputs
-        if cfg.normalize != "policy" and reads_images and not getattr(policy, "takes_normalised_pixels", False):
+        if cfg.normalize != "policy" and reads_images and not policy.takes_normalised_pixels:
             raise PolicyLoadError(f"deploy normalize={cfg.normalize!r}: policy {policy.name} takes only uint8 frames; "
                                   "use normalize: policy for it")
+        self._trained_window = policy.window
         if cfg.window is not None:
-            if not hasattr(policy, "window"):
+            if policy.window is None:
                 raise PolicyLoadError(f"deploy window: policy {policy.name} has no frame window (only VLA "
                                       "checkpoints have one); remove window from the deploy file")
             policy.window = cfg.window
+        self.window = policy.window
         self._queued: dict[int, deque[np.ndarray]] = {}
 
     def reset(self, instruction: str, slot: int = 0) -> None:
@@ -217,11 +212,18 @@ class DeployedPolicy(Policy):
         return out if out.ndim == 3 else out[:, None]
 
     def close(self) -> None:
+        """Undo the stack's changes to the wrapped policy (its window); the policy itself stays open for its owner,
+        who may deploy it again under another stack."""
         self._queued.clear()
-        self.policy.close()
+        self.policy.window = self._trained_window
 
 
 def deploy_policy(policy: Policy, cfg: DeployConfig, camera_order: str = "rgb",
                   env_instructions: str = DEFAULT_INSTRUCTION_SET) -> Policy:
     """`policy` behind `cfg`'s stack; the policy itself when `cfg` is the default (results stay bit-identical)."""
     return policy if cfg == DeployConfig() else DeployedPolicy(policy, cfg, camera_order, env_instructions)
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
-from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.policies.baselines import AlwaysSidePolicy, ConstantPolicy, ExpertPolicy, RandomPolicy, SB3Policy
+from mobile_vla_sim.envs.expert import AlwaysSidePolicy, ExpertPolicy
+from mobile_vla_sim.policies.baselines import ConstantPolicy, RandomPolicy, SB3Policy
+from mobile_vla_sim.policy import Policy
 
 POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt",
                 "package.module:factory", "ws://HOST:PORT")
@@ -36,23 +37,34 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_data: str | Path | None = None,
+def load_policy(spec: str, drive: str | None = None, device: str = "cpu", offline_data: str | Path | None = None,
                 seed: int = 0, policy_args: dict[str, Any] | None = None, dtype: str | None = None) -> Policy:
-    """Build the policy named by `spec` for env layout `drive`; raise a one-line `PolicyLoadError` otherwise.
+    """Build the policy named by `spec` for env layout `drive` (None: the policy's own, diff for baselines); raise a
+    one-line `PolicyLoadError` otherwise.
 
     `policy_args` go to a plugin's factory or to the remote client (`token`, `timeout`); other policies take none.
     `dtype` overrides a `.ckpt` backbone's trained dtype.
     """
-    name = spec.strip()
+    policy = _load(spec.strip(), drive or "diff", device, offline_data, seed, dict(policy_args or {}), dtype)
+    if drive is not None:
+        try:
+            check_drive(policy, drive, spec)
+        except PolicyLoadError:
+            policy.close()
+            raise
+    return policy
+
+
+def _load(name: str, drive: str, device: str, offline_data: str | Path | None, seed: int,
+          policy_args: dict[str, Any], dtype: str | None) -> Policy:
     if dtype is not None and not name.endswith(".ckpt"):
         raise PolicyLoadError(f"--dtype applies only to a .ckpt policy, not to {name!r}; drop it")
-    policy_args = dict(policy_args or {})
     if name.startswith(("ws://", "wss://")):
-        from mobile_vla_sim.serving.client import RemotePolicy
+        from mobile_vla_sim.policies.remote.ws import RemotePolicy
 
-        return _check_drive(RemotePolicy(name, drive=drive, **_client_args(name, policy_args)), drive, name)
+        return RemotePolicy(name, drive=drive, **_client_args(name, policy_args))
     if PLUGIN_RE.match(name) and not name.startswith("sb3:"):
-        return _check_drive(load_plugin(name, drive=drive, device=device, policy_args=policy_args), drive, name)
+        return load_plugin(name, drive=drive, device=device, policy_args=policy_args)
     if policy_args:
         raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// servers, "
                               f"not to {name!r}; drop it")
@@ -65,12 +77,12 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
     if name in ("always-left", "always-right"):
         return AlwaysSidePolicy(name.split("-")[1], drive=drive, seed=seed)
     if name.startswith("sb3:"):
-        return _check_drive(SB3Policy(name[4:], device=device), drive, name)
+        return SB3Policy(name[4:], device=device)
     if name.endswith(".ckpt"):
         from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
 
-        return _check_drive(load_policy_checkpoint(name, device, dtype=dtype), drive, name)
-    raise PolicyLoadError(f"unknown policy {spec!r}: use one of {', '.join(POLICY_SPECS)}")
+        return load_policy_checkpoint(name, device, dtype=dtype)
+    raise PolicyLoadError(f"unknown policy {name!r}: use one of {', '.join(POLICY_SPECS)}")
 
 
 def load_plugin(spec: str, drive: str = "diff", device: str = "cpu",
@@ -95,18 +107,19 @@ def load_plugin(spec: str, drive: str = "diff", device: str = "cpu",
     if missing or not isinstance(getattr(policy, "drive", None), str):
         lacks = ", ".join(missing + ([] if isinstance(getattr(policy, "drive", None), str) else ["drive"]))
         raise PolicyLoadError(f"{spec} returned a {type(policy).__name__} without {lacks}; return a "
-                              "mobile_vla_sim.policies.base.Policy subclass (reset, act_batch, drive)")
+                              "mobile_vla_sim.policy.Policy subclass (reset, act_batch, drive)")
     return policy if isinstance(policy, Policy) else _DuckPolicy(policy, spec)
 
 
 class _DuckPolicy(Policy):
-    """A plugin object with the interface but not the base class: gets `name`, `act`, `stats` and `close`."""
+    """A plugin object with the interface but not the base class: its metadata where it has them, the base class's
+    defaults otherwise, and `act`, `stats` and `close`."""
 
     def __init__(self, inner: Any, spec: str):
         self.inner, self.drive = inner, inner.drive
         self.name = getattr(inner, "name", spec)
-        self.image_size = getattr(inner, "image_size", None)
-        self.chunk_size = getattr(inner, "chunk_size", 1)
+        for key in ("inputs", "image_size", "chunk_size", "window", "takes_normalised_pixels", "trained_env"):
+            setattr(self, key, getattr(inner, key, getattr(Policy, key)))
 
     def reset(self, instruction: str, slot: int = 0) -> None:
         self.inner.reset(instruction, slot)
@@ -128,10 +141,8 @@ def _client_args(url: str, policy_args: dict[str, Any]) -> dict[str, Any]:
     return policy_args
 
 
-def _check_drive(policy: Policy, drive: str, spec: str) -> Policy:
+def check_drive(policy: Policy, drive: str, spec: str) -> None:
     """A policy emitting another action layout would be fed to the wrong action space: refuse it."""
     if policy.drive != drive:
-        policy.close()
-        raise PolicyLoadError(f"{spec} emits {policy.drive!r} actions but the env uses drive {drive!r}; "
-                              f"re-run with --drive {policy.drive}")
-    return policy
+        raise PolicyLoadError(f"{spec} emits {policy.drive!r} actions but the env uses drive {drive!r}; leave "
+                              f"--drive unset or pass --drive {policy.drive}")

@@ -14,10 +14,12 @@ import numpy as np
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.envs.config import EnvConfig, make_env
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.paths import check_output_file
 from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.progress import bar as progress_bar
 
 #: Image side the RL env renders (unused by the agent): the cheapest the env accepts.
 RL_IMAGE_SIZE = 16
@@ -57,10 +59,7 @@ class RLConfig:
 
 def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
     """The nav env (task sampled per episode) with only the state observation."""
-    import mobile_vla_sim  # noqa: F401  (registers the env)
-
-    return StateOnly(gym.make("MobileVLA/Nav-v0", task=None, difficulty=difficulty, drive=drive,
-                              image_size=RL_IMAGE_SIZE))
+    return StateOnly(make_env(EnvConfig(task=None, difficulty=difficulty, drive=drive, image_size=RL_IMAGE_SIZE)))
 
 
 def _progress_callback(bar):
@@ -79,7 +78,6 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
     """Train PPO and save it to `cfg.out`; on Ctrl-C the model so far is saved. Returns (path, interrupted)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-    from tqdm.auto import tqdm
 
     env = make_vec_env(make_state_env, n_envs=cfg.n_envs, seed=cfg.seed,
                        env_kwargs={"difficulty": cfg.difficulty, "drive": cfg.drive})
@@ -87,7 +85,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
                 gae_lambda=0.95, gamma=0.99, ent_coef=0.0, seed=cfg.seed, device=cfg.device, verbose=0)
     interrupted = False
     try:
-        with tqdm(total=cfg.timesteps, desc="train-rl PPO", unit="step", disable=not progress) as bar:
+        with progress_bar(total=cfg.timesteps, desc="train-rl PPO", unit="step", enabled=progress) as bar:
             model.learn(total_timesteps=cfg.timesteps, callback=_progress_callback(bar))
     except KeyboardInterrupt:
         interrupted = True

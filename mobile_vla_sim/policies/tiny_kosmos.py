@@ -34,10 +34,10 @@ SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 #: The sim-pretrained tiny weights (package data) and their record: the command that made them and their sha256.
 PRETRAINED_WEIGHTS, PRETRAINED_META = "tiny_pretrained.safetensors", "tiny_pretrained.json"
 PRETRAINED_FORMAT = "mobile-vla-sim/tiny-kosmos2"
-_REBUILD = "python -m mobile_vla_sim.policies.pretrain_tiny"
+_REBUILD = "python -m scripts.pretrain_tiny (from a source checkout)"
 
 #: Every built-in instruction sentence (Korean included) plus navigation and scene-caption words, so paraphrases and
-#: the pretraining captions (`policies.pretrain_tiny`) tokenize into known pieces. Changing it changes the vocabulary,
+#: the pretraining captions (`scripts/pretrain_tiny.py`) tokenize into known pieces. Changing it changes the vocabulary,
 #: so the `tiny-pretrained` weights must then be rebuilt (their vocabulary fingerprint no longer matches).
 CORPUS = [
     *(sentence for sides in INSTRUCTION_SETS.values() for sentence in sides.values()),
@@ -106,7 +106,7 @@ def vocab_fingerprint(tokenizer) -> str:
 
 
 def build_tiny_pretrained(weights=None) -> tuple[Kosmos2Model, Kosmos2Processor]:
-    """The tiny Kosmos-2 with its sim-pretrained weights (`policies.pretrain_tiny`), package data by default."""
+    """The tiny Kosmos-2 with its sim-pretrained weights (`scripts/pretrain_tiny.py`), package data by default."""
     path = weights or files("mobile_vla_sim.assets") / PRETRAINED_WEIGHTS
     model, processor = build_tiny_kosmos()
     try:

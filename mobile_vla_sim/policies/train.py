@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.config import to_dict
@@ -31,6 +30,7 @@ from mobile_vla_sim.policies.backbone import Prefix, load_backbone
 from mobile_vla_sim.policies.checkpoint import read_checkpoint_config, save_checkpoint
 from mobile_vla_sim.policies.config import TrainConfig
 from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel, chunk_loss, count_parameters
+from mobile_vla_sim.progress import bar as progress_bar, write
 
 
 @dataclass
@@ -50,7 +50,7 @@ def load_episodes(ds: EpisodeDataset, chunk: int, progress: bool = False, instru
     """Read every episode of `ds` with its per-frame future-action targets; `instructions` other than "hdf5" rebuilds
     each instruction from the file name with that instruction set (`TrainConfig.instructions`)."""
     out = []
-    for i in tqdm(range(len(ds)), desc="reading episodes", disable=not progress, leave=False):
+    for i in progress_bar(range(len(ds)), desc="reading episodes", enabled=progress, leave=False):
         episode = ds[i]
         if instructions != "hdf5":
             episode.instruction = instruction_from_episode_name(ds.paths[i], instructions)
@@ -108,7 +108,7 @@ class FrameFeatures:
             start = time.perf_counter()
             with torch.no_grad():
                 self.prefixes = [self._prefix_of_episode(ep, batch_frames)
-                                 for ep in tqdm(episodes, desc="caching features", disable=not progress, leave=False)]
+                                 for ep in progress_bar(episodes, desc="caching features", enabled=progress, leave=False)]
             self.cache_seconds = time.perf_counter() - start
             for ep in episodes:  # images are no longer needed
                 ep.images = None
@@ -257,7 +257,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     Re-running a finished run returns its result without training; Ctrl-C raises `Interrupted` saying truly what is
     kept (the best checkpoint and `<out>.resume.pt` exist only after the first epoch).
     """
-    log = log or (tqdm.write if progress else (lambda msg: None))
+    log = log or (write if progress else (lambda msg: None))
     finished = _finished_run(cfg)
     if finished is not None:
         log(f"{cfg.out} already holds this finished run; nothing to do")
@@ -307,8 +307,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
         model.train()
         order = epoch_order(train_windows, cfg.consecutive, torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         total = 0.0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   leave=False)
+        bar = progress_bar(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", enabled=progress,
+                           leave=False)
         for s in bar:
             windows = order[s:s + cfg.batch_size]
             loss = batch_loss(model, train_feats, window_batch(train_eps, windows, cfg.window))

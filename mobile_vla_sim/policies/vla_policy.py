@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from mobile_vla_sim.envs.actions import from_action3
+from mobile_vla_sim.envs.config import AS_TRAINED
 from mobile_vla_sim.errors import ConfigError
-from mobile_vla_sim.policies.base import Policy
+from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, VLAModel
 
 
@@ -26,15 +27,19 @@ class VLAPolicy(Policy):
 
     takes_normalised_pixels = True
 
-    def __init__(self, model: VLAModel, metadata: dict[str, Any], batch: int = INFERENCE_BATCH):
+    def __init__(self, model: VLAModel, checkpoint: dict[str, Any], batch: int = INFERENCE_BATCH):
         if batch < 1:
             raise ConfigError(f"inference batch (rows of every policy call) must be >= 1, got {batch}")
         self.model = model.eval()
         self.batch = batch
-        self.metadata = metadata
-        self.drive = metadata["drive"]
-        self.name = f"vla-{metadata['mode']}"
+        #: The checkpoint's config (training options, data, losses), as `read_checkpoint_config` gives it.
+        self.checkpoint = checkpoint
+        self.drive = checkpoint["drive"]
+        self.name = f"vla-{checkpoint['mode']}"
         self.window = model.head_cfg.window
+        trained = checkpoint.get("dataset_config") or {}
+        self.trained_env = {k: trained[k] for k in AS_TRAINED if k in trained}
+        self.image_size = self.trained_env.get("image_size")
         self._instructions: dict[int, str] = {}
         self._history: dict[int, deque[torch.Tensor]] = {}
 

@@ -26,8 +26,8 @@ import numpy as np
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import ConfigError, ProtocolError
-from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.serving.protocol import (AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, Request,
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.policies.remote.wire import (AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, Request,
                                              packb, parse_request, server_metadata, unpackb)
 
 @dataclass

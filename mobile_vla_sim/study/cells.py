@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mobile_vla_sim import __version__
+from mobile_vla_sim.version import __version__
 from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.generate import MIX_CYCLE, generate_dataset
 from mobile_vla_sim.datasets.manifest import MANIFEST_NAME, load_manifest, split_digest, write_manifest
@@ -300,7 +300,7 @@ def run_compare(task: CompareTask) -> dict:
     """`mvla-sim compare` of the two cells into a temporary folder, renamed into place when complete."""
     import torch
 
-    from mobile_vla_sim.eval.compare import CompareConfig, compare
+    from mobile_vla_sim.analysis.compare import CompareConfig, compare
 
     done = task.dir / "compare.json"
     if done.is_file():
@@ -353,7 +353,7 @@ def run_probe(task: ProbeTask) -> dict:
     """Probe the cell's policy in place (each condition resumes like an evaluation); probe.json marks it done."""
     import torch
 
-    from mobile_vla_sim.eval.probe import ProbeConfig, probe
+    from mobile_vla_sim.probe import ProbeConfig, probe
 
     done = finished_probe(task.dir)
     if done is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from mobile_vla_sim.eval.metrics import rate
 from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.eval.similarity import mcnemar_exact
+from mobile_vla_sim.analysis.similarity import mcnemar_exact
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.study.cells import CellTask, CompareTask, DataPlan
 from mobile_vla_sim.study.spec import StudySpec
@@ -109,14 +109,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mobile_vla_sim.plotting import subplots
 
     sizes = list(spec.sizes)
     groups = ["all", *spec.difficulties]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
     for ax, group in zip(axes[0], groups):
         for mode in spec.modes:
             s = [table[mode][n]["success"][group] for n in sizes]
@@ -135,9 +132,8 @@ def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, ou
     fig.suptitle(f"{spec.name}: success vs dataset size")
     fig.tight_layout()
     fig.savefig(out / PLOTS["success"], dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = subplots(1, 2, figsize=(9, 3.6))
     for ax, metric, label in ((axes[0], "val_loss", "val loss (Huber, normalised)"),
                               (axes[1], "rmse", "offline RMSE on val (m/s, rad/s)")):
         for mode in spec.modes:
@@ -155,9 +151,8 @@ def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, ou
     fig.suptitle("offline metrics vs dataset size (mean over seeds, bars: range)")
     fig.tight_layout()
     fig.savefig(out / PLOTS["offline"], dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = subplots(figsize=(5, 4))
     for mode in spec.modes:
         mine = [results[c.key] for c in cells if c.mode == mode and results[c.key]["rmse"] is not None]
         ax.scatter([r["rmse"] for r in mine], [r["success"]["all"]["rate"] for r in mine],
@@ -171,7 +166,6 @@ def _plot(spec: StudySpec, table: dict, cells: list[CellTask], results: dict, ou
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / PLOTS["scatter"], dpi=110)
-    plt.close(fig)
 
 
 def real_project_table(spec: StudySpec, table: dict) -> dict:

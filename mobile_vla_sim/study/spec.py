@@ -18,8 +18,8 @@ from mobile_vla_sim.config import build, check_knobs, flat_fields, flatten, knob
 from mobile_vla_sim.datasets.generate import GenerateConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import ConfigError
-from mobile_vla_sim.eval.compare import CompareConfig
-from mobile_vla_sim.eval.probe import ProbeConfig
+from mobile_vla_sim.analysis.compare import CompareConfig
+from mobile_vla_sim.probe import ProbeConfig, load_suite
 from mobile_vla_sim.eval.run import EvalConfig
 from mobile_vla_sim.policies.config import DEFAULT_BACKBONE, MODES, TrainConfig
 
@@ -124,7 +124,7 @@ class StudySpec:
             return {}
         own = flat_fields(ProbeConfig)
         values = {**{k: v for k, v in self.eval_values().items() if k in own}, **self.probe}
-        build(ProbeConfig, {**values, "policy": "expert"})  # fail now, not in a cell
+        load_suite(build(ProbeConfig, {**values, "policy": "expert"}).suite)  # fail now, not in a cell
         return values
 
     @property

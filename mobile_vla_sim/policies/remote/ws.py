@@ -11,8 +11,8 @@ import numpy as np
 
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.errors import EvalError, PolicyLoadError, ProtocolError
-from mobile_vla_sim.policies.base import Policy
-from mobile_vla_sim.serving.protocol import AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, packb, unpackb
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.policies.remote.wire import AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, packb, unpackb
 
 
 class RemotePolicy(Policy):
@@ -44,20 +44,22 @@ class RemotePolicy(Policy):
             raise PolicyLoadError(f"cannot reach a policy server at {where} ({type(err).__name__}: {err}); start "
                                   f"one with `mvla-sim serve --port {parts.port}` or fix --policy") from None
         try:
-            self.metadata = unpackb(self._ws.recv(timeout=timeout))
+            self.server_info = unpackb(self._ws.recv(timeout=timeout))
         except (ProtocolError, TimeoutError) as err:
             self._ws.close()
             raise PolicyLoadError(f"{where} sent no policy-server metadata ({err}); is it a policy server?") from None
-        if not isinstance(self.metadata, dict):
-            self.metadata = {}
-        self.drive = self.metadata.get("drive", drive)
+        if not isinstance(self.server_info, dict):
+            self.server_info = {}
+        self.drive = self.server_info.get("drive", drive)
         if self.drive not in LAYOUT_DIMS:
             self._ws.close()
             raise PolicyLoadError(f"{where} serves actions of layout {self.drive!r}; expected one of "
                                   f"{', '.join(LAYOUT_DIMS)}")
-        self.name = f"remote:{self.metadata.get('policy', where)}"
-        self.image_size = self.metadata.get("image_size")
-        self.chunk_size = int(self.metadata.get("chunk_size", 1))
+        self.name = f"remote:{self.server_info.get('policy', where)}"
+        self.image_size = self.server_info.get("image_size")
+        self.chunk_size = int(self.server_info.get("chunk_size", 1))
+        trained = self.server_info.get("trained_env")
+        self.trained_env = trained if isinstance(trained, dict) else {}
         self._prompts: dict[int, str] = {}
         self._steps: dict[int, int] = {}
         self._latency_ms: list[float] = []
@@ -111,7 +113,7 @@ class RemotePolicy(Policy):
             "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None,
             "server_infer_ms_mean": float(np.nanmean(self._server_ms)) if lat.size else None,
             "server_batch_size_mean": float(np.mean(self._server_batch)) if lat.size else None,
-            "server": self.metadata}}
+            "server": self.server_info}}
 
     def close(self) -> None:
         self._ws.close()

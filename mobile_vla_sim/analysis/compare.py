@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mobile_vla_sim.config import knob
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.progress import bar as progress_bar
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import read_results, success_cell
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.eval.similarity import RepresentationComparison, compare_representations, mcnemar_exact
+from mobile_vla_sim.analysis.similarity import RepresentationComparison, compare_representations, mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
 H2_MIN_LATENT_DIFFERENCE = 0.3
@@ -96,13 +96,13 @@ def probe_checkpoint(path: Path, episodes, cfg: CompareConfig) -> PolicyProbe:
     """Load a checkpoint and measure it on the validation windows (features) and episodes (the training objective,
     and the RMSE of `mvla-sim eval --offline-data`)."""
     from mobile_vla_sim.eval.offline import offline_metrics
-    from mobile_vla_sim.eval.probing import extract_features
+    from mobile_vla_sim.analysis.features import extract_features
     from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint
     from mobile_vla_sim.policies.train import dataset_loss
 
     policy = load_policy_checkpoint(path)
     try:
-        metadata = getattr(policy, "metadata", {}) or {}
+        metadata = policy.checkpoint
         features = extract_features(policy, episodes, max_windows=cfg.max_windows, seed=cfg.seed)
         offline = {"loss": dataset_loss(policy.model, episodes), "rmse": offline_metrics(policy, episodes).rmse}
     finally:
@@ -222,9 +222,9 @@ def _plot_histogram(ax, values: np.ndarray, title: str, xlabel: str, bounds: tup
 
 
 def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels: tuple[str, str]) -> None:
-    import matplotlib.pyplot as plt
+    from mobile_vla_sim.plotting import subplots
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     _plot_histogram(axes[0], rep.per_token_cosine, "Per-token cosine of context vectors", "cosine similarity",
                     COSINE_BOUNDS, H1_MIN_CONTEXT_COSINE, f"H1 threshold {H1_MIN_CONTEXT_COSINE}")
     per_token = rep.per_token_cosine.reshape(-1, tokens)
@@ -238,13 +238,12 @@ def _plot_context(rep: RepresentationComparison, tokens: int, path: Path, labels
     axes[1].legend(fontsize=8, loc="best")
     fig.suptitle(f"Context vectors: {labels[0]} vs {labels[1]}")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_latent(reps: dict[str, RepresentationComparison], path: Path, labels: tuple[str, str]) -> None:
-    import matplotlib.pyplot as plt
+    from mobile_vla_sim.plotting import subplots
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     h_n = reps["h_n"]
     _plot_histogram(axes[0], h_n.per_token_cosine, "Cosine of h_n per window", "cosine similarity",
                     COSINE_BOUNDS, 1.0 - H2_MIN_LATENT_DIFFERENCE,
@@ -255,12 +254,11 @@ def _plot_latent(reps: dict[str, RepresentationComparison], path: Path, labels: 
                     "cosine similarity", COSINE_BOUNDS)
     fig.suptitle(f"Latent states: {labels[0]} vs {labels[1]}")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_tsne(h_a: np.ndarray, h_b: np.ndarray, tasks: np.ndarray, labels: tuple[str, str], seed: int,
                path: Path) -> bool:
-    import matplotlib.pyplot as plt
+    from mobile_vla_sim.plotting import subplots
 
     embedding = _tsne(np.concatenate([h_a, h_b]).astype(np.float64), seed)
     if embedding is None:
@@ -269,7 +267,7 @@ def _plot_tsne(h_a: np.ndarray, h_b: np.ndarray, tasks: np.ndarray, labels: tupl
     policy = np.array([labels[0]] * n + [labels[1]] * n)
     task = np.concatenate([tasks, tasks])
     markers = {labels[0]: "o", labels[1]: "^"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
+    fig, axes = subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
     # Sides and policies get different colour sets, so blue never means "left" in one panel and a policy in the other.
     panels = ((axes[0], task, "coloured by task side", ("tab:blue", "tab:orange")),
               (axes[1], policy, "coloured by policy", ("tab:green", "tab:purple")))
@@ -286,7 +284,6 @@ def _plot_tsne(h_a: np.ndarray, h_b: np.ndarray, tasks: np.ndarray, labels: tupl
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
     fig.suptitle(f"t-SNE of LSTM h_n: {labels[0]} (o) and {labels[1]} (^) on the same windows")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -444,6 +441,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> dict:
     _check_inputs(cfg)
     closed_loop_comparison(cfg.eval_dirs, cfg.alpha)  # fail on bad result files before the slow part
     episodes = EpisodeDataset(cfg.data, split="val")
-    paths = tqdm([cfg.checkpoint_a, cfg.checkpoint_b], desc="probing checkpoints", disable=not progress)
+    paths = progress_bar([cfg.checkpoint_a, cfg.checkpoint_b], desc="probing checkpoints", unit="checkpoint",
+                         enabled=progress)
     probe_a, probe_b = (probe_checkpoint(path, episodes, cfg) for path in paths)
     return write_comparison(probe_a, probe_b, cfg, episodes.names, episodes.note)

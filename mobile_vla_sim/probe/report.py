@@ -13,6 +13,7 @@ from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.eval.taxonomy import LABELS
 from mobile_vla_sim.io import atomic_write
+from mobile_vla_sim.plotting import colormap, subplots
 
 FIGURES = {"heatmap": "success_change.png", "labels": "failure_labels.png", "text": "text_sensitivity.png"}
 
@@ -162,17 +163,8 @@ def probe_markdown(summary: dict, figures: dict[str, str]) -> str:
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_heatmap(summary: dict, path: Path) -> None:
     """Perturbation x difficulty heatmap of the paired success change (pp); * significant, grey n/a."""
-    plt = _plt()
     names = list(summary["perturbations"])
     run = _run(summary)
     diffs = list(next(iter(run.values()))["by_difficulty"]) if run else []
@@ -183,8 +175,8 @@ def plot_heatmap(summary: dict, path: Path) -> None:
             for j, col in enumerate(cols):
                 s = run[name]["overall"] if col == "all" else run[name]["by_difficulty"][col]
                 values[i, j] = 100 * s["difference"]["value"] if s["n"] else np.nan
-    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3.2, 0.42 * len(names) + 1.6), constrained_layout=True)
-    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.88")
+    fig, ax = subplots(figsize=(1.3 * len(cols) + 3.2, 0.42 * len(names) + 1.6), constrained_layout=True)
+    cmap = colormap("RdBu").with_extremes(bad="0.88")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
     for i, name in enumerate(names):
         for j, col in enumerate(cols):
@@ -201,18 +193,16 @@ def plot_heatmap(summary: dict, path: Path) -> None:
     fig.colorbar(image, ax=ax, label="success change vs clean (pp)")
     ax.set_title(f"{summary['policy']}: paired success change (* McNemar p < {summary['alpha']:g})")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_labels(summary: dict, path: Path) -> None:
     """One panel per run perturbation: primary failure label rates, clean vs perturbed."""
-    plt = _plt()
     run = _run(summary)
     seen = [n for n in LABELS if summary["clean"]["failures"]["counts"][n]
             or any(p["labels"][n]["perturbed"] for p in run.values())] or list(LABELS[:1])
     cols = min(4, max(1, len(run)))
     rows = max(1, math.ceil(len(run) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 0.28 * len(seen) * rows + 1.4 * rows), squeeze=False,
+    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 0.28 * len(seen) * rows + 1.4 * rows), squeeze=False,
                              sharex=True, constrained_layout=True)
     y = np.arange(len(seen))
     clean_rates = [100 * summary["clean"]["failures"]["rates"][n] for n in seen]
@@ -232,13 +222,11 @@ def plot_labels(summary: dict, path: Path) -> None:
     axes.flat[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{summary['policy']}: primary failure label per perturbation")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_text(text: dict, policy: str, path: Path) -> None:
     """Mean |Δaction| per dim (left vs right, instruction vs Stop) and the per-frame lateral commands."""
-    plt = _plt()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (ax, ax2) = subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     dims = list(text["left_vs_right"]["mean_abs_delta"])
     x = np.arange(len(dims))
     for k, (key, title, colour) in enumerate((("left_vs_right", "left vs right", "tab:blue"),
@@ -261,7 +249,6 @@ def plot_text(text: dict, policy: str, path: Path) -> None:
     ax2.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{policy}: text sensitivity on {text['frames']} recorded frames")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_probe(out: Path, summary: dict) -> dict[str, Path]:

@@ -1,4 +1,5 @@
-"""Regenerate the shipped textures (`python -m mobile_vla_sim.assets.make_textures`); seeded, so reproducible."""
+"""Regenerate the shipped textures (`python -m scripts.make_textures` from the repository root); seeded, so
+reproducible."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-OUT = Path(__file__).with_name("textures")
+OUT = Path(__file__).resolve().parents[1] / "mobile_vla_sim" / "assets" / "textures"
 
 
 def _tiles(rng: np.random.Generator, base, grout, per_image: int = 4, size: int = 256, noise: float = 6.0) -> np.ndarray:

@@ -10,7 +10,7 @@ alternatives of each fact: CLIP-style, the mean of its image tokens against the 
 clause (`<s> clause </s>`).
 
 Bit-for-bit reproducible on one machine and software stack (fixed seeds, deterministic algorithms, fixed thread
-count). Run `python -m mobile_vla_sim.policies.pretrain_tiny` to rebuild the package's weights.
+count). Run `python -m scripts.pretrain_tiny` (from the repository root) to rebuild the package's weights.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class PretrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of the frame sampling"})
     threads: int = field(default=1, metadata={
         "help": "torch CPU threads; results are bit-exact for one count (1 is fastest on a busy machine)"})
-    out: Path = field(default=Path(__file__).resolve().parents[1] / "assets",
+    out: Path = field(default=Path(__file__).resolve().parents[1] / "mobile_vla_sim" / "assets",
                       metadata={"help": "folder for the weights and their JSON record"})
 
     def __post_init__(self) -> None:
@@ -285,7 +285,7 @@ def command(cfg: PretrainConfig) -> str:
     default = PretrainConfig()
     options = [f"--{key.replace('_', '-')}={value}" for key, value in asdict(cfg).items()
                if value != getattr(default, key)]
-    return shlex.join(["python", "-m", "mobile_vla_sim.policies.pretrain_tiny", *options])
+    return shlex.join(["python", "-m", "scripts.pretrain_tiny", *options])
 
 
 def _save(backbone: Backbone, cfg: PretrainConfig, stats: dict) -> Path:

@@ -19,6 +19,8 @@ import msgpack
 import numpy as np
 
 from mobile_vla_sim.errors import ProtocolError
+from mobile_vla_sim.policy import Policy
+from mobile_vla_sim.version import __version__
 
 PROTOCOL = "mvla-sim/1"
 #: Largest message either side accepts (a 1080p RGB frame is 6 MiB).
@@ -107,11 +109,8 @@ def parse_request(msg: Any, image_size: int | None = None) -> Request:
     return Request(episode_id=episode_id, step=step, prompt=prompt, obs=obs)
 
 
-def server_metadata(policy, max_batch: int) -> dict[str, Any]:
+def server_metadata(policy: Policy, max_batch: int) -> dict[str, Any]:
     """What a client needs before its first request: the action layout and the expected image."""
-    from mobile_vla_sim import __version__
-
-    return {"protocol": PROTOCOL, "package": "mobile-vla-sim", "version": __version__, "policy": policy.name,
-            "drive": policy.drive, "action_names": ACTION_NAMES.get(policy.drive, []),
-            "action_dims": len(ACTION_NAMES.get(policy.drive, [])), "chunk_size": int(policy.chunk_size),
-            "image_size": policy.image_size, "color_order": "RGB", "max_batch": max_batch}
+    return {"protocol": PROTOCOL, "package": "mobile-vla-sim", "version": __version__, **policy.metadata,
+            "action_names": ACTION_NAMES.get(policy.drive, []), "action_dims": len(ACTION_NAMES.get(policy.drive, [])),
+            "color_order": "RGB", "max_batch": max_batch}

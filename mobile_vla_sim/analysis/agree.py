@@ -214,14 +214,11 @@ def agree_markdown(result: dict) -> str:
 
 def plot_agreement(path: str | Path, result: dict) -> None:
     """Scatter of sim against real success (Wilson 95% bars), one colour per condition, with the y = x line."""
-    import matplotlib
+    from mobile_vla_sim.plotting import colormap, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    fig, ax = subplots(figsize=(5.2, 5.0))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="sim = real")
-    for (cond, c), colour in zip(result["conditions"].items(), plt.get_cmap("tab10").colors):
+    for (cond, c), colour in zip(result["conditions"].items(), colormap("tab10").colors):
         real = np.array([p["real"] for p in c["points"]])
         sim = np.array([p["sim"] for p in c["points"]])
         xerr = np.abs(np.array([p["real_ci95"] for p in c["points"]]).T - real)
@@ -240,4 +237,3 @@ def plot_agreement(path: str | Path, result: dict) -> None:
     ax.set_title(f"Sim vs real: MMRV {_num(result['mean']['mmrv'])}, r {_num(result['mean']['pearson_r'])}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,0 +1,2 @@
+"""Analyses over evaluations and checkpoints: frozen-vs-LoRA comparison, representation similarity, feature
+extraction, and sim-vs-real agreement."""
