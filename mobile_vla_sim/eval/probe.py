@@ -29,10 +29,10 @@ from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.envs.instructions import instruction_set
 from mobile_vla_sim.errors import ConfigError, EvalError
-from mobile_vla_sim.eval.metrics import paired_difference_interval, share
+from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.run import EvalConfig, derive, load_eval_policy
-from mobile_vla_sim.eval.similarity import mcnemar_exact
+from mobile_vla_sim.eval.stats import mcnemar_exact, paired_difference_interval
 from mobile_vla_sim.eval.taxonomy import LABELS, failure_summary
 from mobile_vla_sim.policies.deploy import DeployConfig
 
