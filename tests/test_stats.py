@@ -132,7 +132,7 @@ def test_mcnemar_without_discordant_pairs_is_p_one():
 
 
 def test_mcnemar_pvalue_is_scipys_binomial_test():
-    only_a, only_b = np.meshgrid(np.arange(31), np.arange(31))
+    only_a, only_b = np.meshgrid(np.arange(21), np.arange(21))
     p = mcnemar_pvalue(only_a, only_b)
     for x, y, value in zip(only_a.ravel(), only_b.ravel(), p.ravel()):
         if x + y:
