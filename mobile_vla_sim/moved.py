@@ -37,7 +37,11 @@ NAMES = {
     ("mobile_vla_sim.eval.run", "recorded_config"): "is gone: results record mobile_vla_sim.config.to_dict(cfg)",
     ("mobile_vla_sim.eval.rollout", "run_episodes"): "is gone: use mobile_vla_sim.eval.rollout.eval_policy(policy, "
                                                      "specs, env, pool=PoolConfig(...)) (its `.results`)",
-    ("mobile_vla_sim.policies.deploy", "load_deploy"): "is gone: EvalConfig(deploy=PATH) reads the YAML file",
+    ("mobile_vla_sim.policies.deploy", "load_deploy"): "is gone: use DeployConfig.from_yaml(path)",
+    ("mobile_vla_sim.eval.metrics", "wilson_interval"): "mobile_vla_sim.eval.stats",
+    ("mobile_vla_sim.eval.metrics", "paired_difference_interval"): "mobile_vla_sim.eval.stats",
+    ("mobile_vla_sim.analysis.similarity", "mcnemar_exact"): "mobile_vla_sim.eval.stats",
+    ("mobile_vla_sim.analysis.similarity", "McNemarResult"): "mobile_vla_sim.eval.stats",
 }
 
 

@@ -8,18 +8,8 @@ import pytest
 
 from mobile_vla_sim.eval.episodes import EpisodeSpec, episode_set, scene_seed
 from mobile_vla_sim.errors import EvalError
-from mobile_vla_sim.eval.metrics import aggregate, grounding, spl, wilson_interval
+from mobile_vla_sim.eval.metrics import aggregate, grounding, spl
 from mobile_vla_sim.eval.records import EpisodeRecord
-
-
-def test_wilson_known_values():
-    lo, hi = wilson_interval(5, 10)
-    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
-    lo, hi = wilson_interval(0, 100)
-    assert lo == 0.0 and hi == pytest.approx(0.0370, abs=1e-4)
-    lo, hi = wilson_interval(100, 100)
-    assert hi == 1.0 and lo == pytest.approx(0.9630, abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_spl_definition():

@@ -13,7 +13,6 @@ from mobile_vla_sim.cli import main
 from mobile_vla_sim.config import build
 from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
 from mobile_vla_sim.errors import ConfigError
-from mobile_vla_sim.eval.metrics import paired_difference_interval
 from mobile_vla_sim.eval.report import read_results
 from mobile_vla_sim.probe import PERTURBATIONS, SUITES, ProbeConfig, load_suite, perturbation_table_markdown, probe
 from mobile_vla_sim.probe.perturbations import conditions
@@ -36,30 +35,6 @@ def _suite(tmp_path, text: str) -> str:
 
 
 # --- statistics and configuration (no simulation) ------------------------------------------------------------
-def test_paired_difference_interval():
-    same = np.ones(10, bool)
-    diff, lo, hi = paired_difference_interval(same, same)
-    assert diff == 0 and -1 <= lo < 0 < hi <= 1  # no discordant pair still leaves uncertainty
-    diff, lo, hi = paired_difference_interval(np.ones(10, bool), np.zeros(10, bool))
-    assert diff == -1 and lo == -1 and hi < -0.5
-    a, b = np.array([1, 1, 0, 1, 0, 1, 1, 0], bool), np.array([0, 1, 0, 1, 1, 0, 0, 0], bool)
-    d1, lo1, hi1 = paired_difference_interval(a, b)
-    d2, lo2, hi2 = paired_difference_interval(b, a)
-    assert d1 == pytest.approx(-d2) and lo1 == pytest.approx(-hi2) and hi1 == pytest.approx(-lo2)
-    # Coverage: correlated pairs (40 episodes, true difference -0.2): the interval holds it in about 95% of draws.
-    rng = np.random.default_rng(0)
-    hits = []
-    for _ in range(400):
-        u = rng.random(40)
-        clean, pert = u < 0.6, u < 0.4
-        flip = rng.random(40) < 0.1
-        pert = np.where(flip, ~pert, pert)
-        true = (0.4 * 0.9 + 0.6 * 0.1) - 0.6
-        _, lo, hi = paired_difference_interval(clean, pert)
-        hits.append(lo <= true <= hi)
-    assert 0.92 <= np.mean(hits) <= 0.99
-
-
 def test_suite_file_and_unknown_names(tmp_path):
     assert load_suite("small") == [(n, PERTURBATIONS[n].default) for n in SUITES["small"]]
     assert load_suite(_suite(tmp_path, "gain: 0.25\nswap_sides:\nstop: Halt\n")) == \

@@ -44,7 +44,7 @@ import numpy as np
 
 from mobile_vla_sim.config import knob
 from mobile_vla_sim.errors import ConfigError, EvalError
-from mobile_vla_sim.eval.metrics import wilson_interval
+from mobile_vla_sim.eval.stats import wilson_interval
 from mobile_vla_sim.eval.report import pct, read_results
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.io import atomic_write

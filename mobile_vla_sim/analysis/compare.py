@@ -32,7 +32,8 @@ from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.report import read_results, success_cell
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.analysis.similarity import RepresentationComparison, compare_representations, mcnemar_exact
+from mobile_vla_sim.analysis.similarity import RepresentationComparison, compare_representations
+from mobile_vla_sim.eval.stats import mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
 H2_MIN_LATENT_DIFFERENCE = 0.3

@@ -1,4 +1,4 @@
-"""Representation-similarity measures and the exact McNemar test used to compare two policies.
+"""Representation-similarity measures used to compare two policies (their statistics are in `eval/stats.py`).
 
 Pure numpy/scipy so that they can be checked on known inputs and reused outside the comparison report.
 
@@ -18,12 +18,13 @@ Conventions (all measures take paired arrays whose last axis is the feature dime
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
 
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.moved import moved_name
 
 _EPS = 1e-12
 
@@ -169,41 +170,6 @@ def compare_representations(a: np.ndarray, b: np.ndarray, token_axis: int | None
     )
 
 
-@dataclass(frozen=True)
-class McNemarResult:
-    """Exact McNemar test on paired binary outcomes (A and B on the same episodes)."""
-
-    n: int
-    both_success: int
-    only_a: int
-    only_b: int
-    both_fail: int
-    p_value: float
-
-    def significant(self, alpha: float = 0.05) -> bool:
-        """Whether the success rates differ at level ``alpha`` (two-sided)."""
-        return self.p_value < alpha
-
-    def to_dict(self, alpha: float = 0.05) -> dict:
-        return {**asdict(self), "alpha": alpha, "significant": self.significant(alpha)}
-
-
-def mcnemar_exact(success_a: np.ndarray, success_b: np.ndarray) -> McNemarResult:
-    """Two-sided exact McNemar test: under H0 the discordant pairs split Binomial(b + c, 1/2).
-
-    The exact two-sided binomial test of `only_a` out of the discordant pairs (`scipy.stats.binomtest`), i.e.
-    p = min(1, 2 · P[X ≤ min(b, c)]) with X ~ Binomial(b + c, 1/2); p = 1 with no discordant pair.
-    """
-    a = np.asarray(success_a)
-    b = np.asarray(success_b)
-    if a.shape != b.shape or a.ndim != 1:
-        raise SimilarityInputError(f"McNemar needs two 1-D outcome arrays of equal length, got {a.shape} and "
-                                   f"{b.shape}; pair the episodes first")
-    if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
-        raise SimilarityInputError("McNemar outcomes must be booleans (success / failure)")
-    a, b = a.astype(bool), b.astype(bool)
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
-    return McNemarResult(n=int(a.size), both_success=int((a & b).sum()), only_a=only_a, only_b=only_b,
-                         both_fail=int((~a & ~b).sum()), p_value=p)
+def __getattr__(name: str):
+    """Names that moved since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

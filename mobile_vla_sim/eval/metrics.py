@@ -1,4 +1,4 @@
-"""Closed-loop metrics: Wilson intervals, SPL, aggregates by task/difficulty, instruction grounding."""
+"""Closed-loop metrics: success rates (Wilson intervals), SPL, aggregates by task/difficulty, instruction grounding."""
 
 from __future__ import annotations
 
@@ -6,52 +6,15 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.schema import Aggregates, GroupSummary, Grounding, Rate
+from mobile_vla_sim.eval.stats import wilson_interval
 from mobile_vla_sim.eval.taxonomy import failure_summary, label_failures, paired_scenes
+from mobile_vla_sim.moved import moved_name
 
 #: Two runs whose positions never differ by more than this (m) followed the same path.
 SAME_PATH_TOL = 0.05
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; well-behaved at 0% and 100%, unlike the normal one.
-
-    No episode means no information: the whole [0, 1].
-    """
-    if n <= 0:
-        return (0.0, 1.0)
-    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
-def paired_difference_interval(a: Sequence[bool], b: Sequence[bool],
-                               confidence: float = 0.95) -> tuple[float, float, float]:
-    """(difference, low, high): success rate of `b` minus that of `a` on the same episodes, with Newcombe's hybrid
-    score interval for paired proportions (Newcombe 1998, Stat. Med. 17:2635, method 10: the two Wilson intervals
-    combined by square-and-add, corrected for the correlation of the pairs with his continuity-adjusted phi).
-
-    Unlike a Wald interval it stays inside [-1, 1] and is not degenerate at 0% or 100% success or with no
-    discordant pair; the exact McNemar test (`similarity.mcnemar_exact`) is its companion test.
-    """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    n = a.size
-    if n == 0 or a.shape != b.shape:
-        return float("nan"), -1.0, 1.0
-    both, only_a, only_b, neither = (int(x.sum()) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
-    pa, pb = a.mean(), b.mean()
-    la, ua = wilson_interval(int(a.sum()), n, confidence)
-    lb, ub = wilson_interval(int(b.sum()), n, confidence)
-    margins = float(a.sum()) * (n - a.sum()) * b.sum() * (n - b.sum())
-    cross = both * neither - only_a * only_b
-    adjusted = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
-    phi = adjusted / np.sqrt(margins) if margins > 0 else 0.0
-    diff = float(pb - pa)
-    low = diff - np.sqrt(max((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0.0))
-    high = diff + np.sqrt(max((ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2, 0.0))
-    return diff, float(max(-1.0, low)), float(min(1.0, high))
 
 
 def spl(success: bool, shortest_path_length: float, path_length: float) -> float:
@@ -143,3 +106,8 @@ def aggregate(records: Sequence[EpisodeRecord]) -> Aggregates:
         "by_difficulty_task": {k: summarize(rs) for k, rs in by_both.items()},
         "grounding": {"overall": grounding(records), **{d: grounding(rs) for d, rs in by_diff.items()}},
     }
+
+
+def __getattr__(name: str):
+    """Names that moved since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

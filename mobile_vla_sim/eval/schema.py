@@ -30,7 +30,7 @@ def json_safe(value: Any) -> Any:
 
 
 class Rate(TypedDict):
-    """A proportion of episodes with its Wilson 95% interval (`metrics.wilson_interval`)."""
+    """A proportion of episodes with its Wilson 95% interval (`stats.wilson_interval`)."""
 
     rate: float | None
     """k / n; null when n is 0."""

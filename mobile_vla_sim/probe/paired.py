@@ -6,10 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mobile_vla_sim.analysis.similarity import mcnemar_exact
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.eval.metrics import paired_difference_interval, share
+from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.stats import mcnemar_exact, paired_difference_interval
 from mobile_vla_sim.eval.taxonomy import LABELS, failure_summary
 
 #: An episode told "Stop" that moved less than this (m) in total obeyed: a robot length is ~0.4 m, and a grounded

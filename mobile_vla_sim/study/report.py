@@ -17,7 +17,7 @@ import numpy as np
 from mobile_vla_sim.eval.metrics import rate
 from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.analysis.similarity import mcnemar_exact
+from mobile_vla_sim.eval.stats import mcnemar_exact
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.study.cells import CellTask, CompareTask, DataPlan
 from mobile_vla_sim.study.spec import StudySpec
