@@ -148,6 +148,8 @@ def generate(cfg: GenerateConfig) -> None:
 
     try:
         click.echo(generate_dataset(cfg))
+        for warning in cfg.warnings:
+            click.echo(f"Note: {warning}", err=True)
     except KeyboardInterrupt:
         raise Interrupted(f"finished episodes are kept in {cfg.out}; run the same command again to resume") from None
 

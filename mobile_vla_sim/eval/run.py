@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
-from mobile_vla_sim.envs.config import AS_TRAINED, EnvConfig
+from mobile_vla_sim.envs.config import ENV_DEFAULTS, EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.envs.instructions import TASKS
@@ -142,7 +142,7 @@ def mismatch_warnings(policy: Policy, cfg: EvalConfig) -> list[str]:
 
     trained, env = policy.trained_env, to_dict(cfg.env)
     out = [f"the policy was trained on {k}={trained[k]!r} but is evaluated with --{k.replace('_', '-')} {env[k]!r}; "
-           f"leave --{k.replace('_', '-')} unset to evaluate it as trained" for k in AS_TRAINED
+           f"leave --{k.replace('_', '-')} unset to evaluate it as trained" for k in ENV_DEFAULTS
            if k in trained and trained[k] != env[k]]
     if cfg.offline_data is not None:
         data = ((load_manifest(cfg.offline_data) or {}).get("config") or {})
