@@ -258,6 +258,10 @@ def run_episodes(policy: BatchPolicy, specs: Sequence[EpisodeSpec], env_cfg: Env
     """
     workers = pool.workers or os.cpu_count() or 1
     per = 1 if env_cfg.renderer == "egl" else pool.envs_per_worker  # pybullet allows one EGL client per process
+    # A policy that holds only `max_slots` episodes at once (an inference server keeping one history) gets no more.
+    if getattr(policy, "max_slots", None):
+        per = min(per, policy.max_slots)
+        workers = min(workers, max(1, policy.max_slots // per))
     per = max(1, min(per, -(-len(specs) // workers)))
     workers = max(1, min(workers, -(-len(specs) // per)))
     args = (env_cfg, per, handler_factory, float(action_noise), getattr(policy, "inputs", None))

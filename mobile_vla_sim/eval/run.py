@@ -42,10 +42,11 @@ class EvalConfig:
     file changes.
     """
 
-    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right or "
-                       "sb3:PATH.zip")
-    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory or a ws:// policy (token=...); "
-                                        "repeat it", flag="--policy-arg", multiple=True)
+    policy: str = knob(help="a .ckpt from `mvla-sim train` (or a PyTorch Lightning one of the real project), "
+                       "expert, random, constant, always-left, always-right, sb3:PATH.zip, ws://HOST:PORT or "
+                       "http://HOST:PORT (the real project's inference server)")
+    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory, a ws:// policy (token=...) or an "
+                                        "http:// one (api_key=...); repeat it", flag="--policy-arg", multiple=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
     task: str = knob("both", "left, right or both")
     episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
@@ -274,6 +275,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     done = _resumed(cfg)
     todo = [s for s in specs if s.key not in done]
     policy = load_eval_policy(cfg)
+    if cfg.cluster.backend == "ray" and getattr(policy, "max_slots", None):
+        policy.close()  # every Ray task would open its own client to the one server, whose episodes would interleave
+        raise EvalError(f"{cfg.policy} runs {policy.max_slots} episode(s) at a time; evaluate it with --backend local")
     warnings = mismatch_warnings(policy, cfg)
     try:
         offline = None

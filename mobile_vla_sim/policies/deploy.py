@@ -159,6 +159,7 @@ class DeployedPolicy(Policy):
         self._sides = {sentence: side for side, sentence in self._env_set.items()}
         self.name, self.drive = policy.name, policy.drive
         self.inputs = getattr(policy, "inputs", None)
+        self.max_slots = getattr(policy, "max_slots", None)  # the engine schedules concurrent episodes by it
         reads_images = self.inputs is None or "image" in self.inputs
         if cfg.normalize != "policy" and reads_images and not getattr(policy, "takes_normalised_pixels", False):
             raise PolicyLoadError(f"deploy normalize={cfg.normalize!r}: policy {policy.name} takes only uint8 frames; "

@@ -13,7 +13,7 @@ from mobile_vla_sim.policies.base import Policy
 from mobile_vla_sim.policies.baselines import AlwaysSidePolicy, ConstantPolicy, ExpertPolicy, RandomPolicy, SB3Policy
 
 POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt",
-                "package.module:factory", "ws://HOST:PORT")
+                "package.module:factory", "ws://HOST:PORT", "http://HOST:PORT")
 #: `package.module:factory`: dotted Python identifiers, a colon, one identifier (so never `sb3:ppo.zip`).
 PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 #: What a plugin's factory must return: the parts of the `Policy` interface eval calls.
@@ -40,8 +40,9 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
                 seed: int = 0, policy_args: dict[str, Any] | None = None, dtype: str | None = None) -> Policy:
     """Build the policy named by `spec` for env layout `drive`; raise a one-line `PolicyLoadError` otherwise.
 
-    `policy_args` go to a plugin's factory or to the remote client (`token`, `timeout`); other policies take none.
-    `dtype` overrides a `.ckpt` backbone's trained dtype.
+    `policy_args` go to a plugin's factory or to a remote client (ws://: `token`, `timeout`; http://, the real
+    project's inference server: `api_key`, `timeout`, `image_format`); other policies take none. `dtype` overrides a
+    `.ckpt` backbone's trained dtype (ours, or a PyTorch Lightning one: `policies.checkpoint` tells them apart).
     """
     name = spec.strip()
     if dtype is not None and not name.endswith(".ckpt"):
@@ -51,11 +52,15 @@ def load_policy(spec: str, drive: str = "diff", device: str = "cpu", offline_dat
         from mobile_vla_sim.serving.client import RemotePolicy
 
         return _check_drive(RemotePolicy(name, drive=drive, **_client_args(name, policy_args)), drive, name)
+    if name.startswith(("http://", "https://")):
+        from mobile_vla_sim.policies.remote.http import HTTPPolicy
+
+        return _check_drive(HTTPPolicy.from_args(name, policy_args), drive, name)
     if PLUGIN_RE.match(name) and not name.startswith("sb3:"):
         return _check_drive(load_plugin(name, drive=drive, device=device, policy_args=policy_args), drive, name)
     if policy_args:
-        raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// servers, "
-                              f"not to {name!r}; drop it")
+        raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// or http:// "
+                              f"servers, not to {name!r}; drop it")
     if name == "expert":
         return ExpertPolicy(drive=drive, seed=seed)
     if name == "random":
