@@ -9,6 +9,7 @@ import sys
 import types
 from collections import OrderedDict
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -18,10 +19,10 @@ from torch import nn
 
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.errors import CheckpointError, PolicyLoadError
-from mobile_vla_sim.policies.checkpoint import read_checkpoint_config
+from mobile_vla_sim.policies.checkpoint import load_policy_checkpoint, read_checkpoint_config
 from mobile_vla_sim.policies.config import CLIP_MEAN, CLIP_STD
 from mobile_vla_sim.policies.registry import load_policy
-from mobile_vla_sim.policies.robovlms import read_lightning
+from mobile_vla_sim.policies.robovlms import read_lightning, training_config
 from mobile_vla_sim.policies.tiny_kosmos import build_tiny_kosmos
 
 LEFT = "Navigate around obstacles and reach the front of the beverage bottle on the left"
@@ -95,8 +96,8 @@ def _real_checkpoint(path, mlp: tuple[int, ...], lora: bool):
         reference = build_tiny_kosmos(seed=1)[0].eval()
         for name, module in backbone.named_modules():
             if hasattr(module, "lora_A") and "default" in module.lora_A:
-                delta = module.lora_B["default"].weight @ module.lora_A["default"].weight
-                reference.get_submodule(name.removeprefix("base_model.model.")).weight.data += LORA_ALPHA / LORA_R * delta
+                delta = LORA_ALPHA / LORA_R * module.lora_B["default"].weight @ module.lora_A["default"].weight
+                reference.get_submodule(name.removeprefix("base_model.model.")).weight.data += delta
         kosmos = reference
     return kosmos, token, rnn, head
 
@@ -169,7 +170,7 @@ def test_a_pickle_payload_in_a_ckpt_never_runs(tmp_path, exploit):
     assert not marker.exists()
 
 
-def test_unusable_checkpoints_get_one_line_errors(tmp_path, lightning_names):
+def test_unusable_checkpoints_get_one_line_errors(tmp_path, lightning_names, monkeypatch):
     good = tmp_path / "good.ckpt"
     _real_checkpoint(good, (1024, 512, 256), lora=False)
     ckpt = read_lightning(good)
@@ -189,6 +190,11 @@ def test_unusable_checkpoints_get_one_line_errors(tmp_path, lightning_names):
     cases.append((tmp_path / "cut.ckpt", "not a readable torch checkpoint"))
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
     cases.append((tmp_path / "plain.ckpt", "not a PyTorch Lightning one"))
+    configs = {**training_config(ckpt), "vlm": {}, "model_url": "https://huggingface.co/microsoft/kosmos-2-patch14-224",
+               "tokenizer": {"pretrained_model_name_or_path": ".vlms/kosmos-2-patch14-224"}}  # the real config's
+    torch.save({**ckpt, "hyper_parameters": {"configs": configs}}, tmp_path / "offline.ckpt")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # and the processor is not cached
+    cases.append((tmp_path / "offline.ckpt", "needs the Kosmos-2 processor .* of 'microsoft/kosmos-2-patch14-224'"))
     for path, message in cases:
         with pytest.raises(PolicyLoadError, match=message) as err:
             load_policy(str(path), drive="omni")
@@ -199,7 +205,6 @@ def test_unusable_checkpoints_get_one_line_errors(tmp_path, lightning_names):
 
 def test_exported_checkpoint_has_the_layout_and_evaluates_byte_identically(tiny_checkpoints, tmp_path):
     runner = CliRunner()
-    csv = {}
     for mode in ("frozen", "lora"):
         exported = tmp_path / f"{mode}-robovlms.ckpt"
         result = runner.invoke(main, ["export-checkpoint", str(tiny_checkpoints[mode]), "--format", "robovlms",
@@ -213,12 +218,19 @@ def test_exported_checkpoint_has_the_layout_and_evaluates_byte_identically(tiny_
         assert any("lora_A" in k for k in keys) == (mode == "lora")
         assert (configs["window_size"], configs["fwd_pred_next_n"], configs["act_head"]["num_layers"]) == (8, 10, 2)
         assert configs["train_setup"]["lora_enable"] == (mode == "lora")
-        for name, policy in (("original", tiny_checkpoints[mode]), ("exported", exported)):
-            out = tmp_path / f"{mode}-{name}"
-            result = runner.invoke(main, ["eval", "--policy", str(policy), "--difficulty", "easy", "--episodes", "1",
-                                          "--task", "left", "--max-steps", "20", "--workers", "1", "--out", str(out)])
-            assert result.exit_code == 0, result.output
-            csv[mode, name] = (out / "episodes.csv").read_bytes()
-        assert csv[mode, "original"] == csv[mode, "exported"]
+        original, again = (load_policy_checkpoint(p, batch=1) for p in (tiny_checkpoints[mode], exported))
+        frames = np.random.default_rng(1).integers(0, 256, (10, 48, 48, 3), dtype=np.uint8)
+        for policy in (original, again):
+            policy.reset(LEFT, slot=3)
+        for frame in frames:  # past the window of 8: the same actions, bit for bit
+            assert np.array_equal(*(p.act_batch({"image": frame[None]}, [3]) for p in (original, again)))
+    csv = []
+    for policy in (tiny_checkpoints["frozen"], tmp_path / "frozen-robovlms.ckpt"):
+        out = tmp_path / policy.stem
+        result = runner.invoke(main, ["eval", "--policy", str(policy), "--difficulty", "easy", "--episodes", "1",
+                                      "--max-steps", "20", "--workers", "1", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        csv.append((out / "episodes.csv").read_bytes())
+    assert csv[0] == csv[1]
     missing = runner.invoke(main, ["export-checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")])
     assert missing.exit_code == 1 and "not found" in missing.output and len(missing.output.strip().splitlines()) == 1

@@ -248,10 +248,10 @@ def _spec(config: dict) -> str:
     return DEFAULT_BACKBONE
 
 
-def parse(path: str | Path, ckpt: dict[str, Any] | None = None) -> Layout:
-    """Read (unless given) and check a Lightning checkpoint; build nothing."""
+def parse(path: str | Path) -> Layout:
+    """Read and check a Lightning checkpoint; build nothing."""
     path = Path(path)
-    ckpt = read_lightning(path) if ckpt is None else ckpt
+    ckpt = read_lightning(path)
     config = training_config(ckpt)
     backbone, token, head_tensors = _split(path, ckpt["state_dict"])
     if EMBED_TOKENS not in backbone:
@@ -312,18 +312,19 @@ def _processor_and_config(path: Path, layout: Layout):
 
 
 def _load_processor(path: Path, source: str, hub: bool):
+    """The processor of a local folder, or of a hub id: from the cache, else downloaded after one short hub check."""
     from transformers import AutoProcessor
 
-    from mobile_vla_sim.policies.backbone import _check_hub
+    from mobile_vla_sim.policies.backbone import check_hub
 
-    if not hub:
-        return AutoProcessor.from_pretrained(source)
     try:
         return AutoProcessor.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError) as exc:
+        if not hub:
+            raise CheckpointError(f"{path} names the processor folder {source}, which is incomplete "
+                                  f"({type(exc).__name__}); save it again with processor.save_pretrained") from None
     try:
-        _check_hub(source)
+        check_hub(source)
     except BackboneNotFoundError as exc:
         raise CheckpointError(f"{path} needs the Kosmos-2 processor (tokenizer, image settings) of {source!r}, which "
                               "is neither a local folder named by the checkpoint's tokenizer path nor in the Hugging "
