@@ -265,5 +265,38 @@ def study(cfg: StudyConfig) -> None:
         click.echo(f"  {name:<8} {path}")
 
 
+# --- export-checkpoint: this package's checkpoints in other stacks' layouts (policies/robovlms.py) ------------------
+from mobile_vla_sim.config import check_knobs, knob  # noqa: E402
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """A checkpoint of this package written in another stack's layout."""
+
+    checkpoint: Path = knob(help="a .ckpt from `mvla-sim train`", argument=True)
+    out: Path = knob(help="the .ckpt to write")
+    format: str = knob("robovlms", "robovlms: the real project's PyTorch Lightning layout (RoboVLMs Kosmos-2 + LSTM "
+                       "policy: state_dict model.backbone / model.action_token / model.act_head, config under "
+                       "hyper_parameters)", choices=("robovlms",))
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
+        self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
+
+
+@config_command(ExportConfig, "export-checkpoint")
+def export_checkpoint(cfg: ExportConfig) -> None:
+    """Write a checkpoint of this package in the real project's Lightning layout; `eval --policy OUT` reproduces it,
+    and the differences their unmodified code cannot load are listed."""
+    from mobile_vla_sim.policies.checkpoint import load_checkpoint
+    from mobile_vla_sim.policies.robovlms import export_checkpoint as export
+
+    differences = export(*load_checkpoint(cfg.checkpoint), cfg.out, source=str(cfg.checkpoint))
+    click.echo(f"wrote {cfg.out} ({cfg.format} layout); `mvla-sim eval --policy {cfg.out}` evaluates it as the "
+               "original")
+    for difference in differences:
+        click.echo(f"  differs from their stock policy: {difference}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

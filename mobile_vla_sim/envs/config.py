@@ -138,7 +138,7 @@ class EnvConfig:
                 raise ConfigError(f"--instructions: {err}")
 
     def resolved(self, trained: Mapping[str, Any] | None = None) -> EnvConfig:
-        """This config with every unset knob of AS_TRAINED filled: from `trained` (a policy's training env), else
+        """This config with every unset knob of ENV_DEFAULTS filled: from `trained` (a policy's training env), else
         its default. What the env, generate and results use; a resolved config comes back unchanged."""
         changes = {k: (trained or {}).get(k, default) for k, default in ENV_DEFAULTS.items() if getattr(self, k) is None}
         changes = {k: v for k, v in changes.items() if v is not None}

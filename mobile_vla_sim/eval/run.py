@@ -40,10 +40,11 @@ class EvalConfig:
     checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise, from Python as from the CLI.
     """
 
-    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right, "
-                       "sb3:PATH.zip, package.module:factory or ws://HOST:PORT")
-    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory or a ws:// policy (token=...); "
-                                        "repeat it", flag="--policy-arg", multiple=True)
+    policy: str = knob(help="a .ckpt from `mvla-sim train` (or a PyTorch Lightning one of the real project), "
+                       "expert, random, constant, always-left, always-right, sb3:PATH.zip, ws://HOST:PORT or "
+                       "http://HOST:PORT (the real project's inference server)")
+    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory, a ws:// policy (token=...) or an "
+                                        "http:// one (api_key=...); repeat it", flag="--policy-arg", multiple=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
     task: str = knob("both", "left, right or both")
     episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
@@ -235,6 +236,9 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
     owned = policy is None
     policy = load_eval_policy(cfg) if owned else policy
     try:
+        if cfg.cluster.backend == "ray" and policy.max_slots:  # each Ray task would open its own client to the one
+            raise EvalError(f"{cfg.policy} runs {policy.max_slots} episode(s) at a time; evaluate it with "  # server
+                            "--backend local")
         cfg = as_trained(cfg, policy)
         done = _resumed(cfg)
         todo = [s for s in specs if s.key not in done]
