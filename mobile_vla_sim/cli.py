@@ -264,5 +264,33 @@ def study(cfg: StudyConfig) -> None:
         click.echo(f"  {name:<8} {path}")
 
 
+# --- dataset formats: export and import (LeRobotDataset v3.0) ------------------------------------------------------
+from mobile_vla_sim.datasets.lerobot import ExportConfig, ImportConfig  # noqa: E402
+
+
+@config_command(ExportConfig, "export")
+def export(cfg: ExportConfig) -> None:
+    """Export HDF5 episodes (generated or the real robot's) to another format: a LeRobotDataset v3.0."""
+    from mobile_vla_sim.datasets.lerobot import export_lerobot
+
+    try:
+        click.echo(export_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the export is atomic); run the same command again") \
+            from None
+
+
+@config_command(ImportConfig, "import")
+def import_cmd(cfg: ImportConfig) -> None:
+    """Import a LeRobotDataset v3.0 as HDF5 episodes in the real layout (for the real loaders and `train`)."""
+    from mobile_vla_sim.datasets.lerobot import import_lerobot
+
+    try:
+        click.echo(import_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the import is atomic); run the same command again") \
+            from None
+
+
 if __name__ == "__main__":
     sys.exit(main())
