@@ -19,12 +19,13 @@ from mobile_vla_sim.cli import main  # noqa: E402
 from mobile_vla_sim.config import build  # noqa: E402
 from mobile_vla_sim.datasets import EpisodeDataset, read_episode, write_episode  # noqa: E402
 from mobile_vla_sim.datasets import lerobot  # noqa: E402
-from mobile_vla_sim.datasets.lerobot import ExportConfig, ImportConfig, export_lerobot, import_lerobot  # noqa: E402
+from mobile_vla_sim.datasets.lerobot import (ExportConfig, ImportConfig, export_lerobot, feature_stats,  # noqa: E402
+                                             image_stats, import_lerobot)
 
 CAMERA = "observation.images.front"
-#: H.264 (crf 18, yuv420p) against the HDF5 pixels, 64 px sim frames, measured 2026-12-02: mean |error| 1.14 levels
-#: of 255, 99th percentile 4, maximum 55 (single pixels on sharp colour edges: 4:2:0 chroma subsampling). Both
-#: decoders (ffmpeg for import, torchcodec in LeRobot's reader) gave these figures.
+#: H.264 (x264 veryfast, crf 18, yuv420p) against the HDF5 pixels, measured 2026-12-02 on 64 px sim frames: mean
+#: |error| 1.21 levels of 255, 99th percentile 5, maximum 62 (single pixels on sharp colour edges: 4:2:0 chroma
+#: subsampling). Both decoders (ffmpeg for import, torchcodec in LeRobot's reader) gave these figures.
 MEAN_ABS_TOL, P99_TOL = 2.0, 8.0
 READER_MISSING = ("LeRobot's reader (lerobot-dataset) is not installed; it needs torchvision, which has no wheel for "
                   "the CPU torch here: see docs/formats.md for its own venv (pip install 'mobile-vla-sim[lerobot-reader]')")
@@ -149,8 +150,8 @@ def test_interrupted_export_leaves_no_folder_that_looks_finished(hdf5_data, tmp_
         return real_append(self, frames)
 
     monkeypatch.setattr(lerobot._VideoFiles, "append", stop_at_third)
-    with pytest.raises(KeyboardInterrupt):
-        export_lerobot(ExportConfig(data=hdf5_data, out=out), progress=False)
+    with pytest.raises(KeyboardInterrupt):  # with reader processes running
+        export_lerobot(ExportConfig(data=hdf5_data, out=out, workers=2), progress=False)
     assert not out.exists() and not list(tmp_path.iterdir())  # nor a staging folder
     monkeypatch.setattr(lerobot._VideoFiles, "append", real_append)
     assert export_lerobot(ExportConfig(data=hdf5_data, out=out), progress=False).episodes == 6
@@ -255,6 +256,22 @@ def test_data_recorded_by_lerobot_imports_for_our_loaders(lerobot_dataset, tmp_p
     assert ds[0].attrs["color_order"] == "RGB" and ds[0].event_types[0] == "episode_start"
 
 
+def test_reader_processes_write_the_same_dataset(hdf5_data, exported, tmp_path):
+    export_lerobot(ExportConfig(data=hdf5_data, out=tmp_path / "lr", workers=2), progress=False)
+    for path in sorted(p.relative_to(exported) for p in exported.rglob("*") if p.is_file()):
+        assert (tmp_path / "lr" / path).read_bytes() == (exported / path).read_bytes(), path
+
+
+def test_image_stats_from_histograms_equal_numpys():
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 9, 7, 3)).astype(np.uint8)
+    images[..., 2] //= 7  # a channel with a narrower range
+    fast, direct = image_stats(images), feature_stats(images.reshape(-1, 3) / 255.0)
+    for name, value in direct.items():
+        if name != "count":
+            assert np.allclose(fast[name].ravel(), value, rtol=1e-12, atol=1e-12), name
+    assert fast["count"].tolist() == [4] and fast["mean"].shape == (3, 1, 1)
+
+
 def test_export_streams_episodes(hdf5_data, tmp_path, monkeypatch):
     """Memory flat in the number of episodes: when an episode is read, at most the first one (it fixes the schema)
     and the one just written are still alive (weak references to their images)."""
@@ -271,5 +288,5 @@ def test_export_streams_episodes(hdf5_data, tmp_path, monkeypatch):
         return episode
 
     monkeypatch.setattr(lerobot, "_read", tracked)
-    export_lerobot(ExportConfig(data=hdf5_data, out=tmp_path / "lr"), progress=False)
+    export_lerobot(ExportConfig(data=hdf5_data, out=tmp_path / "lr", workers=1), progress=False)
     assert len(still_alive_at_read) == 6 and max(still_alive_at_read) <= 2, still_alive_at_read
