@@ -78,7 +78,9 @@ EPISODE_FIELDS = {"name": ("episode_name", "string"), "task": ("side", "string")
                   "seed": ("seed", "int64"), "success": ("success", "bool")}
 ATTRS_COLUMN = "hdf5_attrs"
 _WRITTEN_BY_WRITER = ("episode_name", "num_frames")  # `write_episode` sets these itself
-ROWS_PER_GROUP = 4096  # parquet row group size: frames buffered before a write
+#: Rows buffered before a parquet write: frames of the data files; episode rows (each carries ~100 statistics
+#: columns, so a buffered row costs tens of KB) are written every few dozen, as LeRobot buffers 10.
+FRAMES_PER_WRITE, EPISODES_PER_WRITE = 4096, 32
 
 
 @dataclass
@@ -285,9 +287,10 @@ class _ParquetFiles:
     """Rows appended episode by episode to `pattern` files of one schema; a file is closed once its uncompressed
     rows pass `limit_mb` (LeRobot's rule), between episodes."""
 
-    def __init__(self, root: Path, pattern: str, schema: Any, limit_mb: float):
+    def __init__(self, root: Path, pattern: str, schema: Any, limit_mb: float, rows_per_write: int):
         self.pa, self.pq = _arrow()
         self.root, self.pattern, self.schema, self.limit = root, pattern, schema, limit_mb * 2**20
+        self.rows_per_write = rows_per_write
         self.index = _ChunkedFiles()
         self._writer: Any = None
         self._buffer: list[Any] = []
@@ -308,7 +311,7 @@ class _ParquetFiles:
         self._buffer.append(table)
         self._rows += table.num_rows
         self._bytes += table.nbytes
-        if self._rows >= ROWS_PER_GROUP:
+        if self._rows >= self.rows_per_write:
             self._flush()
 
     def _array(self, value: Any, kind: Any) -> Any:
@@ -549,8 +552,9 @@ def export_lerobot(cfg: ExportConfig, progress: bool = True) -> ConversionSummar
             raise DatasetError(f"images are {first.images.shape[2]}x{first.images.shape[1]}; yuv420p video needs "
                                "even sides: regenerate with an even --image-size")
         features = _episode_features(first, cfg)
-        data = _ParquetFiles(stage.path, DATA_PATH, _data_schema(features), DATA_FILE_MB)
-        episodes = _ParquetFiles(stage.path, EPISODES_PATH, _episodes_schema(features, cfg.camera_key), DATA_FILE_MB)
+        data = _ParquetFiles(stage.path, DATA_PATH, _data_schema(features), DATA_FILE_MB, FRAMES_PER_WRITE)
+        episodes = _ParquetFiles(stage.path, EPISODES_PATH, _episodes_schema(features, cfg.camera_key), DATA_FILE_MB,
+                                 EPISODES_PER_WRITE)
         videos = _VideoFiles(stage.path, cfg.camera_key, cfg)
         tasks: dict[str, int] = {}
         totals = StatsTotal()

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mobile_vla_sim.config import build, parse_choices
+from mobile_vla_sim.config import build, flatten, parse_choices
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES, get_difficulty
@@ -50,7 +50,7 @@ class NavBenchmark(StepBenchmark):
         super().__init__()
         self.difficulties = parse_choices(difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
         self.seed = int(seed)
-        self.config = build(EnvConfig, {"drive": drive, "image_size": image_size, **env})
+        self.config = build(EnvConfig, flatten({"drive": drive, "image_size": image_size, **env}, EnvConfig))
         self._env: Any = None
         self._info: dict[str, Any] = {}
 
