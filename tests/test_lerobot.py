@@ -136,6 +136,11 @@ def test_bgr_episodes_are_exported_as_rgb(hdf5_data, tmp_path):
             assert episode.attrs["color_order"] == "RGB"
             red, green, blue = episode.images[:, 4:12, 4:12].reshape(-1, 3).mean(0)
             assert red > 180 and green < 70 and blue < 70, (order, red, green, blue)
+    # real data stored BGR without saying so: --color-order bgr overrides the (absent or wrong) attribute
+    export_lerobot(ExportConfig(data=tmp_path / "RGB", out=tmp_path / "lr-forced", color_order="bgr"), progress=False)
+    import_lerobot(ImportConfig(lerobot_dir=tmp_path / "lr-forced", out=tmp_path / "back-forced"), progress=False)
+    red, green, blue = episodes_of(tmp_path / "back-forced")[0].images[:, 4:12, 4:12].reshape(-1, 3).mean(0)
+    assert blue > 180 and red < 70, (red, green, blue)
 
 
 def test_interrupted_export_leaves_no_folder_that_looks_finished(hdf5_data, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import multiprocessing
@@ -100,6 +101,9 @@ class ExportConfig:
     gop: int = knob(2, "a keyframe every N frames (LeRobot uses 2: random frame access stays fast in training)",
                     min=1)
     robot_type: str = knob("mobile_base", "robot_type recorded in meta/info.json")
+    color_order: str = knob("auto", "channel order of the HDF5 images: auto (each episode's color_order attribute, RGB "
+                            "when absent) or rgb / bgr for every episode (the real collector stored BGR unlabelled)",
+                            choices=("auto", "rgb", "bgr"))
     workers: int = knob(0, "processes reading episodes ahead (0: half the CPUs, the other half encode; 1: none, the "
                         "main process reads)", min=0)
 
@@ -420,8 +424,9 @@ class _VideoFiles:
             self._proc = None
 
 
-def _rgb(episode: Episode) -> np.ndarray:
-    order = str(episode.attrs.get("color_order", COLOR_ORDER)).upper()
+def _rgb(episode: Episode, color_order: str = "auto") -> np.ndarray:
+    """The episode's frames in RGB: flipped when `color_order` (or, with "auto", its attribute) says BGR."""
+    order = str(episode.attrs.get("color_order", COLOR_ORDER) if color_order == "auto" else color_order).upper()
     if order not in ("RGB", "BGR"):
         raise DatasetError(f"episode {episode.name} has color_order {order!r}; expected RGB or BGR")
     return episode.images[..., ::-1] if order == "BGR" else episode.images
@@ -505,10 +510,10 @@ def _read(path: Path) -> Episode:
                            "dataset.json so the folder is scanned instead") from None
 
 
-def _load(path: Path) -> tuple[Episode, dict[str, np.ndarray]]:
+def _load(path: Path, color_order: str = "auto") -> tuple[Episode, dict[str, np.ndarray]]:
     """Read one episode, turn its frames to RGB and take their statistics: the export's CPU work besides encoding."""
     episode = _read(path)
-    episode.images = np.ascontiguousarray(_rgb(episode))
+    episode.images = np.ascontiguousarray(_rgb(episode, color_order))
     return episode, image_stats(episode.images)
 
 
@@ -516,21 +521,22 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and stops the pool
 
 
-def _loaded(paths: list[Path], workers: int) -> Iterator[tuple[Episode, dict[str, np.ndarray]]]:
+def _loaded(paths: list[Path], workers: int, color_order: str) -> Iterator[tuple[Episode, dict[str, np.ndarray]]]:
     """`_load` of every path, in order; with several workers a bounded window of episodes is read ahead in other
     processes, so memory stays flat however many episodes there are."""
+    load = functools.partial(_load, color_order=color_order)
     if workers <= 1:
-        yield from map(_load, paths)
+        yield from map(load, paths)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
     try:
         todo, pending = iter(paths), deque()
         for path in islice(todo, workers + 2):
-            pending.append(pool.submit(_load, path))
+            pending.append(pool.submit(load, path))
         while pending:
             result = pending.popleft().result()
             for path in islice(todo, 1):
-                pending.append(pool.submit(_load, path))
+                pending.append(pool.submit(load, path))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -545,7 +551,7 @@ def export_lerobot(cfg: ExportConfig, progress: bool = True) -> ConversionSummar
     dataset = EpisodeDataset(cfg.data, split="all")
     stage = _Staging(cfg.out, "--out")
     videos: _VideoFiles | None = None
-    loaded = _loaded(dataset.paths, cfg.workers or max(1, (os.cpu_count() or 1) // 2))
+    loaded = _loaded(dataset.paths, cfg.workers or max(1, (os.cpu_count() or 1) // 2), cfg.color_order)
     try:
         first, first_image_stats = next(loaded)
         if first.images.shape[1] % 2 or first.images.shape[2] % 2:
