@@ -28,7 +28,8 @@ CAMERA = "observation.images.front"
 #: subsampling). Both decoders (ffmpeg for import, torchcodec in LeRobot's reader) gave these figures.
 MEAN_ABS_TOL, P99_TOL = 2.0, 8.0
 READER_MISSING = ("LeRobot's reader (lerobot-dataset) is not installed; it needs torchvision, which has no wheel for "
-                  "the CPU torch here: see docs/formats.md for its own venv (pip install 'mobile-vla-sim[lerobot-reader]')")
+                  "the CPU torch here: see docs/formats.md for its own venv "
+                  "(pip install 'mobile-vla-sim[lerobot-reader]')")
 
 
 def episodes_of(folder: Path) -> list:

@@ -1,7 +1,7 @@
 """A minimal vla-eval model server for trying the integration (not a policy worth scoring): it turns toward the
 instructed side for three steps, then back, then drives forward.
 
-    python examples/vlaeval/steer_server.py --address 127.0.0.1:8000       # needs: pip install 'mobile-vla-sim[vlaeval]'
+    python examples/vlaeval/steer_server.py --address 127.0.0.1:8000   # pip install 'mobile-vla-sim[vlaeval]'
 
 A real model server (vla-eval ships several) answers the same messages: images by camera name and the
 instruction in, `{"actions": [linear_x, angular_z]}` (or a chunk of them) out.

@@ -121,7 +121,7 @@ class ImportConfig:
 
     lerobot_dir: Path = knob(help="LeRobotDataset v3.0 folder (with meta/info.json)", argument=True)
     out: Path = knob(help="output folder of HDF5 episodes; must not exist yet (or be empty)")
-    camera: str = knob("", help="camera feature to import (default: the first video or image feature)")
+    camera: str | None = knob(None, "camera feature to import (default: the first video or image feature)")
     action_index: tuple[int, ...] = knob((), "which 3 entries of `action` are linear_x, linear_y, angular_z "
                                          "(comma list; default: the action itself when it has 3 entries)")
 
@@ -683,7 +683,7 @@ def _load_info(root: Path) -> dict[str, Any]:
     return info
 
 
-def _camera_key(info: dict[str, Any], camera: str) -> str:
+def _camera_key(info: dict[str, Any], camera: str | None) -> str:
     cameras = [k for k, ft in info["features"].items() if ft.get("dtype") in ("video", "image")]
     if not cameras:
         raise DatasetError("the LeRobot dataset has no video or image feature; the HDF5 layout needs images")
