@@ -266,26 +266,11 @@ def study(cfg: StudyConfig) -> None:
 
 
 # --- export-checkpoint: this package's checkpoints in other stacks' layouts (policies/robovlms.py) ------------------
-from mobile_vla_sim.config import check_knobs, knob  # noqa: E402
+from mobile_vla_sim.policies.robovlms_config import CheckpointExportConfig  # noqa: E402
 
 
-@dataclasses.dataclass
-class ExportConfig:
-    """A checkpoint of this package written in another stack's layout."""
-
-    checkpoint: Path = knob(help="a .ckpt from `mvla-sim train`", argument=True)
-    out: Path = knob(help="the .ckpt to write")
-    format: str = knob("robovlms", "robovlms: the real project's PyTorch Lightning layout (RoboVLMs Kosmos-2 + LSTM "
-                       "policy: state_dict model.backbone / model.action_token / model.act_head, config under "
-                       "hyper_parameters)", choices=("robovlms",))
-
-    def __post_init__(self) -> None:
-        check_knobs(self)
-        self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
-
-
-@config_command(ExportConfig, "export-checkpoint")
-def export_checkpoint(cfg: ExportConfig) -> None:
+@config_command(CheckpointExportConfig, "export-checkpoint")
+def export_checkpoint(cfg: CheckpointExportConfig) -> None:
     """Write a checkpoint of this package in the real project's Lightning layout; `eval --policy OUT` reproduces it,
     and the differences their unmodified code cannot load are listed."""
     from mobile_vla_sim.policies.checkpoint import load_checkpoint
@@ -296,6 +281,34 @@ def export_checkpoint(cfg: ExportConfig) -> None:
                "original")
     for difference in differences:
         click.echo(f"  differs from their stock policy: {difference}")
+
+
+# --- dataset formats: export and import (LeRobotDataset v3.0) ------------------------------------------------------
+from mobile_vla_sim.datasets.lerobot import ExportConfig, ImportConfig  # noqa: E402
+
+
+@config_command(ExportConfig, "export")
+def export(cfg: ExportConfig) -> None:
+    """Export HDF5 episodes (generated or the real robot's) to another format: a LeRobotDataset v3.0."""
+    from mobile_vla_sim.datasets.lerobot import export_lerobot
+
+    try:
+        click.echo(export_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the export is atomic); run the same command again") \
+            from None
+
+
+@config_command(ImportConfig, "import")
+def import_cmd(cfg: ImportConfig) -> None:
+    """Import a LeRobotDataset v3.0 as HDF5 episodes in the real layout (for the real loaders and `train`)."""
+    from mobile_vla_sim.datasets.lerobot import import_lerobot
+
+    try:
+        click.echo(import_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the import is atomic); run the same command again") \
+            from None
 
 
 if __name__ == "__main__":
