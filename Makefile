@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CORE := $(VENV)/.core
 DEV := $(VENV)/.dev
 
-.PHONY: setup quickstart test bench
+.PHONY: setup quickstart test test-formats bench
 
 $(CORE): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,7 @@ $(CORE): pyproject.toml
 # which its websocket client does not need; as a dev extra it would downgrade numpy. The ray extra lets the test suite
 # check that `--backend ray` gives the local backend's results (a local Ray instance, no cluster).
 $(DEV): $(CORE)
-	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m pip install -q -e ".[dev,ray,lerobot,vlaeval]"
 	$(PY) -m pip install -q --no-deps "openpi-client>=0.1.2"
 	touch $(DEV)
 
@@ -31,6 +31,19 @@ quickstart: $(CORE)
 # Tests run torch beside spawned env workers, one thread each; pytest-xdist spreads them over every core.
 test: $(DEV)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
+
+# LeRobot's own dataset reader checks what `mvla-sim export` writes (tests/test_lerobot.py). It imports torchvision,
+# whose wheels match only their own torch build, so it lives in a venv of its own (docs/formats.md); its video
+# decoder needs FFmpeg's shared libraries (apt install ffmpeg).
+READER := .venv-lerobot
+$(READER)/.installed: pyproject.toml
+	python3 -m venv $(READER)
+	$(READER)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(READER)/bin/python -m pip install -q -e ".[dev,lerobot-reader]"
+	touch $@
+
+test-formats: $(READER)/.installed
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(READER)/bin/python -m pytest -q -p no:cacheprovider tests/test_lerobot.py
 
 bench: $(DEV)
 	$(PY) -m benchmarks.run_all

@@ -175,6 +175,8 @@ def eval_cmd(cfg: EvalConfig) -> None:
     if cfg.out is not None:
         click.echo(result.paths["summary.md"].read_text())
     click.echo(f"{len(result.records)} episodes, {result.episodes_per_min:.1f} episodes/min; results in {cfg.out}")
+    if cfg.record is not None:
+        click.echo(f"episodes recorded in {cfg.record} (the real HDF5 layout: train on them, or export them)")
     if result.interrupted:
         raise Interrupted(f"the {len(result.records)} finished episodes are saved in {cfg.out}; run the same command "
                           "again to finish the rest")

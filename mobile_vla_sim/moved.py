@@ -25,6 +25,7 @@ MODULES = {
     "mobile_vla_sim.eval.agree": "mobile_vla_sim.analysis.agree",
     "mobile_vla_sim.serving.client": "mobile_vla_sim.policies.remote.ws",
     "mobile_vla_sim.serving.protocol": "mobile_vla_sim.policies.remote.wire",
+    "mobile_vla_sim.envs.instructions": "mobile_vla_sim.envs.tasks.detour",  # its sets are the detour family's
 }
 #: (old module, name) -> the module that has it now, or a sentence saying what replaces a name that is gone.
 NAMES = {
@@ -38,6 +39,11 @@ NAMES = {
     ("mobile_vla_sim.eval.rollout", "run_episodes"): "is gone: use mobile_vla_sim.eval.rollout.eval_policy(policy, "
                                                      "specs, env, pool=PoolConfig(...)) (its `.results`)",
     ("mobile_vla_sim.policies.deploy", "load_deploy"): "is gone: use DeployConfig.from_yaml(path)",
+    ("mobile_vla_sim.envs.scenario", "sample_scenario"): "is gone: use get_family(name).sample_scenario(rng, level, "
+                                                         "task) (mobile_vla_sim.envs.tasks)",
+    ("mobile_vla_sim.envs.difficulty", "get_difficulty"): "is gone: use get_family(name).difficulty(level)",
+    ("mobile_vla_sim.envs.difficulty", "DISTANCE_M"): "mobile_vla_sim.envs.tasks.detour",
+    ("mobile_vla_sim.datasets.hdf5_format", "episode_file_name"): "is gone: use get_family(name).file_name(...)",
     ("mobile_vla_sim.eval.metrics", "wilson_interval"): "mobile_vla_sim.eval.stats",
     ("mobile_vla_sim.eval.metrics", "paired_difference_interval"): "mobile_vla_sim.eval.stats",
     ("mobile_vla_sim.analysis.similarity", "mcnemar_exact"): "mobile_vla_sim.eval.stats",

@@ -2,13 +2,16 @@
 
     python scripts/expert_success.py --episodes 200 --image-size 16
     python scripts/expert_success.py --episodes 200 --drive omni --action-mode direction --expert-actions keys
-Seeds 0..N-1 are shared by left and right (same scenes). Prints a Markdown table (with the share of episodes of at
+    python scripts/expert_success.py --task-family reach --episodes 200 --drive omni --action-mode direction \
+        --expert-actions keys --instructions pot
+Seeds 0..N-1 are shared by the tasks (same scenes where the family pairs them). Prints a Markdown table (with the share of episodes of at
 least 18 frames, the real episode length); --json writes the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,9 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 import mobile_vla_sim  # noqa: F401  (registers the env)
-from mobile_vla_sim.envs import DIFFICULTIES, EnvConfig, make_env
+from mobile_vla_sim.envs import EnvConfig, make_env
 from mobile_vla_sim.envs.expert import EXPERT_ACTIONS, KeysExpert, ScriptedExpert, run_expert_episode
-from mobile_vla_sim.envs.instructions import TASKS
+from mobile_vla_sim.envs.tasks import get_family
 
 #: Frames of a real episode (episode_start + 17 keys); the real loader needs window 8 + chunk 10.
 REAL_FRAMES = 18
@@ -28,7 +31,7 @@ REAL_FRAMES = 18
 def measure(episodes: int, cfg: EnvConfig, expert_actions: str, difficulties, seed: int = 0):
     """Yield one result row per (difficulty, task) cell as soon as it is finished."""
     for difficulty in difficulties:
-        env = make_env(cfg.replace(difficulty=difficulty))
+        env = make_env(dataclasses.replace(cfg, difficulty=difficulty))
         try:
             yield from _cells(env, cfg, expert_actions, difficulty, episodes, seed)
         finally:
@@ -37,8 +40,9 @@ def measure(episodes: int, cfg: EnvConfig, expert_actions: str, difficulties, se
 
 def _cells(env, cfg: EnvConfig, expert_actions: str, difficulty: str, episodes: int, seed: int):
     """Left and right rows of one difficulty; both tasks run the same seeds, hence the same scenes."""
-    for task in TASKS:
-        expert = KeysExpert.for_env(cfg) if expert_actions == "keys" else ScriptedExpert(drive=cfg.drive)
+    for task in get_family(cfg.task_family).tasks:
+        expert = (KeysExpert.for_env(cfg) if expert_actions == "keys"
+                  else ScriptedExpert(drive=cfg.drive, family=get_family(cfg.task_family)))
         infos, start = [], time.perf_counter()
         for s in tqdm(range(seed, seed + episodes), desc=f"{difficulty}/{task}", leave=False):
             infos.append(run_expert_episode(env, expert, s, task))
@@ -62,18 +66,21 @@ def main() -> None:
     ap.add_argument("--control", choices=["continuous", "pulse"], default="continuous")
     ap.add_argument("--action-mode", choices=["velocity", "direction"], default="velocity")
     ap.add_argument("--expert-actions", choices=list(EXPERT_ACTIONS), default="continuous")
-    ap.add_argument("--difficulties", nargs="+", choices=list(DIFFICULTIES), default=list(DIFFICULTIES))
+    ap.add_argument("--task-family", default="detour", help="a built-in family or package.module:ClassName")
+    ap.add_argument("--instructions", default=None, help="the family's instruction set (reach: the target object)")
+    ap.add_argument("--difficulties", default="all", help="comma list of the family's levels or groups")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = ap.parse_args()
     rows = []
     try:
-        cfg = EnvConfig(image_size=args.image_size, drive=args.drive, control=args.control,
-                        action_mode=args.action_mode)
-        rows.extend(measure(args.episodes, cfg, args.expert_actions, args.difficulties, args.seed))
+        cfg = EnvConfig(task_family=args.task_family, instructions=args.instructions, image_size=args.image_size,
+                        drive=args.drive, control=args.control, action_mode=args.action_mode)
+        difficulties = get_family(args.task_family).parse_difficulties(args.difficulties)
+        rows.extend(measure(args.episodes, cfg, args.expert_actions, difficulties, args.seed))
     except KeyboardInterrupt:
         print("interrupted: reporting the finished cells only")
-    print(f"drive={args.drive} control={args.control} action_mode={args.action_mode} "
+    print(f"task_family={args.task_family} instructions={args.instructions} drive={args.drive} control={args.control} action_mode={args.action_mode} "
           f"expert_actions={args.expert_actions} episodes={args.episodes} per cell")
     print(f"| difficulty | task | success | collisions | wrong side | mean steps | >= {REAL_FRAMES} frames | SPL | s |")
     print("|---" * 9 + "|")

@@ -33,7 +33,6 @@ from safetensors.torch import save_file
 from mobile_vla_sim.envs import ENV_ID
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.expert import ScriptedExpert
-from mobile_vla_sim.envs.instructions import TASKS
 from mobile_vla_sim.envs.scenario import Scenario
 from mobile_vla_sim.envs.config import CAMERAS
 from mobile_vla_sim.envs.sim import BOTTLE_HEIGHT, BOTTLE_RADIUS, CAMERA_FORWARD
@@ -131,7 +130,7 @@ def scene_facts(scenario: Scenario, pose) -> SceneFacts:
         box_distance = "near" if gap < DISTANCE_EDGES[0] else ("medium" if gap < DISTANCE_EDGES[1] else "far")
     solids = [(np.array([b.x - b.hx, b.y - b.hy, 0.0]), np.array([b.x + b.hx, b.y + b.hy, 2 * b.hz]))
               for b in scenario.boxes]
-    bx, by = scenario.bottle
+    bx, by = scenario.target.x, scenario.target.y
     seen = [p for p in (np.array([bx, by, z]) for z in _BOTTLE_POINTS_Z)
             if in_view(p, BOTTLE_RADIUS) and not any(_segment_hits_box(eye, p, lo, hi) for lo, hi in solids)]
     bottle = "hidden"
@@ -156,7 +155,7 @@ def render_frames(seeds, difficulties=tuple(DIFFICULTIES), image_size: int = TIN
         try:
             for seed in seeds:
                 expert = ScriptedExpert(noise_std=noise_std, seed=int(seed))
-                obs, info = env.reset(seed=int(seed), options={"task": TASKS[int(seed) % 2]})
+                obs, info = env.reset(seed=int(seed), options={"task": ("left", "right")[int(seed) % 2]})
                 expert.reset()
                 done = False
                 while True:

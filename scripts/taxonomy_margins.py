@@ -41,12 +41,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     specs = episode_set(0, "all", "both", args.episodes)
-    env = EnvConfig(image_size=args.image_size)
+    env = EnvConfig(image_size=args.image_size).resolved()
     print("| expert noise | episodes | success | labels / flags | max flips | min late-turn clearance (m) | "
           "min motion, last steps (m) |\n|---|---|---|---|---|---|---|")
     for noise in (0.0, 0.2, 0.3):
         noisy = [replace(s, noise_seed=s.seed) for s in specs]  # executed-action noise seeded per episode
-        recs = run_episodes(ExpertPolicy(), noisy, env, RecorderFactory({}), PoolConfig(workers=args.workers),
+        recs = run_episodes(ExpertPolicy(), noisy, env, RecorderFactory({}, env), PoolConfig(workers=args.workers),
                             action_noise=noise, progress=False).results
         label_failures(recs)
         flags = Counter(f for r in recs for f in r.failure_flags.split(";") if f)

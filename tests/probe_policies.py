@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mobile_vla_sim.envs.expert import ScriptedExpert
-from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
+from mobile_vla_sim.envs.tasks.detour import INSTRUCTION_SETS
 from mobile_vla_sim.envs.expert import ExpertPolicy
 
 #: Every built-in sentence -> its side, so the policy understands any instruction set.

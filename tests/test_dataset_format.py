@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, CAPTURE, Episode, episode_file_name, parse_episode_name,
-                                                 read_episode, write_episode)
+from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, CAPTURE, Episode, parse_episode_name, read_episode,
+                                                 write_episode)
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import WindowDataset, future_actions, window_indices
 
@@ -31,8 +34,8 @@ def make_record(num_frames: int = 6, size: int = 8, seed: int = 0, task: str = "
 
 
 def file_name(index: int, task: str = "left") -> str:
-    return episode_file_name(date="20250301", time=f"0900{index:02d}", num_boxes=1, side=task, variant="core",
-                             distance="medium", difficulty="easy", tag=f"{index:06d}")
+    info = {"scenario": f"1box_hori_{task}", "variant": "core", "obstacle_distance": "medium"}
+    return get_family("detour").file_name(datetime(2025, 3, 1, 9, 0, index), index, task, "easy", info)
 
 
 def test_layout_opens_with_plain_h5py(tmp_path):
@@ -76,8 +79,10 @@ def test_parse_names_real_and_synthetic():
     real = parse_episode_name("episode_20251203_101010_2box_hori_right_core_medium.h5")
     assert (real["num_boxes"], real["side"], real["distance"], real["difficulty"]) == (2, "right", "medium", None)
     assert parse_episode_name("episode_20250808_123136_1box_vert_left")["layout"] == "vert"
-    with pytest.raises(DatasetError, match="does not follow"):
+    with pytest.raises(DatasetError, match="follows no task family's naming"):
         parse_episode_name("episode_1box_left.h5")
+    v5 = parse_episode_name("episode_260315_101500_target_left_straight_path__core__fixed_center.h5")
+    assert (v5["family"], v5["side"], v5["path"], v5["end"]) == ("reach", "left", "straight", "center")
 
 
 def test_write_rejects_bad_records(tmp_path):

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 import mobile_vla_sim  # noqa: F401  (registers the env)
-from mobile_vla_sim.envs import DIFFICULTIES, INSTRUCTION_SETS, difficulty_table_markdown, instruction_for
+from mobile_vla_sim.envs import DIFFICULTIES, difficulty_table_markdown, get_family
+from mobile_vla_sim.envs.tasks.detour import DIFFICULTIES as DETOUR_LEVELS, INSTRUCTION_SETS
+
+DETOUR = get_family("detour")
+instruction_for = DETOUR.instruction
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, MAX_ANGULAR, MAX_LINEAR, from_action3, to_action3
 from mobile_vla_sim.envs.state import STATE_DIM, decode_state
 
@@ -109,19 +113,19 @@ def test_left_and_right_share_the_scene(difficulty):
 
 def test_difficulty_levels_differ_as_documented():
     env = make()
-    for name, d in DIFFICULTIES.items():
+    for name, d in DETOUR_LEVELS.items():
         env.reset(seed=0, options={"difficulty": name})
         s = env.unwrapped.scenario
         assert len(s.boxes) == d.n_boxes and env.unwrapped.max_steps == d.max_steps
         assert d.n_distractors[0] <= len(s.distractors) <= d.n_distractors[1]
         assert s.variant == ("core" if name == "easy" else "variant")
-        assert env.unwrapped.scenario.name("right") == f"{d.n_boxes}box_hori_right"
+        assert DETOUR.scenario_name(s, "right") == f"{d.n_boxes}box_hori_right"
     env.close()
-    table = difficulty_table_markdown()
+    table = difficulty_table_markdown(DETOUR_LEVELS)
     assert "actuation_noise" in table and "| easy | medium | hard |" in table
     page = Path(__file__).resolve().parents[1] / "docs" / "environment.md"
     assert table.strip() in page.read_text(), "docs/environment.md's difficulty table is stale: paste " \
-        "difficulty_table_markdown()"
+        "difficulty_table_markdown(DETOUR_LEVELS)"
 
 
 def test_nan_and_clipping_flagged():

@@ -86,7 +86,7 @@ def test_extra_distractors_add_bodies_to_the_same_scene():
         last = s.boxes[-1]
         for d in s3.distractors[len(s.distractors):]:  # against a wall past the boxes, or behind the bottle
             assert d.x - d.radius > last.x + last.hx + 0.2
-            assert abs(d.y) + d.radius > s.half_width - 0.05 or d.x > s.bottle[0] + 0.2
+            assert abs(d.y) + d.radius > s.half_width - 0.05 or d.x > s.target.x + 0.2
             assert np.hypot(d.x - s.goal[0], d.y - s.goal[1]) > GOAL_RADIUS + d.radius + 0.2
     env.close()
     more.close()

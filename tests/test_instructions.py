@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mobile_vla_sim.datasets import instruction_from_episode_name
-from mobile_vla_sim.envs.instructions import (INSTRUCTION_SETS, KOREAN_FALLBACK, TASKS, instruction_for,
-                                              instruction_set)
+from mobile_vla_sim.envs.tasks import get_family
+from mobile_vla_sim.envs.tasks.detour import INSTRUCTION_SETS, KOREAN_FALLBACK
 from mobile_vla_sim.errors import ConfigError, DatasetError
 from mobile_vla_sim.policies.tiny_kosmos import build_tiny_tokenizer
 
 REAL_NAME = "episode_20251203_142501_1box_hori_right_core_medium.h5"
+DETOUR = get_family("detour")
+TASKS, instruction_for, instruction_set = DETOUR.tasks, DETOUR.instruction, DETOUR.instruction_set
 
 
 def test_named_sets_hold_the_exact_sentences():
@@ -45,7 +47,7 @@ def test_instruction_from_episode_file_name():
     synthetic = "episode_20260101_000000_2box_hori_left_variant_far_hard_s12.h5"
     assert instruction_from_episode_name(synthetic, "bottle") == instruction_for("left")
     assert instruction_from_episode_name("episode_20251203_142501_cup.h5", fallback=KOREAN_FALLBACK) == KOREAN_FALLBACK
-    with pytest.raises(DatasetError, match="does not follow"):
+    with pytest.raises(DatasetError, match="follows no task family's naming"):
         instruction_from_episode_name("episode_20251203_142501_cup.h5")
 
 

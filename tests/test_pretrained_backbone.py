@@ -15,7 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mobile_vla_sim.envs.scenario import Box, sample_scenario
+from mobile_vla_sim.envs.scenario import Box, Target
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import BackboneNotFoundError
 from mobile_vla_sim.policies.backbone import TINY_PRETRAINED, load_backbone
 from scripts.pretrain_tiny import (CLAUSES, PretrainConfig, SceneFacts, command, fact_labels,
@@ -28,9 +29,10 @@ HELD_OUT = range(1000, 1024)
 
 def _scene(box_y: float = 0.0, bottle_y: float = 0.0, box_half_height: float = 0.13):
     """A fixed easy scene with one box at x = 1.1 and the bottle at x = 2.4 (camera jitter off)."""
-    scene = sample_scenario(np.random.default_rng(0), "easy")
+    detour = get_family("detour")
+    scene = detour.sample_scenario(np.random.default_rng(0), detour.difficulty("easy"), "left")
     box = Box(x=1.1, y=box_y, hx=0.15, hy=0.2, hz=box_half_height, rgb=(0.6, 0.6, 0.6))
-    return dataclasses.replace(scene, boxes=(box,), bottle=(2.4, bottle_y))
+    return dataclasses.replace(scene, boxes=(box,), target=Target("bottle", 2.4, bottle_y))
 
 
 def test_scene_facts_follow_the_geometry():

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.config import build
-from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS
+from mobile_vla_sim.envs.tasks.detour import INSTRUCTION_SETS
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.report import read_results
 from mobile_vla_sim.probe import PERTURBATIONS, SUITES, ProbeConfig, load_suite, perturbation_table_markdown, probe

@@ -20,7 +20,7 @@ from mobile_vla_sim.errors import EvalError, PolicyLoadError  # noqa: E402
 from mobile_vla_sim.eval.episodes import episode_set  # noqa: E402
 from mobile_vla_sim.envs.engine import PoolConfig  # noqa: E402
 from mobile_vla_sim.eval.rollout import eval_policy  # noqa: E402
-from mobile_vla_sim.policies.base import Policy  # noqa: E402
+from mobile_vla_sim.policy import Policy  # noqa: E402
 from mobile_vla_sim.policies.remote.vlaeval import VlaEvalPolicy, client  # noqa: E402
 
 IMAGE = 64

@@ -21,12 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from mobile_vla_sim.version import __version__
 from mobile_vla_sim.config import check_knobs, knob, to_dict
-from mobile_vla_sim.datasets.hdf5_format import (CAPTURE, Episode, episode_file_name, frame_convention,
-                                                 parse_episode_name, read_episode, write_episode)
+from mobile_vla_sim.datasets.hdf5_format import (CAPTURE, MOVES, Episode, first_target, frame_convention,
+                                                 read_episode, write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,
                                               write_manifest)
 from mobile_vla_sim.envs.actions import to_action3
@@ -35,6 +36,7 @@ from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, run_episodes
 from mobile_vla_sim.envs.expert import EXPERT_ACTIONS, ExpertPolicy
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
 from mobile_vla_sim.paths import check_output_dir
 
@@ -70,7 +72,8 @@ MANIFEST_EVERY_S = 2.0
 class GenerateConfig:
     """What `mvla-sim generate` makes. Everything but `out`, the pool and `episodes` fixes a dataset's content."""
 
-    episodes: int = knob(500, "episodes, balanced left/right (episodes 2k and 2k+1 share a scene)", min=1)
+    episodes: int = knob(500, "episodes, balanced over the task family's tasks (detour: episodes 2k and 2k+1, left "
+                         "and right, share a scene)", min=1)
     out: Path = knob(Path("data/sim"), "output folder; re-running the same command resumes it")
     difficulty: str = knob("mix", "easy, medium, hard, or mix (easy:medium:hard 2:3:2 per scene pair)",
                            choices=(*DIFFICULTIES, "mix"))
@@ -155,22 +158,19 @@ def _derived_seed(*words: int) -> int:
 
 def episode_specs(cfg: GenerateConfig) -> list[EpisodeSpec]:
     """The plan: episode i's scene seed, noise seed, task and difficulty, a pure function of (cfg, i)."""
-    specs = []
+    specs, tasks = [], get_family(cfg.env.task_family).tasks  # the tasks of a scene run one after another
     for i in range(cfg.episodes):
-        pair = i // 2
+        pair = i // len(tasks)
         difficulty = MIX_CYCLE[pair % len(MIX_CYCLE)] if cfg.difficulty == "mix" else cfg.difficulty
         specs.append(EpisodeSpec(index=i, seed=_derived_seed(cfg.seed, pair), noise_seed=_derived_seed(cfg.seed, i, 1),
-                                 task=("left", "right")[i % 2], difficulty=difficulty))
+                                 task=tasks[i % len(tasks)], difficulty=difficulty))
     return specs
 
 
-def _tag(index: int) -> str:
-    """The `<index>` token closing a file name; how resume finds an episode's file."""
-    return f"{index:06d}"
-
-
-def _collection_time(cfg: GenerateConfig, index: int) -> datetime:
-    day = _derived_seed(cfg.seed, 2**31) % _DAYS
+def collection_time(seed: int, index: int) -> datetime:
+    """The derived clock of episode `index` of a run seeded `seed`: a day of the real collection months, then one
+    episode every 30 s (file names carry it; the real loaders' patterns select by it)."""
+    day = _derived_seed(seed, 2**31) % _DAYS
     return _EPOCH + timedelta(days=day, seconds=index * _EPISODE_SPACING_S)
 
 
@@ -180,7 +180,7 @@ def _time_period(moment: datetime) -> str:
 
 
 class DemoRecorder:
-    """Worker-side handler of the episode engine: collects one expert episode and writes it as an HDF5 file."""
+    """Worker-side handler of the episode engine: collects one episode and writes it as an HDF5 file."""
 
     def __init__(self, cfg: GenerateConfig):
         self.cfg = cfg
@@ -192,47 +192,53 @@ class DemoRecorder:
         # Frame 0: episode_start, the start view with a zero action. The state a move is chosen from is the one
         # before it (the expert acts on it), so `states` hold that state, next to the frame taken as the move began.
         self.steps = [(obs["image"], info["robot_pose"], obs["state"], self._zero, self._zero)]
-        self._state = obs["state"]
+        self._state, self._view = obs["state"], {"image": obs["image"], "pose": info["robot_pose"]}
 
     def step(self, action: np.ndarray, executed: np.ndarray, obs: dict, info: dict, done: bool) -> None:
-        drive, capture = self.cfg.env.drive, info["capture"]
+        # The frame taken `capture_delay` into the move; without one, the view as the move began (what a policy saw).
+        drive, capture = self.cfg.env.drive, info.get("capture", self._view)
         self.steps.append((capture["image"], capture["pose"], self._state, to_action3(executed, drive),
                            to_action3(action, drive)))
-        self._state = obs["state"]  # the view after the last move is never stored, as on the real robot
+        # The view after the last move is never stored, as on the real robot.
+        self._state, self._view = obs["state"], {"image": obs["image"], "pose": info["robot_pose"]}
 
     def finish(self, info: dict, truncated: bool) -> dict[str, Any]:
         """Name and atomically write the episode; return its manifest entry."""
         spec, cfg = self.spec, self.cfg
-        images, poses, states, actions, labels = zip(*self.steps)
+        family = get_family(cfg.env.task_family)
+        moves = family.images_key != "images"  # the V5 layout: no episode_start frame, every frame a move
+        images, poses, states, actions, labels = zip(*self.steps[moves:])
         self.abort()
-        moment = _collection_time(cfg, spec.index)
-        num_boxes = int(info["scenario"].split("box_")[0])
-        name = episode_file_name(date=moment.strftime("%Y%m%d"), time=moment.strftime("%H%M%S"),
-                                 num_boxes=num_boxes, side=spec.task, variant=info["variant"],
-                                 distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
-        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.brakes else 0.0)
+        moment = collection_time(cfg.seed, spec.index)
+        name = family.file_name(moment, spec.index, spec.task, spec.difficulty, info)
         record = Episode(
             images=np.stack(images), actions=np.stack(actions),
             instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
             seed=spec.seed, scenario=info["scenario"], success=bool(info["success"]),
             robot_poses=np.asarray(poses, np.float32), states=np.stack(states),
             action_labels=np.stack(labels) if cfg.noise_std > 0 else None)
-        record.attrs = {
-            "total_duration": step_s * (record.num_frames - 1),
+        record.attrs = self.attrs(spec, info, moment, record.num_frames - (not moves), moves)
+        path = write_episode(cfg.out / name, record, family.images_key)
+        return episode_entry(path, record)
+
+    def attrs(self, spec: EpisodeSpec, info: dict, moment: datetime, moves_stored: int, moves: bool) -> dict[str, Any]:
+        """The episode's HDF5 attributes (the real collector's, then the simulation's)."""
+        cfg = self.cfg
+        step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.brakes else 0.0)
+        return {
+            "total_duration": step_s * moves_stored,
             "time_period": _time_period(moment),
             "collection_datetime": moment.isoformat(),
-            "variant": info["variant"], "distance": info["obstacle_distance"], "num_boxes": num_boxes,
+            "variant": info["variant"], "distance": info["obstacle_distance"], "num_boxes": len(info["boxes"]),
             "episode_index": spec.index, "expert_seed": spec.noise_seed, "generation_seed": cfg.seed,
             "drive": cfg.env.drive, "control": cfg.env.control, "action_mode": cfg.env.action_mode,
             "expert_actions": cfg.expert_actions, "camera": cfg.env.camera, "image_size": cfg.env.image_size,
             "color_order": cfg.env.color_order.upper(),
             "noise_std": cfg.noise_std, "generator": f"mobile-vla-sim {__version__}",
-            "frame_convention": CAPTURE, "capture_delay": cfg.capture_delay,
+            "frame_convention": MOVES if moves else CAPTURE, "capture_delay": cfg.capture_delay,
             **{key: bool(info[key]) for key in ("collision", "wrong_side", "out_of_bounds")},
             **{key: float(info[key]) for key in ("distance_to_goal", "path_length", "shortest_path_length")},
         }
-        path = write_episode(cfg.out / name, record)
-        return episode_entry(path, record)
 
     def abort(self) -> None:
         self.steps: list = []
@@ -245,19 +251,25 @@ def episode_entry(path: Path, record: Episode) -> dict[str, Any]:
             "scenario": record.scenario, "instruction": record.instruction, "split": assign_split(record.seed),
             "success": record.success, "collision": record.attrs.get("collision"), "num_frames": record.num_frames,
             "frame_convention": frame_convention(record.attrs),
-            "_moments": action_moments(record.targets[1:])}
+            "_moments": action_moments(record.targets[first_target(record.frame_convention, 0):])}
 
 
 # --- the driver --------------------------------------------------------------------------------------------------
 def _existing_files(cfg: GenerateConfig) -> dict[int, Path]:
-    """Finished episodes by index; removes temporaries left by an interrupted run."""
+    """Finished episodes by index (their `episode_index` attribute: not every family's names carry it); removes
+    temporaries left by an interrupted run and unreadable files (copied partially), which are made again."""
     for stale in cfg.out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     found = {}
     for path in cfg.out.glob("episode_*.h5"):
-        tag = parse_episode_name(path.name)["tag"]
-        if tag and tag.isdigit():
-            found[int(tag)] = path
+        try:
+            with h5py.File(path, "r") as f:
+                index = f.attrs.get("episode_index")
+        except OSError:
+            path.unlink()
+            continue
+        if index is not None:
+            found[int(index)] = path
     return found
 
 

@@ -7,9 +7,11 @@ success...) are *additional* datasets and attributes.
 Frames follow the real collector (its December 2025 ROS collector): frame 0 is `episode_start`, the start view with a
 zero action; frame k >= 1 holds the k-th move and the image the camera gave as that move had just started
 (`capture_delay` seconds in); the last move gets no image after it. So `images[t]` pairs with `actions[t:]`, as the
-real loaders read it ("capture" convention). Files written by mobile-vla-sim before 2026-12 stored, for k >= 1, the
-image taken after move k ("after_move" convention, `images[t]` -> `actions[t + 1:]`); `frame_convention` tells them
-apart, and every reader here pairs frames by it.
+real loaders read it ("capture" convention). The real project's later "V5" layout (images under
+`observations/images`, written for task families whose `images_key` says so) has no episode_start frame: every frame
+is a move, frame 0 included ("moves"). Files written by mobile-vla-sim before 2026-12 stored, for k >= 1, the image
+taken after move k ("after_move" convention, `images[t]` -> `actions[t + 1:]`); `frame_convention` tells them apart,
+and every reader here pairs frames by it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mobile_vla_sim.envs.instructions import instruction_for
+from mobile_vla_sim.envs.tasks import FAMILIES, get_family
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError
 from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.moved import moved_name
 
 #: Real attribute values carried over unchanged.
 ACTION_CHUNK_SIZE = 8
@@ -36,20 +39,14 @@ EVENT_START, EVENT_ACTION, EVENT_STOP = "episode_start", "start_action", "stop_a
 GZIP_LEVEL = 4  # level 4 is ~2x faster than 9 on images for a few % more bytes
 
 #: How a stored image relates to the stored moves (module docstring).
-CAPTURE, AFTER_MOVE = "capture", "after_move"
-FRAME_CONVENTIONS = (CAPTURE, AFTER_MOVE)
+CAPTURE, MOVES, AFTER_MOVE = "capture", "moves", "after_move"
+FRAME_CONVENTIONS = (CAPTURE, MOVES, AFTER_MOVE)
+#: Where the camera frames are: the real layout's, and the later "V5" layout's.
+IMAGE_KEYS = ("images", "observations/images")
 
-_CORE_DATASETS = ("images", "actions", "action_event_types", "language_instruction")
+_CORE_DATASETS = ("actions", "language_instruction")
 #: Optional float32 extras: name -> expected trailing shape (None = any).
 _EXTRA_DATASETS = {"robot_poses": (3,), "states": None, "action_labels": (3,)}
-
-_NAME_RE = re.compile(
-    r"^episode_(?P<date>\d{8})_(?P<time>\d{6})"
-    r"_(?P<scenario>(?P<num_boxes>\d+)box_(?P<layout>hori|vert)_(?P<side>left|right))"
-    r"(?:_(?P<variant>core|variant))?(?:_(?P<distance>close|medium|far))?"
-    r"(?:_(?P<difficulty>easy|medium|hard))?(?:_(?P<tag>[A-Za-z0-9]+))?(?:\.h5)?$"
-)
-
 
 @dataclass
 class Episode:
@@ -84,67 +81,63 @@ class Episode:
         return frame_convention(self.attrs)
 
 
-def frame_convention(attrs: dict[str, Any]) -> str:
-    """The convention an episode's frames follow: recorded by this package since 2026-12; earlier files of this
-    package (a `generator` attribute) are "after_move"; files of the real collector (no such attribute) "capture"."""
+def frame_convention(attrs: dict[str, Any], images_key: str = "images") -> str:
+    """The convention an episode's frames follow: recorded by this package since 2026-12; else a V5-layout file
+    ("moves"), an earlier file of this package (a `generator` attribute: "after_move") or a file of the real
+    collector ("capture")."""
     recorded = attrs.get("frame_convention")
     if recorded is not None:
         if recorded not in FRAME_CONVENTIONS:
             raise DatasetError(f"unknown frame_convention {recorded!r}: expected one of {', '.join(FRAME_CONVENTIONS)}")
         return recorded
+    if images_key != "images":
+        return MOVES
     return AFTER_MOVE if str(attrs.get("generator", "")).startswith("mobile-vla-sim") else CAPTURE
 
 
 def first_target(convention: str, t: int) -> int:
-    """Index of the first action to take after seeing image t: the move stored with it ("capture"; frame 0, the
-    episode_start frame, carries no move, so its first is move 1) or the next one ("after_move")."""
-    return t + 1 if convention == AFTER_MOVE else max(t, 1)
+    """Index of the first action to take after seeing image t: the move stored with it ("capture", "moves"; the
+    episode_start frame 0 of "capture" carries no move, so its first is move 1) or the next one ("after_move")."""
+    return t + 1 if convention == AFTER_MOVE else t if convention == MOVES else max(t, 1)
 
 
 def targeted_frames(num_frames: int, convention: str) -> int:
     """How many frames, from frame 0 on, have an action to take after them (the rest only serve as history)."""
+    if convention == MOVES:
+        return num_frames
     return max(0, num_frames - 1) if convention == AFTER_MOVE else (num_frames if num_frames >= 2 else 0)
 
 
-def episode_file_name(*, date: str, time: str, num_boxes: int, side: str, variant: str, distance: str,
-                      difficulty: str, tag: str) -> str:
-    """`episode_YYYYMMDD_HHMMSS_<n>box_hori_<side>_<variant>_<distance>_<difficulty>_<tag>.h5`."""
-    name = f"episode_{date}_{time}_{num_boxes}box_hori_{side}_{variant}_{distance}_{difficulty}_{tag}.h5"
-    parse_episode_name(name)  # refuse to write names our own (and the real) loader cannot parse
-    return name
-
-
 def parse_episode_name(name: str | os.PathLike) -> dict[str, Any]:
-    """Fields of a real or synthetic episode file name: date, time, scenario, num_boxes, layout, side, variant...
-
-    Fields absent from the name (real files have no difficulty or tag) are None.
-    """
+    """Fields of a real or synthetic episode file name, as the task family whose naming it follows reads them (at
+    least `side`: the task; detour names also give date, time, scenario, num_boxes, layout, variant, distance,
+    difficulty and tag, reach names target position, path and end position). Absent fields are None."""
     stem = Path(name).name
-    match = _NAME_RE.match(stem)
-    if match is None:
-        raise DatasetError(f"episode file name {stem!r} does not follow "
-                           "'episode_YYYYMMDD_HHMMSS_<n>box_<hori|vert>_<left|right>[_<core|variant>][_<distance>]"
-                           "[_<difficulty>][_<tag>].h5'; rename it or regenerate the dataset")
-    fields = match.groupdict()
-    fields["num_boxes"] = int(fields["num_boxes"])
-    return fields
+    for family in FAMILIES:
+        fields = get_family(family).parse_file_name(stem)
+        if fields is not None:
+            return {"family": family, **fields}
+    raise DatasetError(f"episode file name {stem!r} follows no task family's naming (e.g. "
+                       "'episode_YYYYMMDD_HHMMSS_<n>box_<hori|vert>_<left|right>[_<core|variant>][_<distance>]"
+                       "[_<difficulty>][_<tag>].h5'); rename it or regenerate the dataset")
 
 
 def instruction_from_episode_name(name: str | os.PathLike, instruction_set: str = "korean",
                                   fallback: str | None = None) -> str:
-    """The instruction the real training loader derived from a file name: the side parsed out of it, in a named set.
+    """The instruction the real training loader derived from a file name: the task parsed out of it, in a named set
+    of the file's task family.
 
     The real loader ignored the stored `language_instruction` and used the Korean set, with `KOREAN_FALLBACK` for a
     name without a side: `instruction_from_episode_name(path, "korean", KOREAN_FALLBACK)` reproduces it. Without a
     `fallback`, a name that does not parse raises `DatasetError`.
     """
     try:
-        side = parse_episode_name(name)["side"]
+        fields = parse_episode_name(name)
     except DatasetError:
         if fallback is None:
             raise
         return fallback
-    return instruction_for(side, instruction_set)
+    return get_family(fields["family"]).instruction(fields["side"], instruction_set)
 
 
 def _check_record(record: Episode) -> None:
@@ -166,15 +159,19 @@ def _check_record(record: Episode) -> None:
                                f" got {np.shape(value)}")
 
 
-def default_event_types(num_frames: int) -> list[str]:
-    """The real recorder's events for stop-and-go pulses: `episode_start`, then one `start_action` per pulse."""
+def default_event_types(num_frames: int, convention: str = CAPTURE) -> list[str]:
+    """The real recorder's events for stop-and-go pulses: `episode_start`, then one `start_action` per pulse (every
+    frame a pulse in the "moves" convention)."""
+    if convention == MOVES:
+        return [EVENT_ACTION] * num_frames
     return [EVENT_START] + [EVENT_ACTION] * (num_frames - 1)
 
 
-def write_episode(path: str | os.PathLike, record: Episode) -> Path:
+def write_episode(path: str | os.PathLike, record: Episode, images_key: str = "images") -> Path:
     """Write `record` to `path` atomically: a temporary file in the same folder, then a rename.
 
     A crash or Ctrl-C therefore never leaves a partial `.h5`; only a `*.tmp` that `generate` removes on resume.
+    `images_key="observations/images"` writes the V5 layout (no episode_start frame, so no event types).
     """
     _check_record(record)
     path = Path(path)
@@ -182,10 +179,11 @@ def write_episode(path: str | os.PathLike, record: Episode) -> Path:
     gzip = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
     with AtomicFile(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), **gzip)
+            f.create_dataset(images_key, data=images, chunks=(1, *images.shape[1:]), **gzip)
             f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
-            events = record.event_types or default_event_types(len(images))
-            f.create_dataset("action_event_types", data=events, dtype=h5py.string_dtype("utf-8"))
+            if images_key == "images":
+                events = record.event_types or default_event_types(len(images))
+                f.create_dataset("action_event_types", data=events, dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("language_instruction", data=np.array([record.instruction.encode("utf-8")],
                                                                     dtype=INSTRUCTION_DTYPE))
             for key in _EXTRA_DATASETS:
@@ -230,15 +228,18 @@ def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episod
         raise FileNotFoundError(f"episode file {path} does not exist; check the path or regenerate the dataset")
     try:
         with h5py.File(path, "r") as f:
-            missing = [key for key in _CORE_DATASETS if key not in f]
+            images_key = next((key for key in IMAGE_KEYS if key in f), None)
+            missing = [key for key in _CORE_DATASETS if key not in f] + ([] if images_key else ["images"])
             if missing:
                 raise CorruptEpisodeError(f"{path} lacks dataset(s) {', '.join(missing)}: not an episode file of the "
                                           "real layout; delete it and re-run `mvla-sim generate`")
             attrs = {key: _attr(value) for key, value in f.attrs.items()}
+            attrs["frame_convention"] = frame_convention(attrs, images_key)
             actions = f["actions"][()].astype(np.float32)
-            images = f["images"][()] if load_images else np.empty((len(actions), 0, 0, 3), np.uint8)
+            images = f[images_key][()] if load_images else np.empty((len(actions), 0, 0, 3), np.uint8)
             extras = {key: f[key][()].astype(np.float32) if key in f else None for key in _EXTRA_DATASETS}
-            events = [_attr(e) for e in f["action_event_types"][()]]
+            events = ([_attr(e) for e in f["action_event_types"][()]] if "action_event_types" in f
+                      else default_event_types(len(actions), attrs["frame_convention"]))
             instruction = _attr(f["language_instruction"][0])
     except (OSError, KeyError, IndexError, TypeError) as err:
         raise corrupt_episode_error(path, err) from err
@@ -254,3 +255,8 @@ def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episod
         seed=attrs.pop("seed", None), scenario=attrs.pop("scenario", parsed.get("scenario")),
         success=attrs.pop("success", None), attrs=attrs, **extras,
     )
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

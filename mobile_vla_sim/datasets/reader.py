@@ -9,8 +9,8 @@ from typing import Any
 import h5py
 
 from mobile_vla_sim.errors import DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, Episode, corrupt_episode_error, frame_convention,
-                                                 read_episode, targeted_frames)
+from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, IMAGE_KEYS, Episode, corrupt_episode_error,
+                                                 frame_convention, read_episode, targeted_frames)
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
 from mobile_vla_sim.datasets.splits import scene_key, split_entries
 
@@ -21,6 +21,7 @@ def scan_episode(path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
             num_frames = int(attrs.get("num_frames", len(f["actions"])))
+            images_key = next((key for key in IMAGE_KEYS if key in f), "images")
     except (OSError, KeyError) as err:
         raise corrupt_episode_error(path, err) from err
     seed = attrs.get("seed")
@@ -28,7 +29,8 @@ def scan_episode(path: Path) -> dict[str, Any]:
     success = attrs.get("success")
     return {"file": path.name, "seed": seed, "num_frames": num_frames,
             "success": bool(success) if success is not None else None, "task": attrs.get("task"),
-            "split": assign_split(scene_key(path.name, seed)), "frame_convention": frame_convention(attrs)}
+            "split": assign_split(scene_key(path.name, seed)),
+            "frame_convention": frame_convention(attrs, images_key)}
 
 
 class EpisodeDataset:

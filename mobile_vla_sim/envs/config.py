@@ -12,8 +12,7 @@ from typing import Any, Mapping
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import ACTION_MODES, LAYOUT_DIMS
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.envs.instructions import TASKS, instruction_for
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, FAMILIES, get_family
 from mobile_vla_sim.errors import ConfigError
 
 ENV_ID = "MobileVLA/Nav-v0"
@@ -27,9 +26,11 @@ COLOR_ORDERS = ("rgb", "bgr")
 #: Env knobs that may be left unset (None), and their defaults: the knobs a trained policy records from its training
 #: data. Unset, they take the policy's values in eval (a checkpoint is scored on what it was trained on unless asked
 #: otherwise), a profile's in generate, else these defaults (`EnvConfig.resolved`).
-ENV_DEFAULTS: dict[str, Any] = {"image_size": 224, "image_width": None, "image_height": None, "drive": "diff",
-                                "control": "continuous", "action_mode": "velocity", "camera": "default",
-                                "color_order": "rgb", "renderer": "tiny", "instructions": "bottle"}
+#: Unset `instructions` resolve to the task family's default set.
+ENV_DEFAULTS: dict[str, Any] = {"task_family": DEFAULT_FAMILY, "image_size": 224, "image_width": None,
+                                "image_height": None, "drive": "diff", "control": "continuous",
+                                "action_mode": "velocity", "camera": "default", "color_order": "rgb",
+                                "renderer": "tiny", "instructions": None}
 _UNSET = " [default: {}, or as the policy was trained]"
 
 
@@ -66,9 +67,11 @@ class EnvConfig:
     """The env's knobs; `task` and `difficulty` are the defaults used when `reset` gets none (jobs pass them per
     episode, so they are not command-line options of generate or eval)."""
 
-    task: str | None = knob(None, "left, right, or None to draw one per episode", choices=TASKS, cli=False)
-    difficulty: str = knob("easy", "scene difficulty used when reset() names none", choices=tuple(DIFFICULTIES),
-                           cli=False)
+    task_family: str | None = knob(None, "task family: " + ", ".join(FAMILIES) + ", or package.module:ClassName "
+                                   "for your own (a TaskFamily subclass)" + _UNSET.format(DEFAULT_FAMILY))
+    task: str | None = knob(None, "one of the family's tasks (left, right, ...), or None to draw one per episode",
+                            cli=False)
+    difficulty: str = knob("easy", "scene difficulty used when reset() names none", cli=False)
     drive: str | None = knob(None, "robot base: differential drive (linear_x, angular_z) or holonomic omni "
                              "(linear_x, linear_y, angular_z) [default: diff, or as the policy was trained]",
                              choices=tuple(LAYOUT_DIMS))
@@ -106,8 +109,8 @@ class EnvConfig:
     action_latency: int = knob(0, "steps between an action and its effect (train/deploy mismatch probe)", min=0)
     action_scale: float = knob(1.0, "multiply every action by this before it is executed")
     camera_noise: float = knob(0.0, "std of additive pixel noise on camera images (0-255 scale)", min=0.0)
-    instructions: str | None = knob(None, "instruction sentences: a named set or a template containing {side} "
-                                    "[default: bottle, or as the policy was trained]")
+    instructions: str | None = knob(None, "instruction sentences: a named set of the task family or a template "
+                                    "containing {side} [default: the family's, or as the policy was trained]")
     light_scale: float = knob(1.0, "multiply the scene's ambient and diffuse light by this (lighting shift probe: "
                               "0.5 darker, 1.5 brighter)", min=0.0)
     camera_height_shift: float = knob(0.0, "metres added to the camera mount height (robot-build mismatch probe)")
@@ -131,16 +134,18 @@ class EnvConfig:
             if value is not None and value > self.image_size_limit:
                 raise ConfigError(f"{name} must be <= {self.image_size_limit} (--image-size-limit), got {value}; "
                                   "raise --image-size-limit to render larger images")
-        if self.instructions is not None:
+        if self.instructions is not None and self.task_family is not None:  # else checked once resolved
             try:
-                instruction_for("left", self.instructions)
-            except ValueError as err:
-                raise ConfigError(f"--instructions: {err}")
+                get_family(self.task_family).instruction_set(self.instructions)
+            except ConfigError as err:
+                raise ConfigError(f"--instructions: {err}") from None
 
     def resolved(self, trained: Mapping[str, Any] | None = None) -> EnvConfig:
         """This config with every unset knob of ENV_DEFAULTS filled: from `trained` (a policy's training env), else
         its default. What the env, generate and results use; a resolved config comes back unchanged."""
         changes = {k: (trained or {}).get(k, default) for k, default in ENV_DEFAULTS.items() if getattr(self, k) is None}
+        if "instructions" in changes and changes["instructions"] is None:
+            changes["instructions"] = get_family(changes.get("task_family") or self.task_family).default_instructions
         changes = {k: v for k, v in changes.items() if v is not None}
         return replace(self, **changes) if changes else self
 

@@ -1,12 +1,23 @@
-"""Every randomisation knob of the scene, in one table: one frozen dataclass per difficulty level."""
+"""Difficulty levels: every randomisation knob of a scene, one frozen dataclass per level.
+
+`Difficulty` holds the knobs every task family shares (start noise, clutter, look, camera jitter, actuation noise,
+step limit); a family subclasses it with its own layout knobs and keeps its table in its module
+(`mobile_vla_sim/envs/tasks/`). Every family names its levels easy, medium and hard.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from mobile_vla_sim.moved import moved_name
+
+#: The level names every task family has.
+DIFFICULTIES: tuple[str, ...] = ("easy", "medium", "hard")
 
 
-def _knob(doc: str):
-    """A dataclass field documented for the README table."""
+def doc_field(doc: str):
+    """A dataclass field documented for the difficulty table."""
     return field(metadata={"doc": doc})
 
 
@@ -15,22 +26,16 @@ class Difficulty:
     """Ranges are (low, high) sampled uniformly; tuples of names are sampled as choices."""
 
     name: str
-    n_boxes: int = _knob("boxes to go around, staggered along the corridor")
-    box_half_x: tuple[float, float] = _knob("box half depth (m, along the corridor)")
-    box_half_y: tuple[float, float] = _knob("box half width (m, across the corridor)")
-    distances: tuple[str, ...] = _knob("obstacle distance classes (see DISTANCE_M)")
-    box_lateral: float = _knob("box centre offset from the corridor axis, +- (m)")
-    start_xy_noise: float = _knob("start position noise, +- (m)")
-    start_yaw_noise: float = _knob("start heading noise, +- (rad)")
-    side_gap: tuple[float, float] = _knob("clearance: free width between the widest box edge and each wall (m)")
-    n_distractors: tuple[int, int] = _knob("clutter objects behind the bottle (collisions count)")
-    color_jitter: float = _knob("+- change of floor/wall/box colours (0 = fixed look)")
-    random_textures: bool = _knob("draw floor/wall textures from the texture set")
-    light_jitter: float = _knob("+- change of light direction and ambient/diffuse strength")
-    camera_height_noise: float = _knob("+- camera height change (m)")
-    camera_angle_noise: float = _knob("+- camera pitch/yaw change (rad)")
-    actuation_noise: float = _knob("relative std of the executed velocity per step")
-    max_steps: int = _knob("default step limit (0.4 s control period)")
+    start_xy_noise: float = doc_field("start position noise, +- (m)")
+    start_yaw_noise: float = doc_field("start heading noise, +- (rad)")
+    n_distractors: tuple[int, int] = doc_field("clutter objects behind the target (collisions count)")
+    color_jitter: float = doc_field("+- change of floor/wall/box colours (0 = fixed look)")
+    random_textures: bool = doc_field("draw floor/wall textures from the texture set")
+    light_jitter: float = doc_field("+- change of light direction and ambient/diffuse strength")
+    camera_height_noise: float = doc_field("+- camera height change (m)")
+    camera_angle_noise: float = doc_field("+- camera pitch/yaw change (rad)")
+    actuation_noise: float = doc_field("relative std of the executed velocity per step")
+    max_steps: int = doc_field("default step limit (0.4 s control period)")
 
     @property
     def variant(self) -> str:
@@ -38,42 +43,11 @@ class Difficulty:
         return "core" if self.color_jitter == 0 and not self.random_textures else "variant"
 
 
-#: Distance (m) from the nominal start to the first box centre for each distance class.
-DISTANCE_M = {"close": 0.85, "medium": 1.1, "far": 1.4}
-
-DIFFICULTIES: dict[str, Difficulty] = {
-    "easy": Difficulty(
-        name="easy", n_boxes=1, box_half_x=(0.15, 0.15), box_half_y=(0.2, 0.2), distances=("medium",),
-        box_lateral=0.02, start_xy_noise=0.03, start_yaw_noise=0.05, side_gap=(1.0, 1.0), n_distractors=(0, 0),
-        color_jitter=0.0, random_textures=False, light_jitter=0.0, camera_height_noise=0.0, camera_angle_noise=0.0,
-        actuation_noise=0.0, max_steps=40),
-    "medium": Difficulty(
-        name="medium", n_boxes=1, box_half_x=(0.12, 0.22), box_half_y=(0.15, 0.3), distances=("close", "medium", "far"),
-        box_lateral=0.08, start_xy_noise=0.08, start_yaw_noise=0.15, side_gap=(0.8, 1.0), n_distractors=(0, 1),
-        color_jitter=0.08, random_textures=False, light_jitter=0.15, camera_height_noise=0.0, camera_angle_noise=0.0,
-        actuation_noise=0.0, max_steps=45),
-    "hard": Difficulty(
-        name="hard", n_boxes=2, box_half_x=(0.12, 0.22), box_half_y=(0.15, 0.3), distances=("close", "medium", "far"),
-        box_lateral=0.12, start_xy_noise=0.15, start_yaw_noise=0.3, side_gap=(0.62, 0.8), n_distractors=(2, 4),
-        color_jitter=0.15, random_textures=True, light_jitter=0.4, camera_height_noise=0.03, camera_angle_noise=0.06,
-        actuation_noise=0.1, max_steps=60),
-}
-
-
-def get_difficulty(difficulty: str | Difficulty) -> Difficulty:
-    """Look a level up by name (a Difficulty passes through), with a clear error for unknown names."""
-    if isinstance(difficulty, Difficulty):
-        return difficulty
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r}: use one of {list(DIFFICULTIES)}")
-    return DIFFICULTIES[difficulty]
-
-
-def difficulty_table_markdown() -> str:
-    """The table above as Markdown (one column per level), for the README."""
-    levels = list(DIFFICULTIES.values())
+def difficulty_table_markdown(table: Mapping[str, Difficulty]) -> str:
+    """A difficulty table as Markdown (one column per level), for a family's documentation."""
+    levels = list(table.values())
     rows = ["| knob | " + " | ".join(d.name for d in levels) + " | meaning |", "|---" * (len(levels) + 2) + "|"]
-    for f in fields(Difficulty):
+    for f in fields(levels[0]):
         if f.name != "name":
             values = " | ".join(_fmt(getattr(d, f.name)) for d in levels)
             rows.append(f"| {f.name} | {values} | {f.metadata['doc']} |")
@@ -87,3 +61,8 @@ def _fmt(value) -> str:
         numeric = all(isinstance(v, (int, float)) for v in value)
         return "–".join(_fmt(v) for v in value) if numeric else ", ".join(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def __getattr__(name: str):
+    """Names that moved or are gone since the reorganisation (`mobile_vla_sim.moved`)."""
+    return moved_name(__name__, name)

@@ -29,6 +29,7 @@ import numpy as np
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import action_limits, noisy_action
 from mobile_vla_sim.envs.config import EnvConfig, make_env
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import MvlaError
 from mobile_vla_sim.policy import Policy, next_actions
 from mobile_vla_sim.progress import bar as progress_bar
@@ -88,7 +89,7 @@ class _Slot:
         self.limits = action_limits(env_cfg.drive, env_cfg.action_mode)
         self.rng: np.random.Generator | None = None
         #: With stop_at_goal a stop is executed as is: noise on it would keep the demonstration from ever ending.
-        self.keep_stops = env_cfg.stop_at_goal
+        self.keep_stops = env_cfg.stop_at_goal or get_family(env_cfg.task_family).requires_stop
 
     def reset(self, spec: EpisodeSpec) -> tuple[dict, str]:
         obs, info = self.env.reset(seed=spec.seed, options={"task": spec.task, "difficulty": spec.difficulty})

@@ -76,23 +76,24 @@ def crossing_side(p, q, box_x: float, box_y: float) -> str | None:
     return "left" if _y_at(p, q, box_x) > box_y else "right"
 
 
-def plan_path(start, goal, rects: list[Rect], side: str) -> list[np.ndarray]:
-    """Shortest polyline start -> goal that avoids the (already inflated) rects and passes each on `side`.
+def plan_path(start, goal, rects: list[Rect], side: str | None) -> list[np.ndarray]:
+    """Shortest polyline start -> goal that avoids the (already inflated) rects and passes each on `side` (None:
+    on either side).
 
     Returns the waypoints after `start`, ending with `goal`. A rect that contains `start` is shrunk to
     put `start` on its edge, so a robot that drifted inside its safety margin still gets a way out.
     """
-    sign = SIDE_SIGN[side]
+    signs = (1.0, -1.0) if side is None else (SIDE_SIGN[side],)
     start, goal = (float(start[0]), float(start[1])), (float(goal[0]), float(goal[1]))
     rects = [Rect(r.cx, r.cy, r.hx - m, r.hy - m) if (m := max(0.0, -r.clearance(start)) + 1e-4) > 1e-4 else r
              for r in rects]
     nodes = [start, goal] + [(r.cx + dx, r.cy + sign * (r.hy + 1e-4))
-                             for r in rects for dx in (-r.hx - 1e-4, r.hx + 1e-4)]
+                             for r in rects for sign in signs for dx in (-r.hx - 1e-4, r.hx + 1e-4)]
     nodes = nodes[:2] + [n for n in nodes[2:] if not any(r.contains(n) for r in rects)]
 
     def free(i: int, j: int) -> bool:
-        return all(not segment_hits(nodes[i], nodes[j], r) and passes_on_side(nodes[i], nodes[j], r, sign)
-                   for r in rects)
+        return all(not segment_hits(nodes[i], nodes[j], r)
+                   and (side is None or passes_on_side(nodes[i], nodes[j], r, signs[0])) for r in rects)
 
     dist, prev, heap = {0: 0.0}, {}, [(0.0, 0)]
     while heap:

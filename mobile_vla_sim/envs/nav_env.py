@@ -1,4 +1,5 @@
-"""`MobileVLA/Nav-v0`: go around the box(es) on the instructed side and stop in front of the bottle."""
+"""`MobileVLA/Nav-v0`: a mobile robot in a corridor, a task family's task (default: go around the box(es) on the
+instructed side and stop in front of the bottle)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from gymnasium import spaces
 
 from mobile_vla_sim.envs.actions import action_limits, to_action3
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.envs.difficulty import get_difficulty
 from mobile_vla_sim.envs.geometry import Rect, crossing_side, plan_path, polyline_length
-from mobile_vla_sim.envs.instructions import TASKS, check_task, instruction_for
-from mobile_vla_sim.envs.scenario import GOAL_RADIUS, Scenario, sample_scenario, with_extra_distractors
+from mobile_vla_sim.envs.scenario import Scenario, with_extra_distractors
 from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, PHYSICS_HZ, ROBOT_HALF_WIDTH, BulletWorld
-from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM, encode_state
+from mobile_vla_sim.envs.state import STATE_BOUND
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import ConfigError
 
 _RESET_OPTIONS = ("task", "difficulty")
@@ -104,7 +104,7 @@ class NavEnv(gym.Env):
     `1box_hori_left`), `variant` (core|variant), `obstacle_distance` (close|medium|far), `success`, `collision`,
     `wrong_side`, `out_of_bounds` (bools, latched), `distance_to_goal` (m), `path_length` (m driven),
     `shortest_path_length` (m, from the start, for SPL), `robot_pose` (x, y, yaw), `boxes` ((n, 4) world
-    `cx, cy, half_x, half_y`), `goal` ((2,) world x, y), `sides_passed` (per box: "left", "right" or None until the
+    `cx, cy, half_x, half_y`), `goal` ((2,) world x, y), `target` ((2,) the target object's x, y), `sides_passed` (per box: "left", "right" or None until the
     robot first crosses its centre line), `action_nan`, `action_clipped` (this step), `steps`, `in_goal` (inside the
     goal circle now), `goal_entered` (latched), `stopped` (this step executed a stop, see Episode End). With
     `capture_delay` set (what `generate` does), every `step` also returns `capture`: the camera `image` and the robot
@@ -126,6 +126,7 @@ class NavEnv(gym.Env):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ConfigError(f"unknown render_mode {render_mode!r}: use None or 'rgb_array'")
         self.config, self.render_mode = cfg, render_mode
+        self.family = get_family(cfg.task_family)
         self.task, self.difficulty, self.drive = cfg.task, cfg.difficulty, cfg.drive
         width, height = cfg.resolution
         self._direction = cfg.action_mode == "direction"
@@ -133,7 +134,7 @@ class NavEnv(gym.Env):
         self.action_space = spaces.Box(-self._limits, self._limits, dtype=np.float32)
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (height, width, 3), dtype=np.uint8),
-            "state": spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), dtype=np.float32),
+            "state": spaces.Box(-STATE_BOUND, STATE_BOUND, (self.family.state_dim,), dtype=np.float32),
         })
         self._world: BulletWorld | None = BulletWorld((width, height), cfg.renderer, self.drive, cfg.camera_spec)
         self.scenario: Scenario | None = None
@@ -149,19 +150,20 @@ class NavEnv(gym.Env):
         unknown = set(options) - set(_RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}: allowed are {list(_RESET_OPTIONS)}")
+        family = self.family
         if options.get("difficulty") is not None:
-            self.difficulty = get_difficulty(options["difficulty"]).name
-        # The scene seed is drawn before the task, so the scene never depends on the task.
+            self.difficulty = family.difficulty(options["difficulty"]).name
+        # The scene seed is drawn before the task, so the scene depends on the task only where the family says so.
         scene_seed = int(self.np_random.integers(2**63 - 1))
-        task = options.get("task") or self.task or TASKS[int(self.np_random.integers(2))]
-        self.episode_task = check_task(task)
-        self.instruction = instruction_for(self.episode_task, self.config.instructions)
-        self.scenario = self._probe_shifts(sample_scenario(np.random.default_rng(scene_seed), self.difficulty),
-                                           scene_seed)
+        task = options.get("task") or self.task or family.tasks[int(self.np_random.integers(len(family.tasks)))]
+        self.episode_task = family.check_task(task)
+        self.instruction = family.instruction(self.episode_task, self.config.instructions)
+        self._d = family.difficulty(self.difficulty)
+        self.scenario = self._probe_shifts(family.sample_scenario(
+            np.random.default_rng(scene_seed), self._d, self.episode_task, self.config.instructions), scene_seed)
         self._world.build(self.scenario)
-        self._d = get_difficulty(self.difficulty)
         self.max_steps = self.config.max_steps or self._d.max_steps
-        self._rects = [Rect(b.x, b.y, b.hx, b.hy).inflated(ROBOT_HALF_WIDTH) for b in self.scenario.boxes]
+        self._rects = [Rect(b.x, b.y, b.hx, b.hy).inflated(ROBOT_HALF_WIDTH) for b in family.obstacles(self.scenario)]
         self._goal = self.scenario.goal
         # The episode's fixed info arrays; each info gets a copy (Gymnasium: infos share no object).
         self._boxes_info = np.array([(b.x, b.y, b.hx, b.hy) for b in self.scenario.boxes], dtype=np.float64)
@@ -171,7 +173,8 @@ class NavEnv(gym.Env):
         self._pending = deque(np.zeros((self.config.action_latency, len(self._limits)), np.float32))
         self._steps, self._path_length = 0, 0.0
         self._collision = self._wrong_side = self._out_of_bounds = self._success = False
-        self._goal_entered = self._distance(pose) < GOAL_RADIUS
+        self._goal_entered = self._distance(pose) < family.goal_radius
+        self._via = self.scenario.via
         self._passed: list[str | None] = [None] * len(self.scenario.boxes)
         return self._observe(pose), self._info(pose, nan=False, clipped=False, stopped=False)
 
@@ -210,11 +213,11 @@ class NavEnv(gym.Env):
         newly_wrong = self._track_sides(before, pose)
         x0, x1 = self.scenario.x_bounds
         self._out_of_bounds = not (x0 <= pose[0] <= x1 and abs(pose[1]) <= self.scenario.half_width)
-        in_goal = self._distance(pose) < GOAL_RADIUS
+        in_goal = self._distance(pose) < self.family.goal_radius
         self._goal_entered |= in_goal
-        arrived = in_goal and (stopped or not self.config.stop_at_goal)
+        arrived = in_goal and (stopped or not (self.config.stop_at_goal or self.family.requires_stop))
         self._success = (arrived and not self._collision and not self._wrong_side
-                         and None not in self._passed)
+                         and (None not in self._passed or not self.family.pass_side))
         terminated = arrived or self._collision or self._out_of_bounds
         truncated = not terminated and self._steps >= self.max_steps
         geo = self._geodesic(pose)
@@ -255,7 +258,7 @@ class NavEnv(gym.Env):
             side = crossing_side(before, after, b.x, b.y)
             if side is not None and self._passed[i] is None:
                 self._passed[i] = side
-            if side is not None and side != self.episode_task and not self._wrong_side:
+            if side is not None and side != self.episode_task and self.family.pass_side and not self._wrong_side:
                 self._wrong_side = newly_wrong = True
         return newly_wrong
 
@@ -276,10 +279,14 @@ class NavEnv(gym.Env):
     def _geodesic(self, pose) -> float:
         """Length of the shortest path from `pose` to the goal that passes the remaining boxes on the task side."""
         start = np.array(pose[:2])
-        return polyline_length(start, plan_path(start, self._goal, self._rects, self.episode_task))
+        return polyline_length(start, plan_path(start, self._goal, self._rects,
+                                                self.family.expert_side(self.episode_task)))
 
     def _observe(self, pose) -> Obs:
-        state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
+        if self._via is not None and pose[0] >= self._via[0]:
+            self._via = None  # passed: the demonstration now heads for the goal
+        state = self.family.encode_state(pose, self._world.velocity(), self._goal, self.scenario, self.episode_task,
+                                         self._via)
         return {"image": self._camera_image(), "state": state}
 
     def _camera_image(self) -> np.ndarray:
@@ -296,12 +303,14 @@ class NavEnv(gym.Env):
         s, distance = self.scenario, self._distance(pose)
         return {
             "instruction": self.instruction, "task": self.episode_task, "difficulty": self.difficulty,
-            "scenario": s.name(self.episode_task), "variant": s.variant, "obstacle_distance": s.distance,
+            "scenario": self.family.scenario_name(s, self.episode_task), "variant": s.variant,
+            "obstacle_distance": s.distance,
             "success": self._success, "collision": self._collision, "wrong_side": self._wrong_side,
-            "out_of_bounds": self._out_of_bounds, "distance_to_goal": distance, "in_goal": distance < GOAL_RADIUS,
+            "out_of_bounds": self._out_of_bounds, "distance_to_goal": distance, "in_goal": distance < self.family.goal_radius,
             "goal_entered": self._goal_entered, "stopped": stopped,
             "path_length": self._path_length, "shortest_path_length": self._shortest,
             "robot_pose": np.array(pose, dtype=np.float64), "action_nan": nan, "action_clipped": clipped,
             "steps": self._steps, "boxes": self._boxes_info.copy(),
             "goal": np.array(self._goal, dtype=np.float64), "sides_passed": tuple(self._passed),
+            "target": np.array((s.target.x, s.target.y), dtype=np.float64),
         }

@@ -57,7 +57,7 @@ import pybullet_data
 from pybullet_utils import bullet_client
 
 from mobile_vla_sim.envs.config import CAMERAS, RENDERERS, CameraSpec
-from mobile_vla_sim.envs.scenario import Scenario
+from mobile_vla_sim.envs.scenario import TARGET_RADIUS, Scenario, Target
 
 ASSETS = files("mobile_vla_sim.assets")
 PHYSICS_HZ = 120
@@ -77,7 +77,12 @@ ROBOT_RADIUS = math.hypot(0.15, ROBOT_HALF_WIDTH)
 
 CAMERA_FORWARD = 0.12      # m ahead of the wheel axle (on the mast); height, pitch and FOV: `EnvConfig.camera`
 
-BOTTLE_RADIUS, BOTTLE_HEIGHT = 0.035, 0.22
+BOTTLE_RADIUS, BOTTLE_HEIGHT = TARGET_RADIUS["bottle"], 0.22
+#: The other target kinds: height (m), body colour, rim colour (or None): a laundry basket (the real project's "gray
+#: basket"), a cooking pot ("brown pot"), a mug; sizes assumed (`scenario.TARGET_RADIUS`).
+TARGET_SHAPES = {"basket": (0.3, (0.55, 0.55, 0.56), (0.38, 0.38, 0.4)),
+                 "pot": (0.16, (0.42, 0.26, 0.14), (0.3, 0.18, 0.1)),
+                 "cup": (0.1, (0.92, 0.92, 0.9), None)}
 _WALL_HALF_HEIGHT = 0.5
 
 
@@ -141,7 +146,8 @@ class BulletWorld:
                                    scenario.wall_rgb, wall_tex))
         for b in scenario.boxes:
             obstacles.append(self._box(b.x, b.y, b.hz, (b.hx, b.hy, b.hz), b.rgb))
-        obstacles.append(self._bottle(*scenario.bottle))
+        obstacles.append(self._target(scenario.target))
+        obstacles.extend(self._target(decoy) for decoy in scenario.decoys)
         for d in scenario.distractors:
             if d.shape == "cube":
                 obstacles.append(self._box(d.x, d.y, d.height / 2, (d.radius, d.radius, d.height / 2), d.rgb))
@@ -177,10 +183,16 @@ class BulletWorld:
         vis = c.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=[*rgb, 1])
         return c.createMultiBody(0, col, vis, basePosition=[x, y, z0 + height / 2])
 
-    def _bottle(self, x: float, y: float) -> int:
-        """A dark PET bottle with a green cap (the cap is visual only)."""
-        self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=BOTTLE_HEIGHT)
-        return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+    def _target(self, target: Target) -> int:
+        """The target object of its kind (`scenario.TARGET_KINDS`); returns the body that collides."""
+        x, y = target.x, target.y
+        if target.kind == "bottle":  # a dark PET bottle with a green cap (the cap is visual only)
+            self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=BOTTLE_HEIGHT)
+            return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+        radius, (height, rgb, rim) = TARGET_RADIUS[target.kind], TARGET_SHAPES[target.kind]
+        if rim is not None:  # a darker rim ring on top (visual only), so the object reads as a container
+            self._cylinder(x, y, radius * 1.04, 0.02, rim, collide=False, z0=height)
+        return self._cylinder(x, y, radius, height, rgb, collide=True)
 
     def _spawn_robot(self, start: tuple[float, float, float]) -> None:
         c = self.client

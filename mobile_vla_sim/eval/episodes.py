@@ -1,20 +1,19 @@
 """The fixed episode set: every policy is scored on exactly the same seeded scenes.
 
-A scene seed depends only on (base seed, difficulty, index), never on the task, so the left and right
-episodes with the same index share a scene ("paired scenes") and two result files pair episode by episode.
+A scene seed depends only on (base seed, difficulty, index), never on the task, so the episodes of one index share
+their scene's draw ("paired scenes": in the detour family left and right see the very same scene) and two result
+files pair episode by episode.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Iterable
 
 import numpy as np
 
 from mobile_vla_sim.config import parse_choices
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec
-from mobile_vla_sim.envs.instructions import TASKS
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, TaskFamily, get_family
 from mobile_vla_sim.errors import EvalError
 
 
@@ -24,12 +23,14 @@ def scene_seed(base_seed: int, difficulty: str, index: int) -> int:
     return int(np.random.SeedSequence([int(base_seed), difficulty_id, int(index)]).generate_state(1)[0])
 
 
-def episode_set(seed: int, difficulties: str | Iterable[str] = "all", tasks: str | Iterable[str] = "both",
-                n: int = 10) -> list[EpisodeSpec]:
-    """`n` episodes per (difficulty, task), ordered difficulty → index → task so pairs run side by side."""
+def episode_set(seed: int, difficulties: str = "all", tasks: str = "both", n: int = 10,
+                family: str | TaskFamily = DEFAULT_FAMILY) -> list[EpisodeSpec]:
+    """`n` episodes per (difficulty, task) of the task family, ordered difficulty → index → task so the tasks of one
+    scene run side by side; a level that is a condition with one task runs only that task."""
     if n < 1:
         raise EvalError(f"--episodes must be at least 1 (got {n})")
-    diffs = parse_choices(difficulties, tuple(DIFFICULTIES), "difficulty", EvalError)
-    task_names = parse_choices(tasks, TASKS, "task", EvalError)
+    fam = get_family(family) if isinstance(family, str) else family
+    diffs = fam.parse_difficulties(difficulties)
+    task_names = parse_choices(tasks, fam.tasks, "task", EvalError)
     return [EpisodeSpec(index=i, seed=scene_seed(seed, d, i), difficulty=d, task=t)
-            for d in diffs for i in range(n) for t in task_names]
+            for d in diffs for i in range(n) for t in task_names if t in fam.tasks_for(d)]

@@ -10,7 +10,8 @@ import numpy as np
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.schema import Aggregates, GroupSummary, Grounding, Rate
 from mobile_vla_sim.eval.stats import wilson_interval
-from mobile_vla_sim.eval.taxonomy import failure_summary, label_failures, paired_scenes
+from mobile_vla_sim.envs.tasks import TaskFamily, get_family
+from mobile_vla_sim.eval.taxonomy import LABELS, failure_summary, label_failures, paired_scenes
 from mobile_vla_sim.moved import moved_name
 
 #: Two runs whose positions never differ by more than this (m) followed the same path.
@@ -41,9 +42,9 @@ def _mean(values: Iterable[float]) -> float:
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def summarize(records: Sequence[EpisodeRecord]) -> GroupSummary:
-    """Success rate with its Wilson 95% CI plus SPL, failure-mode rates, failure labels and means for a group of
-    episodes (labelled by `label_failures`)."""
+def summarize(records: Sequence[EpisodeRecord], labels: Sequence[str] = LABELS) -> GroupSummary:
+    """Success rate with its Wilson 95% CI plus SPL, failure-mode rates, failure labels (of a task family's
+    `labels`) and means for a group of episodes (labelled by `label_failures`)."""
     return {
         "episodes": len(records),
         "success": share([r.success for r in records]),
@@ -56,19 +57,20 @@ def summarize(records: Sequence[EpisodeRecord]) -> GroupSummary:
         "mean_steps": _mean(r.steps for r in records),
         "nan_actions": int(sum(r.nan_actions for r in records)),
         "clipped_actions": int(sum(r.clipped_actions for r in records)),
-        "failures": failure_summary(records),
+        "failures": failure_summary(records, labels),
     }
 
 
-def grounding(records: Sequence[EpisodeRecord]) -> Grounding:
+def grounding(records: Sequence[EpisodeRecord], family: TaskFamily | None = None) -> Grounding:
     """Instruction grounding on paired scenes (same difficulty and index, left and right).
 
     `both_success`: how often the policy succeeds at both instructions in one scene. `same_side`: how often it
     goes around the first box on the same side whatever the instruction says. `same_path`: how often the left and
     right runs follow the same path (within SAME_PATH_TOL): the instruction had no effect at all, as with a
-    policy collapsed to the mean action even when it never gets past the box.
+    policy collapsed to the mean action even when it never gets past the box. Families whose tasks do not share
+    their scenes have no pairs.
     """
-    complete = paired_scenes(records)
+    complete = paired_scenes(records, family)
     both = [left.success and right.success for left, right in complete]
     same = [left.side_taken == right.side_taken != "none" for left, right in complete]
     same_path = [_same_path(left.trajectory, right.trajectory) for left, right in complete]
@@ -85,13 +87,16 @@ def _same_path(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> bo
     return bool(np.hypot(gap[:, 0], gap[:, 1]).max() < SAME_PATH_TOL)
 
 
-def aggregate(records: Sequence[EpisodeRecord]) -> Aggregates:
-    """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty.
+def aggregate(records: Sequence[EpisodeRecord], family: TaskFamily | None = None) -> Aggregates:
+    """Summaries overall, per difficulty, per task and per (difficulty, task), and grounding per difficulty, with the
+    task family's failure labels (default: the default family's).
 
     First labels every record's failure (`label_failures`, in place, over the whole set so that paired scenes
     find each other), so episodes.csv written afterwards carries the same labels as the summary.
     """
-    label_failures(records)
+    family = family or get_family()
+    label_failures(records, family)
+    labels = family.labels
     by_diff: dict[str, list[EpisodeRecord]] = defaultdict(list)
     by_task: dict[str, list[EpisodeRecord]] = defaultdict(list)
     by_both: dict[str, list[EpisodeRecord]] = defaultdict(list)
@@ -100,11 +105,11 @@ def aggregate(records: Sequence[EpisodeRecord]) -> Aggregates:
         by_task[r.task].append(r)
         by_both[f"{r.difficulty}/{r.task}"].append(r)
     return {
-        "overall": summarize(records),
-        "by_difficulty": {d: summarize(rs) for d, rs in by_diff.items()},
-        "by_task": {t: summarize(rs) for t, rs in by_task.items()},
-        "by_difficulty_task": {k: summarize(rs) for k, rs in by_both.items()},
-        "grounding": {"overall": grounding(records), **{d: grounding(rs) for d, rs in by_diff.items()}},
+        "overall": summarize(records, labels),
+        "by_difficulty": {d: summarize(rs, labels) for d, rs in by_diff.items()},
+        "by_task": {t: summarize(rs, labels) for t, rs in by_task.items()},
+        "by_difficulty_task": {k: summarize(rs, labels) for k, rs in by_both.items()},
+        "grounding": {"overall": grounding(records, family), **{d: grounding(rs, family) for d, rs in by_diff.items()}},
     }
 
 

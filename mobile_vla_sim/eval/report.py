@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Sequence
 
 from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.eval.metrics import rate
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
 from mobile_vla_sim.eval.schema import Aggregates, OfflineMetrics, Results, Throughput
 from mobile_vla_sim.io import AtomicFile, atomic_write
-from mobile_vla_sim.eval.taxonomy import LABELS
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
                    "out_of_bounds": "tab:purple", "timeout": "tab:gray"}
@@ -80,7 +80,8 @@ def failure_table(aggregates: dict) -> str:
     """
     if "failures" not in aggregates["overall"]:
         return ""
-    seen = [name for name in LABELS if aggregates["overall"]["failures"]["counts"][name]]
+    counts = aggregates["overall"]["failures"]["counts"]  # every label of the family, in its precedence order
+    seen = [name for name, k in counts.items() if k]
     if not seen:
         return ""
     rows = [f"| difficulty | failed | {' | '.join(n.replace('_', ' ') for n in seen)} |",
@@ -92,8 +93,22 @@ def failure_table(aggregates: dict) -> str:
     return "\n".join(rows)
 
 
-def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "") -> str:
-    """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given."""
+def real_trials_table(aggregates: dict, real_trials: dict[str, tuple[int, int]]) -> str:
+    """Sim success beside a deployed policy's real trials, for the levels run that are real trial conditions."""
+    levels = [level for level in real_trials if level in aggregates["by_difficulty"]]
+    if not levels:
+        return ""
+    rows = ["| condition | sim success [95% CI] | real trials [95% CI] |", "|---|---|---|"]
+    for level in levels:
+        k, n = real_trials[level]
+        rows.append(f"| {level} | {success_cell(aggregates['by_difficulty'][level])} | {rate_cell(rate(k, n))} |")
+    return "\n".join(rows)
+
+
+def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "",
+                     real_trials: dict[str, tuple[int, int]] | None = None) -> str:
+    """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given, and the real
+    trials of the task family's real conditions beside their sim scores."""
     parts = [f"# Evaluation of `{policy}`", "", *([note, ""] if note else []), SUMMARY_HEADER, *summary_rows(policy, aggregates), "",
              "Success: Wilson 95% interval. SPL: success weighted by path length (Anderson et al. 2018). "
              "Grounding: on scenes run with both instructions, how often both succeed / the robot goes around the "
@@ -103,8 +118,15 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
     if failures:
         parts += ["", "## Failure labels", "", failures, "",
                   "One primary label per failed episode, the first that applies in the order "
-                  f"{', '.join(LABELS)} (definitions: `mobile_vla_sim.eval.taxonomy`); rates are shares of all "
+                  f"{', '.join(aggregates['overall']['failures']['counts'])} (definitions: "
+                  "`mobile_vla_sim.eval.taxonomy`); rates are shares of all "
                   "episodes. episodes.csv lists each episode's label and every label that applies (failure_flags)."]
+    real = real_trials_table(aggregates, real_trials or {})
+    if real:
+        parts += ["", "## Beside the real trials", "", real, "",
+                  "The real column is the deployed policy's published trials per condition (not this policy's): a sim "
+                  "score sits beside what the real robot achieved in the same condition. `mvla-sim agree` compares "
+                  "several policies' sim and real scores."]
     if offline:
         parts += ["", f"## Offline metrics ({offline['split']} split of `{offline['data']}`)", "",
                   offline_table(policy, offline)]
@@ -152,9 +174,10 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
 
 def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord],
                   aggregates: Aggregates, offline: dict | None = None, interrupted: bool = False,
-                  throughput: Throughput | None = None) -> dict:
+                  throughput: Throughput | None = None, real_trials: dict[str, tuple[int, int]] | None = None) -> dict:
     """Write results.json (`schema.Results`), episodes.csv, summary.md and trajectories.png into `out_dir`; return
-    the paths. `offline` is `OfflineMetrics.to_dict()`."""
+    the paths. `offline` is `OfflineMetrics.to_dict()`; `real_trials` the task family's (summary.md sets them beside
+    the sim scores)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("results.json", "episodes.csv", "summary.md", "trajectories.png")}
@@ -164,7 +187,7 @@ def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence
     atomic_write(paths["results.json"], results.to_json())
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
-    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note))
+    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note, real_trials))
     plot_trajectories(paths["trajectories.png"], records, title=f"{policy}: trajectories by outcome")
     return paths
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
 from mobile_vla_sim.envs.config import ENV_DEFAULTS, EnvConfig
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
-from mobile_vla_sim.envs.instructions import TASKS
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import ConfigError, EvalError, MvlaError, OutputError
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.recording import RecordPlan, label_recordings
 from mobile_vla_sim.eval.report import read_results, write_results
 from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.paths import check_output_dir
@@ -26,7 +26,7 @@ from mobile_vla_sim.moved import moved_name
 
 #: Knobs that change no episode's outcome: results of a run that differs only in these are resumed, not redone.
 _RESUMABLE = ("workers", "envs_per_worker", "out", "video_dir", "video_all", "videos_per_group", "offline_data",
-              "ray_shard", "backend", "ray_address")
+              "ray_shard", "backend", "ray_address", "record")
 
 
 @dataclass
@@ -54,6 +54,8 @@ class EvalConfig:
     video_dir: Path | None = knob(None, "write mp4 rollout videos here")
     video_all: bool = knob(False, "a video for every episode (default: the first --videos-per-group per group)")
     videos_per_group: int = knob(2, "videos per (difficulty, task) when --video-dir is given", min=0)
+    record: Path | None = knob(None, "save every episode here in the real HDF5 layout: the frames the policy saw, the "
+                               "actions it sent, success and failure label as attributes (failures become data)")
     offline_data: Path | None = knob(None, "dataset folder for offline metrics on its validation episodes")
     device: str = knob("cpu", "torch device for the policy: cpu, cuda or cuda:N")
     dtype: str | None = knob(None, "backbone dtype of a .ckpt policy [default: the dtype it was trained in]",
@@ -75,8 +77,8 @@ class EvalConfig:
         if not isinstance(self.deploy, DeployConfig):
             raise ConfigError(f"deploy must be a DeployConfig, got {self.deploy!r}; load a YAML file with "
                               "DeployConfig.from_yaml(path)")
-        parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
-        parse_choices(self.task, TASKS, "task", EvalError)
+        if self.env.task_family is not None:  # else checked once the family is resolved (the policy's, or detour)
+            episode_set(self.seed, self.difficulty, self.task, self.episodes, self.env.task_family)
 
 
 @dataclass
@@ -158,15 +160,16 @@ def load_eval_policy(cfg: EvalConfig) -> Policy:
     from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
     return load_policy(cfg.policy, drive=cfg.env.drive, device=cfg.device, offline_data=cfg.offline_data,
-                       seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype)
+                       seed=cfg.seed, policy_args=parse_policy_args(cfg.policy_args), dtype=cfg.dtype,
+                       task_family=cfg.env.task_family)
 
 
-def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str]]) -> list[EpisodeRecord]:
+def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str], RecordPlan | None]) -> list[EpisodeRecord]:
     """One Ray task: load the policy where the task runs and roll out its episodes in this process."""
-    cfg, specs, videos = task
+    cfg, specs, videos, record = task
     policy = load_eval_policy(cfg)
     try:
-        result = eval_policy(policy, specs, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
+        result = eval_policy(policy, specs, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos, record=record,
                              progress=False)
     finally:
         policy.close()
@@ -175,23 +178,25 @@ def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str]]) -> list[E
     return result.results
 
 
-def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str],
+def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str], record: RecordPlan | None,
                      progress: bool) -> RolloutResult:
     """`specs` in shards of `cfg.ray_shard` episodes as Ray tasks (one CPU, or one GPU with a cuda device, each).
 
     Episodes are seeded one by one and inference is batch-invariant, so the records equal a local run's whatever
     the sharding. Finished shards are kept when another fails or on Ctrl-C. Paths are made absolute: on a cluster
-    the checkpoint and video folder must be on a file system every node shares.
+    the checkpoint and the video and recording folders must be on a file system every node shares.
     """
     from mobile_vla_sim.backends import Resources, run_tasks
     from mobile_vla_sim.progress import bar as progress_bar
 
     policy = str(Path(cfg.policy).resolve()) if Path(cfg.policy).is_file() else cfg.policy
-    shard_cfg = replace(cfg, policy=policy, out=None, video_dir=None, offline_data=None,
+    shard_cfg = replace(cfg, policy=policy, out=None, video_dir=None, offline_data=None, record=None,
                         pool=replace(cfg.pool, workers=1))
     videos = {k: str(Path(v).resolve()) for k, v in videos.items()}
+    record = record.resolved() if record is not None else None
     shards = [specs[i:i + cfg.ray_shard] for i in range(0, len(specs), cfg.ray_shard)]
-    tasks = [(shard_cfg, shard, {s.key: videos[s.key] for s in shard if s.key in videos}) for shard in shards]
+    tasks = [(shard_cfg, shard, {s.key: videos[s.key] for s in shard if s.key in videos}, record)
+             for shard in shards]
     records: list[EpisodeRecord] = []
     errors: list[BaseException] = []
     bar = progress_bar(total=len(specs), desc=f"eval {Path(cfg.policy).name} on ray", unit="ep", enabled=progress)
@@ -229,10 +234,9 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
     from mobile_vla_sim.backends import check_backend
 
     check_backend(cfg.cluster.backend)
-    for path, option in ((cfg.out, "--out"), (cfg.video_dir, "--video-dir")):
+    for path, option in ((cfg.out, "--out"), (cfg.video_dir, "--video-dir"), (cfg.record, "--record")):
         if path is not None:
             check_output_dir(path, option)
-    specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes)
     owned = policy is None
     policy = load_eval_policy(cfg) if owned else policy
     try:
@@ -240,6 +244,7 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
             raise EvalError(f"{cfg.policy} runs {policy.max_slots} episode(s) at a time; evaluate it with "  # server
                             "--backend local")
         cfg = as_trained(cfg, policy)
+        specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes, cfg.env.task_family)
         done = _resumed(cfg)
         todo = [s for s in specs if s.key not in done]
         warnings = mismatch_warnings(policy, cfg)
@@ -249,26 +254,36 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
 
             offline = offline_metrics(policy, cfg.offline_data).to_dict()
         videos = video_paths(todo, cfg.video_dir, cfg.videos_per_group, cfg.video_all) if cfg.video_dir else {}
+        order = {s.key: n for n, s in enumerate(specs)}
+        record = None
+        if cfg.record is not None:
+            Path(cfg.record).mkdir(parents=True, exist_ok=True)
+            record = RecordPlan(str(cfg.record), cfg.seed, policy_label(cfg.policy, policy), order)
         if cfg.cluster.backend == "ray":
-            result = _rollouts_on_ray(cfg, todo, videos, progress)
+            result = _rollouts_on_ray(cfg, todo, videos, record, progress)
         else:
             result = eval_policy(policy, todo, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
-                                 progress=progress)
+                                 record=record, progress=progress)
         stats = policy.stats()
     finally:
         if owned:
             policy.close()
-    order = {s.key: n for n, s in enumerate(specs)}
     records = sorted([*done.values(), *result.results], key=lambda r: order.get(r.key, len(order)))
-    aggregates = aggregate(records)
+    family = get_family(cfg.env.task_family)
+    aggregates = aggregate(records, family)
+    paths: dict[str, Path] = {}
+    if cfg.record is not None:
+        paths["recordings"] = cfg.record
+        label_recordings(cfg.record, records, order)
     rate = 60.0 * len(result.results) / max(result.seconds, 1e-9)
     interrupted = len(records) < len(specs)
-    paths, label = {}, policy_label(cfg.policy, policy)
+    label = policy_label(cfg.policy, policy)
     if cfg.out is not None:
-        paths = write_results(cfg.out, policy=label, config=to_dict(cfg), records=records, aggregates=aggregates,
+        paths |= write_results(cfg.out, policy=label, config=to_dict(cfg), records=records, aggregates=aggregates,
                               offline=offline, interrupted=interrupted,
                               throughput={"episodes": len(result.results), "seconds": result.seconds,
-                                          "episodes_per_min": rate, "policy": stats})
+                                          "episodes_per_min": rate, "policy": stats},
+                              real_trials=family.real_trials)
     if result.error is not None:
         raise type(result.error)(f"{result.error}; the {len(records)} finished episodes are saved in {cfg.out}: run "
                                  "the same command again to finish the rest") from result.error

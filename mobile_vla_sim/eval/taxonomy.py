@@ -4,7 +4,9 @@ Success says *whether*; the label says *how*, so that a collapsed policy (drives
 ungrounded one (goes the other way) and a jittery one (weaves) are told apart before a robot shows it. Labels are
 computed from an `EpisodeRecord` (its outcome flags, poses, per-step actions, boxes and goal) and, for
 `left_right_confusion`, its partner: the episode with the same difficulty and index and the other task, which
-shares the scene (`mobile_vla_sim.eval.episodes`).
+shares the scene (`mobile_vla_sim.eval.episodes`). Which labels apply, and in which order, is the task family's
+(`TaskFamily.labels`; its own detectors come from `TaskFamily.detectors`): the detour family's are listed below,
+the reach family's add `wrong_target` and `missed_stop`.
 
 Notation: poses p_0..p_T (x along the corridor, y to the left), actions a_1..a_T (a_t is sent at pose p_{t-1}),
 task sign s = +1 for left and -1 for right, first box (cx, cy, hx, hy), goal g. The *steer* of an action is its
@@ -23,6 +25,7 @@ Labels, in precedence order (constants below); the episode ...
 * `overshoot`: got farther along the corridor than the goal circle: max x > g_x + GOAL_RADIUS.
 * `false_stop`: ended at rest outside the goal circle: over its last FALSE_STOP_STEPS steps it moved less than
   STOP_MOVE_M and turned less than STOP_TURN_RAD.
+* `missed_stop` (families that need a stop): went through the goal circle without stopping there.
 * `late_turn`: was still on a collision course with the first box (abs(y - cy) < hy + ROBOT_HALF_WIDTH) at the first
   pose within LATE_TURN_M of the box's near face (x >= cx - hx - LATE_TURN_M), and first steered towards the
   instructed side (s * steer >= STEER_ACTIVE) only from that pose on, before passing the box (x > cx + hx).
@@ -30,7 +33,7 @@ Labels, in precedence order (constants below); the episode ...
 * `out_of_bounds`: left the arena (the env's `out_of_bounds`).
 * `timeout`: ran out of steps (also the fallback, as in `EpisodeRecord.outcome`).
 
-The primary label of a failed episode is the first label in that order that applies (`LABELS`); a successful
+The primary label of a failed episode is the first label in that order that applies (`family.labels`); a successful
 episode has none, but its flags still list behaviour labels (e.g. a successful run that weaves). The order puts
 causes before outcomes: instruction grounding first (the question this tool exists to answer), then degenerate
 action patterns (collapse, weaving), then where the robot ended up or turned (overshoot, false stop, late turn),
@@ -47,6 +50,7 @@ import numpy as np
 from mobile_vla_sim.envs.actions import MAX_ANGULAR, MAX_LINEAR
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS
 from mobile_vla_sim.envs.sim import ROBOT_HALF_WIDTH
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, TaskFamily, get_family
 from mobile_vla_sim.eval.records import EpisodeRecord
 
 #: A steer (or forward command) below this fraction of its limit is no command: 0.1 x 1.5 rad/s turns the robot
@@ -143,6 +147,14 @@ def _late_turn(rec: EpisodeRecord, partner: EpisodeRecord | None) -> bool:
     return bool(toward[near[0]:end].any() and not toward[:near[0]].any())
 
 
+def _missed_stop(rec: EpisodeRecord, partner: EpisodeRecord | None) -> bool:
+    if not rec.goal or not rec.trajectory:
+        return False
+    xs = np.asarray(rec.trajectory, dtype=float)[:, :2]
+    return bool(np.hypot(xs[:, 0] - rec.goal[0], xs[:, 1] - rec.goal[1]).min() < GOAL_RADIUS)
+
+
+#: The shared detectors by label; a family lists the ones that apply to it (`TaskFamily.labels`) in its order.
 _DETECTORS: dict[str, _Detector] = {
     "left_right_confusion": _left_right_confusion,
     "wrong_side": lambda rec, partner: rec.wrong_side,
@@ -151,42 +163,55 @@ _DETECTORS: dict[str, _Detector] = {
     "overshoot": _overshoot,
     "false_stop": _false_stop,
     "late_turn": _late_turn,
+    "missed_stop": _missed_stop,
     "collision": lambda rec, partner: rec.collision,
     "out_of_bounds": lambda rec, partner: rec.out_of_bounds,
     "timeout": lambda rec, partner: rec.timeout,
 }
-LABELS: tuple[str, ...] = tuple(_DETECTORS)
-"""Every label, in precedence order (the primary label of a failure is the first that applies)."""
+#: The default family's labels, in precedence order (the primary label of a failure is the first that applies).
+LABELS: tuple[str, ...] = get_family(DEFAULT_FAMILY).labels
 
 
-def classify(rec: EpisodeRecord, partner: EpisodeRecord | None = None) -> tuple[str, list[str]]:
+def detectors(family: TaskFamily) -> dict[str, _Detector]:
+    """The family's labels in precedence order, each with its detector (the family's own, else the shared one)."""
+    own = family.detectors()
+    return {name: own.get(name) or _DETECTORS[name] for name in family.labels}
+
+
+def classify(rec: EpisodeRecord, partner: EpisodeRecord | None = None,
+             family: TaskFamily | None = None) -> tuple[str, list[str]]:
     """(primary label, every label that applies in precedence order); the primary label is "" on success."""
-    flags = [name for name, applies in _DETECTORS.items() if applies(rec, partner)]
+    flags = [name for name, applies in detectors(family or get_family()).items() if applies(rec, partner)]
     if rec.success:
         return "", flags
     return (flags[0] if flags else "timeout"), flags
 
 
-def paired_scenes(records: Sequence[EpisodeRecord]) -> list[tuple[EpisodeRecord, EpisodeRecord]]:
-    """(left, right) records of every scene (difficulty, index) that was run with both tasks."""
+def paired_scenes(records: Sequence[EpisodeRecord],
+                  family: TaskFamily | None = None) -> list[tuple[EpisodeRecord, EpisodeRecord]]:
+    """(left, right) records of every scene (difficulty, index) run with both tasks, in families whose tasks share
+    their scenes (none otherwise: another task's episode is another scene there)."""
+    if not (family or get_family()).paired_scenes:
+        return []
     by_scene: dict[tuple[str, int], dict[str, EpisodeRecord]] = defaultdict(dict)
     for r in records:
         by_scene[(r.difficulty, r.index)][r.task] = r
     return [(s["left"], s["right"]) for s in by_scene.values() if "left" in s and "right" in s]
 
 
-def label_failures(records: Sequence[EpisodeRecord]) -> None:
+def label_failures(records: Sequence[EpisodeRecord], family: TaskFamily | None = None) -> None:
     """Set `failure_label` and `failure_flags` (";"-joined) of every record in place; idempotent."""
-    paired = {a.key: b for left, right in paired_scenes(records) for a, b in ((left, right), (right, left))}
+    family = family or get_family()
+    paired = {a.key: b for left, right in paired_scenes(records, family) for a, b in ((left, right), (right, left))}
     for r in records:
-        label, flags = classify(r, paired.get(r.key))
+        label, flags = classify(r, paired.get(r.key), family)
         r.failure_label, r.failure_flags = label, ";".join(flags)
 
 
-def failure_summary(records: Sequence[EpisodeRecord]) -> dict:
+def failure_summary(records: Sequence[EpisodeRecord], labels: Sequence[str] = LABELS) -> dict:
     """Counts and rates (over all episodes of the group) of each primary label, and counts of each flag."""
     n = len(records)
-    counts = {name: sum(r.failure_label == name for r in records) for name in LABELS}
-    flags = {name: sum(name in r.failure_flags.split(";") for r in records) for name in LABELS}
+    counts = {name: sum(r.failure_label == name for r in records) for name in labels}
+    flags = {name: sum(name in r.failure_flags.split(";") for r in records) for name in labels}
     return {"episodes": n, "failed": sum(not r.success for r in records), "counts": counts,
             "rates": {name: (k / n if n else float("nan")) for name, k in counts.items()}, "flags": flags}

@@ -14,12 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mobile_vla_sim.config import build, flatten, parse_choices
+from mobile_vla_sim.config import build, flatten
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES, get_difficulty
-from mobile_vla_sim.envs.instructions import TASKS
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.eval.episodes import scene_seed
 
 try:
@@ -48,15 +46,16 @@ class NavBenchmark(StepBenchmark):
     def __init__(self, difficulty: str = "all", seed: int = 0, drive: str = "diff", image_size: int = 224,
                  **env: Any) -> None:
         super().__init__()
-        self.difficulties = parse_choices(difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
         self.seed = int(seed)
-        self.config = build(EnvConfig, flatten({"drive": drive, "image_size": image_size, **env}, EnvConfig))
+        self.config = build(EnvConfig, flatten({"drive": drive, "image_size": image_size, **env}, EnvConfig)).resolved()
+        self.family = get_family(self.config.task_family)
+        self.difficulties = self.family.parse_difficulties(difficulty)
         self._env: Any = None
         self._info: dict[str, Any] = {}
 
     def get_tasks(self) -> list[dict[str, Any]]:
         return [{"name": f"{d}_{side}", "suite": d, "difficulty": d, "side": side}
-                for d in self.difficulties for side in TASKS]
+                for d in self.difficulties for side in self.family.tasks_for(d)]
 
     def reset(self, task: dict[str, Any]) -> dict[str, Any]:
         from mobile_vla_sim.envs.nav_env import NavEnv
@@ -93,7 +92,8 @@ class NavBenchmark(StepBenchmark):
 
     def get_metadata(self) -> dict[str, Any]:
         """The longest step limit of the chosen difficulties: the env truncates each episode at its own."""
-        return {"max_steps": self.config.max_steps or max(get_difficulty(d).max_steps for d in self.difficulties)}
+        return {"max_steps": self.config.max_steps or max(self.family.difficulty(d).max_steps
+                                                                 for d in self.difficulties)}
 
     def get_action_spec(self) -> dict[str, DimSpec]:
         limit = float(np.max(action_limits(self.config.drive, self.config.action_mode)))

@@ -139,13 +139,13 @@ class TrainConfig:
         if unknown or not self.lora_targets:
             raise ConfigError(f"--lora-targets {','.join(unknown) or '(empty)'} not valid; choose among "
                               f"{','.join(LORA_TARGETS)}")
-        if self.instructions != "hdf5":
-            from mobile_vla_sim.envs.instructions import instruction_for
+        if self.instructions != "hdf5" and "{side}" not in self.instructions:
+            from mobile_vla_sim.envs.tasks import FAMILIES
 
-            try:
-                instruction_for("left", self.instructions)
-            except ValueError as err:
-                raise ConfigError(f"--instructions: {err}; or hdf5 for the stored instructions") from None
+            sets = {name for cls in FAMILIES.values() for name in cls.instruction_sets}
+            if self.instructions not in sets:
+                raise ConfigError(f"--instructions {self.instructions!r}: use hdf5 (the stored instructions), an "
+                                  f"instruction set ({', '.join(sorted(sets))}) or a sentence containing '{{side}}'")
         tiny = is_tiny(self.backbone)
         hidden, layers = TINY_HEAD if tiny else REAL_HEAD
         self.hidden = hidden if self.hidden is None else int(self.hidden)

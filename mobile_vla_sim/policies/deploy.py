@@ -22,7 +22,7 @@ import numpy as np
 
 from mobile_vla_sim.config import check_knobs, coerce_config, knob
 from mobile_vla_sim.envs.actions import from_action3, snap_to_keys, to_action3
-from mobile_vla_sim.envs.instructions import DEFAULT_INSTRUCTION_SET, instruction_set
+from mobile_vla_sim.envs.tasks import TaskFamily, get_family
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.config import CLIP_MEAN as _MEAN, CLIP_STD as _STD
@@ -62,7 +62,8 @@ class DeployConfig:
     instructions: str | None = knob(None, "send the episode's side in this instruction set instead of the env's "
                                     "sentence: a set name (bottle, cup, korean, inference, basket) or a template "
                                     "containing {side}")
-    swap_sides: bool = knob(False, "send the other side's sentence (left <-> right) than the episode's task")
+    swap_sides: bool = knob(False, "send the sentence of the opposite task (left <-> right; the task family's "
+                            "`opposite`) than the episode's")
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -74,8 +75,6 @@ class DeployConfig:
         if self.instruction is not None and (self.instructions is not None or self.swap_sides):
             raise ConfigError("instruction (one fixed sentence) cannot be combined with instructions or swap_sides "
                               "(which pick the episode's side); keep one of them")
-        if self.instructions is not None:
-            instruction_set(self.instructions)  # a set name or a {side} template, else a one-line ConfigError
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> DeployConfig:
@@ -141,15 +140,18 @@ def postprocess(actions: np.ndarray, cfg: DeployConfig, drive: str) -> np.ndarra
 class DeployedPolicy(Policy):
     """`policy` behind a deployment stack; keeps the wrapped policy's name, drive and inputs.
 
-    `env_instructions` is the env's instruction set (`EnvConfig.instructions`): the adapter reads the episode's side
-    from the env's sentence with it, for `instructions` and `swap_sides`.
+    `env_instructions` is the env's instruction set (`EnvConfig.instructions`, None: the family's default) and
+    `family` its task family: the adapter reads the episode's task from the env's sentence with them, for
+    `instructions` and `swap_sides`.
     """
 
     def __init__(self, policy: Policy, cfg: DeployConfig, camera_order: str = "rgb",
-                 env_instructions: str = DEFAULT_INSTRUCTION_SET):
+                 env_instructions: str | None = None, family: TaskFamily | None = None):
         self.policy, self.cfg, self.camera_order = policy, cfg, camera_order
-        self._env_set = instruction_set(env_instructions)
+        self.family = family or get_family()
+        self._env_set = self.family.instruction_set(env_instructions)
         self._sides = {sentence: side for side, sentence in self._env_set.items()}
+        self._sent_set = self._env_set if cfg.instructions is None else self.family.instruction_set(cfg.instructions)
         self.name, self.drive, self.inputs = policy.name, policy.drive, policy.inputs
         self.image_size, self.chunk_size, self.trained_env = policy.image_size, policy.chunk_size, policy.trained_env
         self.max_slots = policy.max_slots  # the engine schedules concurrent episodes by it
@@ -183,8 +185,8 @@ class DeployedPolicy(Policy):
                               f"instruction set ({', '.join(map(repr, self._sides))}); pass the env's "
                               "--instructions to the adapter")
         if self.cfg.swap_sides:
-            side = "right" if side == "left" else "left"
-        return (self._env_set if self.cfg.instructions is None else instruction_set(self.cfg.instructions))[side]
+            side = self.family.opposite[side]
+        return self._sent_set[side]
 
     def frames(self, images: np.ndarray) -> np.ndarray:
         """Camera frames (N, H, W, 3) uint8 -> what the policy is handed."""
@@ -220,9 +222,9 @@ class DeployedPolicy(Policy):
 
 
 def deploy_policy(policy: Policy, cfg: DeployConfig, camera_order: str = "rgb",
-                  env_instructions: str = DEFAULT_INSTRUCTION_SET) -> Policy:
+                  env_instructions: str | None = None, family: TaskFamily | None = None) -> Policy:
     """`policy` behind `cfg`'s stack; the policy itself when `cfg` is the default (results stay bit-identical)."""
-    return policy if cfg == DeployConfig() else DeployedPolicy(policy, cfg, camera_order, env_instructions)
+    return policy if cfg == DeployConfig() else DeployedPolicy(policy, cfg, camera_order, env_instructions, family)
 
 
 def __getattr__(name: str):

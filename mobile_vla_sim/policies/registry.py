@@ -10,10 +10,11 @@ from typing import Any, Sequence
 
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.envs.expert import AlwaysSidePolicy, ExpertPolicy
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, TaskFamily, get_family
 from mobile_vla_sim.policies.baselines import ConstantPolicy, RandomPolicy, SB3Policy
 from mobile_vla_sim.policy import Policy
 
-POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt",
+POLICY_SPECS = ("expert", "random", "constant", "always-TASK (always-left, ...)", "sb3:PATH.zip", "PATH.ckpt",
                 "package.module:factory", "ws://HOST:PORT", "http://HOST:PORT")
 #: `package.module:factory`: dotted Python identifiers, a colon, one identifier (so never `sb3:ppo.zip`).
 PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -38,15 +39,18 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, Any]:
 
 
 def load_policy(spec: str, drive: str | None = None, device: str = "cpu", offline_data: str | Path | None = None,
-                seed: int = 0, policy_args: dict[str, Any] | None = None, dtype: str | None = None) -> Policy:
+                seed: int = 0, policy_args: dict[str, Any] | None = None, dtype: str | None = None,
+                task_family: str | None = None) -> Policy:
     """Build the policy named by `spec` for env layout `drive` (None: the policy's own, diff for baselines); raise a
     one-line `PolicyLoadError` otherwise.
 
     `policy_args` go to a plugin's factory or to a remote client (ws://: `token`, `timeout`; http://, the real
     project's inference server: `api_key`, `timeout`, `image_format`); other policies take none. `dtype` overrides a
     `.ckpt` backbone's trained dtype (ours, or a PyTorch Lightning one: `policies.checkpoint` tells them apart).
+    `task_family`: the task family the scripted experts do (None: the default family).
     """
-    policy = _load(spec.strip(), drive or "diff", device, offline_data, seed, dict(policy_args or {}), dtype)
+    policy = _load(spec.strip(), drive or "diff", device, offline_data, seed, dict(policy_args or {}), dtype,
+                   get_family(task_family or DEFAULT_FAMILY))
     if drive is not None:
         try:
             check_drive(policy, drive, spec)
@@ -57,7 +61,7 @@ def load_policy(spec: str, drive: str | None = None, device: str = "cpu", offlin
 
 
 def _load(name: str, drive: str, device: str, offline_data: str | Path | None, seed: int,
-          policy_args: dict[str, Any], dtype: str | None) -> Policy:
+          policy_args: dict[str, Any], dtype: str | None, family: TaskFamily) -> Policy:
     if dtype is not None and not name.endswith(".ckpt"):
         raise PolicyLoadError(f"--dtype applies only to a .ckpt policy, not to {name!r}; drop it")
     if name.startswith(("ws://", "wss://")):
@@ -74,13 +78,13 @@ def _load(name: str, drive: str, device: str, offline_data: str | Path | None, s
         raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// or http:// "
                               f"servers, not to {name!r}; drop it")
     if name == "expert":
-        return ExpertPolicy(drive=drive, seed=seed)
+        return ExpertPolicy(drive=drive, seed=seed, family=family)
     if name == "random":
         return RandomPolicy(drive=drive, seed=seed)
     if name == "constant":
         return ConstantPolicy.mean_action(drive=drive, offline_data=offline_data)
-    if name in ("always-left", "always-right"):
-        return AlwaysSidePolicy(name.split("-")[1], drive=drive, seed=seed)
+    if name.startswith("always-") and name[len("always-"):] in family.tasks:
+        return AlwaysSidePolicy(name[len("always-"):], drive=drive, seed=seed, family=family)
     if name.startswith("sb3:"):
         return SB3Policy(name[4:], device=device)
     if name.endswith(".ckpt"):

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from mobile_vla_sim.envs.instructions import INSTRUCTION_SETS, KOREAN_FALLBACK
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, get_family
 from mobile_vla_sim.errors import BackboneNotFoundError
 from mobile_vla_sim.policies.config import CLIP_MEAN, CLIP_STD
 
@@ -36,12 +36,13 @@ PRETRAINED_WEIGHTS, PRETRAINED_META = "tiny_pretrained.safetensors", "tiny_pretr
 PRETRAINED_FORMAT = "mobile-vla-sim/tiny-kosmos2"
 _REBUILD = "python -m scripts.pretrain_tiny (from a source checkout)"
 
-#: Every built-in instruction sentence (Korean included) plus navigation and scene-caption words, so paraphrases and
-#: the pretraining captions (`scripts/pretrain_tiny.py`) tokenize into known pieces. Changing it changes the vocabulary,
-#: so the `tiny-pretrained` weights must then be rebuilt (their vocabulary fingerprint no longer matches).
+#: Every instruction sentence of the default task family (Korean included) plus navigation and scene-caption words, so
+#: paraphrases and the pretraining captions (`scripts/pretrain_tiny.py`) tokenize into known pieces. Changing it
+#: changes the vocabulary, so the `tiny-pretrained` weights must then be rebuilt (their vocabulary fingerprint no longer
+#: matches); other families' sentences tokenize into these pieces.
 CORPUS = [
-    *(sentence for sides in INSTRUCTION_SETS.values() for sentence in sides.values()),
-    KOREAN_FALLBACK,
+    *(sentence for sides in get_family(DEFAULT_FAMILY).instruction_sets.values() for sentence in sides.values()),
+    *get_family(DEFAULT_FAMILY).extra_sentences,
     "go pass drive move turn stop walk steer head towards to toward a an the box boxes bottle bottles cup can pot",
     "left right side sides front back behind ahead forward backward straight around past beside near far close",
     "medium easy hard obstacle obstacles wall walls corridor floor door target goal object robot camera green cap",

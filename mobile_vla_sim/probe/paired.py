@@ -6,11 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.stats import mcnemar_exact, paired_difference_interval
-from mobile_vla_sim.eval.taxonomy import LABELS, failure_summary
+from mobile_vla_sim.eval.taxonomy import failure_summary
 
 #: An episode told "Stop" that moved less than this (m) in total obeyed: a robot length is ~0.4 m, and a grounded
 #: policy may creep a little before it settles, but never gets around a box within 0.1 m.
@@ -42,21 +41,23 @@ def side_flips(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord]) -
     return share([a != b for a, b in sides if a != "none" and b != "none"])
 
 
-def label_changes(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord]) -> dict:
+def label_changes(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord], labels: Sequence[str]) -> dict:
     """Rate of every primary failure label (share of all episodes) clean, perturbed, and the change."""
-    fc, fo = failure_summary(clean), failure_summary(other)
+    fc, fo = failure_summary(clean, labels), failure_summary(other, labels)
     return {name: {"clean": fc["rates"][name], "perturbed": fo["rates"][name],
-                   "change": fo["rates"][name] - fc["rates"][name]} for name in LABELS}
+                   "change": fo["rates"][name] - fc["rates"][name]} for name in labels}
 
 
-def compare_condition(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord], alpha: float) -> dict:
-    """Everything the report says about one perturbation: overall and per difficulty."""
-    diffs = [d for d in DIFFICULTIES if any(r.difficulty == d for r in clean)]
+def compare_condition(clean: Sequence[EpisodeRecord], other: Sequence[EpisodeRecord], alpha: float,
+                      labels: Sequence[str]) -> dict:
+    """Everything the report says about one perturbation: overall and per difficulty (in the clean run's order),
+    with the task family's failure `labels`."""
+    diffs = list(dict.fromkeys(r.difficulty for r in clean))
     return {
         "overall": paired_stats(clean, other, alpha),
         "by_difficulty": {d: paired_stats([r for r in clean if r.difficulty == d],
                                           [r for r in other if r.difficulty == d], alpha) for d in diffs},
-        "labels": label_changes(clean, other),
+        "labels": label_changes(clean, other, labels),
         "side_flip": side_flips(clean, other),
         "stayed": share([r.path_length < STOP_OBEYED_M for r in other]),
     }

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from mobile_vla_sim.config import read_yaml
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.envs.instructions import instruction_set
+from mobile_vla_sim.envs.tasks import TaskFamily, get_family
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.run import EvalConfig
 from mobile_vla_sim.policies.deploy import DeployConfig
@@ -64,9 +64,10 @@ def _fixed(sentence_key: str = "instruction") -> Changes:
 
 
 def _sentences(s: Any, b: Baseline) -> tuple[dict, dict]:
-    """Send the episode's side in instruction set (or template) `s`; nothing when that is what is sent already."""
-    sent = instruction_set(b.deploy.instructions or b.env.instructions)
-    return {}, ({} if instruction_set(s) == sent else {"instructions": s})
+    """Send the episode's task in instruction set (or template) `s`; nothing when that is what is sent already."""
+    family = get_family(b.env.task_family)
+    sent = family.instruction_set(b.deploy.instructions or b.env.instructions)
+    return {}, ({} if family.instruction_set(s) == sent else {"instructions": s})
 
 
 def _env(name: str, add: bool = False) -> Changes:
@@ -74,17 +75,10 @@ def _env(name: str, add: bool = False) -> Changes:
     return lambda s, b: ({name: getattr(b.env, name) + s if add else s}, {})
 
 
-#: Every perturbation, its kind, default strength and what it changes: the one table the suites, the README and the
-#: reports are built from. Strengths: see `what` ({} is the strength).
-PERTURBATIONS: dict[str, Perturbation] = {
-    "swap_sides": Perturbation("language", None, "the other side's sentence (left <-> right) is sent",
-                               lambda s, b: ({}, {"swap_sides": not b.deploy.swap_sides}), expect="obey"),
-    "paraphrase": Perturbation("language", "Go around the obstacles on the {side} and stop in front of the drink "
-                               "bottle", "a paraphrase is sent: '{}'", _sentences),
-    "korean": Perturbation("language", "korean", "the episode's side in the '{}' instruction set is sent",
-                           _sentences),
-    "basket": Perturbation("language", "basket", "the episode's side in the '{}' instruction set is sent",
-                           _sentences),
+_SWAP = Perturbation("language", None, "the other side's sentence (left <-> right) is sent",
+                     lambda s, b: ({}, {"swap_sides": not b.deploy.swap_sides}), expect="obey")
+#: The perturbations every task family has, after its own language ones (`TaskFamily.language_probes`).
+_SHARED: dict[str, Perturbation] = {
     "empty": Perturbation("language", "", "an empty instruction is sent", _fixed()),
     "stop": Perturbation("language", STOP_SENTENCE, "'{}' is sent instead of the task", _fixed(), expect="obey"),
     "color_swap": Perturbation("vision", None, "the policy gets the other channel order (RGB <-> BGR)",
@@ -103,17 +97,32 @@ PERTURBATIONS: dict[str, Perturbation] = {
                               lambda s, b: ({}, {"execute_chunk": s}), needs="chunks"),
 }
 KINDS = ("language", "vision", "deployment")
-#: Built-in suites. `small`: the quickstart's, one or two of each kind that a tiny policy can fail.
-SUITES: dict[str, tuple[str, ...]] = {
-    "default": tuple(PERTURBATIONS),
-    "small": ("swap_sides", "stop", "lighting", "window"),
-    **{kind: tuple(n for n, p in PERTURBATIONS.items() if p.kind == kind) for kind in KINDS},
-}
 
 
-def _check_strength(name: str, strength: Any, where: str) -> Any:
+def perturbations(family: TaskFamily | None = None) -> dict[str, Perturbation]:
+    """Every perturbation of a task family's probe, its kind, default strength and what it changes: the one table
+    the suites, the docs and the reports are built from. Strengths: see `what` ({} is the strength)."""
+    own = {name: Perturbation("language", p.default, p.what, _sentences)
+           for name, p in (family or get_family()).language_probes.items()}
+    return {"swap_sides": _SWAP, **own, **_SHARED}
+
+
+#: The default family's table (`perturbations()`).
+PERTURBATIONS = perturbations()
+
+
+def suites(table: dict[str, Perturbation]) -> dict[str, tuple[str, ...]]:
+    """Built-in suites of a table. `small`: the quickstart's, one or two of each kind that a tiny policy can fail."""
+    return {"default": tuple(table), "small": ("swap_sides", "stop", "lighting", "window"),
+            **{kind: tuple(n for n, p in table.items() if p.kind == kind) for kind in KINDS}}
+
+
+SUITES = suites(PERTURBATIONS)
+
+
+def _check_strength(table: dict[str, Perturbation], name: str, strength: Any, where: str) -> Any:
     """The suite's strength for `name` (None: the default), type-checked against the default."""
-    default = PERTURBATIONS[name].default
+    default = table[name].default
     if strength is None:
         return default
     if default is None:
@@ -127,44 +136,47 @@ def _check_strength(name: str, strength: Any, where: str) -> Any:
     return type(default)(strength)
 
 
-def load_suite(suite: str | Path) -> list[tuple[str, Any]]:
-    """(perturbation name, strength) pairs of a built-in suite or a YAML file.
+def load_suite(suite: str | Path, family: TaskFamily | None = None) -> list[tuple[str, Any]]:
+    """(perturbation name, strength) pairs of a built-in suite or a YAML file, for a task family's table.
 
     The file is a mapping `name: strength` (an empty value takes the default strength) or a list of names. Unknown
     names are refused with one line listing the valid ones.
     """
+    table = perturbations(family)
+    builtin = suites(table)
     suite = str(suite)
-    if suite in SUITES:
-        return [(n, PERTURBATIONS[n].default) for n in SUITES[suite]]
+    if suite in builtin:
+        return [(n, table[n].default) for n in builtin[suite]]
     path = Path(suite)
     if not path.is_file():
-        raise ConfigError(f"unknown suite {suite!r}: --suite must be one of {', '.join(SUITES)} or a YAML file")
+        raise ConfigError(f"unknown suite {suite!r}: --suite must be one of {', '.join(builtin)} or a YAML file")
     data = read_yaml(path, "--suite", "", mapping=False)
     items = list(data.items()) if isinstance(data, dict) else [(n, None) for n in data] if isinstance(data, list) \
         else None
     if not items:
         raise ConfigError(f"--suite {path} must be a non-empty mapping `perturbation: strength` or a list of "
-                          f"perturbations (valid: {', '.join(PERTURBATIONS)})")
-    unknown = [str(n) for n, _ in items if n not in PERTURBATIONS]
+                          f"perturbations (valid: {', '.join(table)})")
+    unknown = [str(n) for n, _ in items if n not in table]
     if unknown:
         raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)} in --suite {path}; valid: "
-                          f"{', '.join(PERTURBATIONS)}")
-    return [(n, _check_strength(n, s, f"--suite {path}")) for n, s in items]
+                          f"{', '.join(table)}")
+    return [(n, _check_strength(table, n, s, f"--suite {path}")) for n, s in items]
 
 
-def perturbation_table_markdown() -> str:
-    """The perturbation table as markdown (README): name, kind, default strength, what it changes, suites."""
+def perturbation_table_markdown(family: TaskFamily | None = None) -> str:
+    """A family's perturbation table as markdown (docs): name, kind, default strength, what it changes, suites."""
+    table = perturbations(family)
     rows = ["| perturbation | kind | default strength | what it changes (at the default) | suites |",
             "|---|---|---|---|---|"]
-    for name, p in PERTURBATIONS.items():
-        suites = ", ".join(s for s, names in SUITES.items() if name in names and s not in KINDS)
+    for name, p in table.items():
+        in_suites = ", ".join(s for s, names in suites(table).items() if name in names and s not in KINDS)
         what = p.describe(p.default)
         strength = "–" if p.default is None else "(quoted there)" if p.default and f"'{p.default}'" in what \
             else repr(p.default)
         note = {"obey": "; a grounded policy should change behaviour here",
                 "robust": ""}[p.expect] + {"window": "; n/a without a frame window",
                                            "chunks": "; n/a without action chunks", None: ""}[p.needs]
-        rows.append(f"| `{name}` | {p.kind} | {strength} | {what}{note} | {suites} |")
+        rows.append(f"| `{name}` | {p.kind} | {strength} | {what}{note} | {in_suites} |")
     return "\n".join(rows)
 
 
@@ -174,23 +186,21 @@ class Condition:
 
     name: str
     strength: Any
+    perturbation: Perturbation
     eval: EvalConfig | None = None  # None: not applicable
     reason: str = ""
 
-    @property
-    def perturbation(self) -> Perturbation:
-        return PERTURBATIONS[self.name]
 
-
-def conditions(perturbations: list[tuple[str, Any]], clean: EvalConfig, window: int | None, chunks: bool,
+def conditions(suite: list[tuple[str, Any]], clean: EvalConfig, window: int | None, chunks: bool,
                out_dir: Path) -> list[Condition]:
     """Each (perturbation, strength) as an EvalConfig on top of `clean` writing into `out_dir / name`, or n/a with
     the reason. `window` and `chunks` describe the policy under the clean deployment."""
     base = Baseline(clean.env, clean.deploy, window, chunks)
+    table = perturbations(get_family(clean.env.task_family))
     out = []
-    for name, strength in perturbations:
-        p = PERTURBATIONS[name]
-        cond = Condition(name, strength)
+    for name, strength in suite:
+        p = table[name]
+        cond = Condition(name, strength, p)
         out.append(cond)
         if p.needs == "window" and window is None:
             cond.reason = "the policy has no frame window"

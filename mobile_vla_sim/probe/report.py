@@ -11,7 +11,6 @@ import numpy as np
 
 from mobile_vla_sim.eval.report import pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.eval.taxonomy import LABELS
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.plotting import colormap, subplots
 
@@ -110,7 +109,8 @@ def _table(summary: dict) -> list[str]:
 def _label_table(summary: dict) -> list[str]:
     """Primary failure label rates: clean, then each run perturbation (share of all its episodes)."""
     run = _run(summary)
-    seen = [n for n in LABELS if summary["clean"]["failures"]["counts"][n]
+    labels = list(summary["clean"]["failures"]["counts"])  # the task family's, in precedence order
+    seen = [n for n in labels if summary["clean"]["failures"]["counts"][n]
             or any(p["labels"][n]["perturbed"] for p in run.values())]
     if not seen:
         return ["No episode failed in any condition."]
@@ -198,8 +198,9 @@ def plot_heatmap(summary: dict, path: Path) -> None:
 def plot_labels(summary: dict, path: Path) -> None:
     """One panel per run perturbation: primary failure label rates, clean vs perturbed."""
     run = _run(summary)
-    seen = [n for n in LABELS if summary["clean"]["failures"]["counts"][n]
-            or any(p["labels"][n]["perturbed"] for p in run.values())] or list(LABELS[:1])
+    labels = list(summary["clean"]["failures"]["counts"])  # the task family's, in precedence order
+    seen = [n for n in labels if summary["clean"]["failures"]["counts"][n]
+            or any(p["labels"][n]["perturbed"] for p in run.values())] or labels[:1]
     cols = min(4, max(1, len(run)))
     rows = max(1, math.ceil(len(run) / cols))
     fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 0.28 * len(seen) * rows + 1.4 * rows), squeeze=False,

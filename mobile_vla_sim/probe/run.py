@@ -18,12 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
+from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.envs.config import EnvConfig
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import PoolConfig
-from mobile_vla_sim.envs.instructions import instruction_set
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.run import EvalConfig, as_trained, evaluate, load_eval_policy
@@ -72,11 +70,6 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         check_knobs(self)
         self.out = Path(self.out)
-        parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
-
-    @property
-    def difficulties(self) -> tuple[str, ...]:
-        return parse_choices(self.difficulty, tuple(DIFFICULTIES), "difficulty", EvalError)
 
     def eval_config(self) -> EvalConfig:
         """The clean run."""
@@ -94,7 +87,8 @@ def _text_episodes(cfg: ProbeConfig, clean: EvalConfig, progress: bool) -> list:
         from mobile_vla_sim.datasets.generate import GenerateConfig, generate_dataset
 
         data = cfg.out / "text_data"
-        difficulty = cfg.difficulties[0] if len(cfg.difficulties) == 1 else "mix"
+        levels = get_family(clean.env.task_family).parse_difficulties(cfg.difficulty)
+        difficulty = levels[0] if len(levels) == 1 else "mix"
         generate_dataset(GenerateConfig(episodes=cfg.text_episodes, out=data, difficulty=difficulty, seed=cfg.seed,
                                         env=clean.env, pool=cfg.pool), progress=progress)
     ds = EpisodeDataset(data, only_success=True)
@@ -108,9 +102,10 @@ def measure_text_sensitivity(cfg: ProbeConfig, clean: EvalConfig, policy: Policy
     if cfg.text_episodes == 0:
         return None
     episodes = _text_episodes(cfg, clean, progress)
-    sentences = {**instruction_set(clean.env.instructions), "stop": STOP_SENTENCE}
+    family = get_family(clean.env.task_family)
+    sentences = {**family.instruction_set(clean.env.instructions), "stop": STOP_SENTENCE}
     stages = replace(clean.deploy, instruction=None, instructions=None, swap_sides=False, execute_chunk=1)
-    deployed = deploy_policy(policy, stages, clean.env.color_order)
+    deployed = deploy_policy(policy, stages, clean.env.color_order, clean.env.instructions, family)
     try:
         result = text_sensitivity(deployed, episodes, sentences)
     finally:
@@ -137,11 +132,12 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
     """
     from mobile_vla_sim.probe.report import write_probe
 
-    perturbations = load_suite(cfg.suite)
     owned = policy is None
     policy = load_eval_policy(cfg.eval_config()) if owned else policy
     try:
         clean = as_trained(cfg.eval_config(), policy)
+        family = get_family(clean.env.task_family)
+        perturbations = load_suite(cfg.suite, family)
         window = policy.window if clean.deploy.window is None or policy.window is None else clean.deploy.window
         chunks = hasattr(policy, "act_chunk_batch") or policy.chunk_size > 1
         conds = conditions(perturbations, clean, window, chunks, cfg.out)
@@ -162,7 +158,7 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
     summary = {"policy": label, "config": {**to_dict(cfg), "clean": to_dict(clean)},
                "interrupted": interrupted, "alpha": cfg.alpha, "stop_obeyed_m": STOP_OBEYED_M,
                "clean": {"episodes": len(results["clean"]), "success": share([r.success for r in results["clean"]]),
-                         "failures": failure_summary(results["clean"])},
+                         "failures": failure_summary(results["clean"], family.labels)},
                "perturbations": {}, "text_sensitivity": text}
     for c in conds:
         p = c.perturbation
@@ -174,7 +170,7 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
             entry.update(status="not run", reason="interrupted")
         else:
             entry.update(status="run", out=str(c.eval.out), deployment=to_dict(c.eval.deploy),
-                         **compare_condition(results["clean"], results[c.name], cfg.alpha))
+                         **compare_condition(results["clean"], results[c.name], cfg.alpha, family.labels))
         summary["perturbations"][c.name] = entry
     paths = write_probe(cfg.out, summary)
     return ProbeResult(summary, paths, interrupted)

@@ -25,6 +25,7 @@ import numpy as np
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY
 from mobile_vla_sim.errors import ConfigError, ProtocolError
 from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.remote.wire import (AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, Request,
@@ -40,6 +41,7 @@ class ServeConfig:
     host: str = knob("127.0.0.1", "interface to listen on (0.0.0.0: every interface; set a token then)")
     port: int = knob(8000, "TCP port (0: any free port)", min=0, max=65535)
     drive: str = knob("diff", "action layout served", choices=tuple(LAYOUT_DIMS))
+    task_family: str = knob(DEFAULT_FAMILY, "task family of the scripted baselines served (expert, always-...)")
     device: str = knob("cpu", "torch device of the policy")
     seed: int = knob(0, "seed of stochastic baselines", min=0)
     max_batch: int = knob(16, "most requests in one act_batch call", min=1)
@@ -268,7 +270,7 @@ def load_served_policy(cfg: ServeConfig) -> Policy:
     from mobile_vla_sim.policies.registry import load_policy, parse_policy_args
 
     return load_policy(cfg.policy, drive=cfg.drive, device=cfg.device, seed=cfg.seed,
-                       policy_args=parse_policy_args(cfg.policy_args))
+                       policy_args=parse_policy_args(cfg.policy_args), task_family=cfg.task_family)
 
 
 def serve(cfg: ServeConfig, log: Callable[[str], None] = print) -> None:
