@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from mobile_vla_sim.config import REDACTED, SECRET_KEY
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.envs.expert import AlwaysSidePolicy, ExpertPolicy
 from mobile_vla_sim.policies.baselines import ConstantPolicy, RandomPolicy, SB3Policy
@@ -101,7 +102,8 @@ def load_plugin(spec: str, drive: str = "diff", device: str = "cpu",
     try:
         policy = factory(drive=drive, device=device, **(policy_args or {}))
     except Exception as err:
-        raise PolicyLoadError(f"{spec}(drive={drive!r}, device={device!r}, **{policy_args or {}}) raised "
+        shown = {k: REDACTED if SECRET_KEY.search(k) else v for k, v in (policy_args or {}).items()}
+        raise PolicyLoadError(f"{spec}(drive={drive!r}, device={device!r}, **{shown}) raised "
                               f"{type(err).__name__}: {err}; fix the factory or its --policy-arg values") from err
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(policy, m, None))]
     if missing or not isinstance(getattr(policy, "drive", None), str):
@@ -133,11 +135,12 @@ class _DuckPolicy(Policy):
 
 
 def _client_args(url: str, policy_args: dict[str, Any]) -> dict[str, Any]:
-    """The remote client takes `token` and `timeout` only; anything else is a typo worth reporting."""
-    unknown = set(policy_args) - {"token", "timeout"}
+    """The remote client takes `token`, `timeout` (connecting) and `reply_timeout` only; anything else is a typo
+    worth reporting."""
+    unknown = set(policy_args) - {"token", "timeout", "reply_timeout"}
     if unknown:
-        raise PolicyLoadError(f"{url} takes --policy-arg token=... and timeout=SECONDS only, not "
-                              f"{', '.join(sorted(unknown))}")
+        raise PolicyLoadError(f"{url} takes --policy-arg token=..., timeout=SECONDS and reply_timeout=SECONDS only, "
+                              f"not {', '.join(sorted(unknown))}")
     return policy_args
 
 
