@@ -54,9 +54,8 @@ class Main(click.Group):
             click.echo(f"{'Terminated' if terminated else 'Interrupted'}{kept}", err=True)
             ctx.exit(128 + signal.SIGTERM if terminated else 130)
         except MvlaError as err:
-            if ctx.obj and ctx.obj.get("debug") and err.__cause__ is not None \
-                    and not isinstance(err.__cause__, MvlaError):
-                raise  # a wrapped foreign error (a plugin's): --debug shows its traceback
+            if ctx.obj and ctx.obj.get("debug") and _foreign_cause(err):
+                raise  # it wraps a foreign error (a plugin's): --debug shows its traceback
             raise UserError(str(err)) from None
         except Exception as err:
             if ctx.obj and ctx.obj.get("debug"):
@@ -68,6 +67,15 @@ class Main(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _foreign_cause(err: BaseException) -> bool:
+    """Whether an error's chain of causes holds one that is not ours (a plugin's or a library's exception)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+        if not isinstance(err, MvlaError):
+            return True
+    return False
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
