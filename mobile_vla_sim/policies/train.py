@@ -229,7 +229,7 @@ def _save_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: T
         atomic_write(path, data.getvalue())
     except OSError as err:
         raise OutputError(f"cannot write resume state {path} ({err.strerror or err}); free space and run the same "
-                          f"command again to resume from epoch {state['epoch'] - 1}") from None
+                          "command again (it resumes from the last epoch saved)") from None
 
 
 def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict | None:
