@@ -11,10 +11,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from websockets.sync.client import connect
 
-from mobile_vla_sim.cli import main
+from hostile import one_line_error, run
 from mobile_vla_sim.config import MAX_YAML_NODES, read_yaml
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policy import Policy
@@ -23,18 +22,6 @@ from mobile_vla_sim.serving.server import ServeConfig, ServerThread
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 PROMPT = "Navigate around obstacles and reach the front of the beverage bottle on the left"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(res, *words: str) -> None:
-    assert res.exit_code == 1, res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 class Picky(Policy):

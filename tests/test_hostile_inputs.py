@@ -6,62 +6,26 @@ Full disks: `test_generate_full_disk` and `test_train_full_disk` make the writes
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from mobile_vla_sim.cli import main
+from hostile import META, QUICK, FakeServer, full_disk, one_line_error, run
 from mobile_vla_sim.config import build
 from mobile_vla_sim.datasets.manifest import MANIFEST_NAME
 from mobile_vla_sim.errors import MvlaError
-from mobile_vla_sim.policies.remote.wire import packb, unpackb
+from mobile_vla_sim.policies.remote.wire import packb
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ["--difficulty", "easy", "--episodes", "1", "--image-size", "16", "--workers", "1", "--envs-per-worker", "1"]
 TINY = ["--backbone", "tiny", "--epochs", "1"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(res, *words: str) -> str:
-    """Exit 1 with one error line, the last (progress lines of work that ran may come before it)."""
-    assert res.exit_code == 1, res.output
-    lines = res.output.strip().splitlines()
-    assert lines[-1].startswith("Error:") and not lines[-1].startswith("Error: unexpected") and \
-        "Traceback" not in res.output, res.output  # "unexpected": the CLI's report of a bug
-    assert all(" ep in " in line or line.startswith(("epoch ", "reading", "caching")) for line in lines[:-1]), \
-        res.output
-    for word in words:
-        assert word in lines[-1], (word, lines[-1])
-    return lines[-1]
-
-
-def full_disk(after: int = 0):
-    """A write function that succeeds `after` times, then fails as a full disk does."""
-    calls = []
-
-    def write(*args, **kwargs):
-        calls.append(args)
-        if len(calls) > after:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return REAL_ATOMIC_WRITE(*args, **kwargs)
-    return write
-
-
-from mobile_vla_sim.io import atomic_write as REAL_ATOMIC_WRITE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +134,7 @@ def test_probe_strengths_are_not_truncated(tmp_path):
 def test_wrong_plugin_actions_are_one_line_and_keep_finished_episodes(tmp_path, output, words):
     out = tmp_path / "out"
     quick = [*QUICK[:2], "--episodes", "2", *QUICK[4:]]
-    one_line_error(run("eval", "--policy", "hostile_policies:garbage", "--policy-arg", f"output={output}", *quick,
+    one_line_error(run("eval", "--policy", "hostile:garbage", "--policy-arg", f"output={output}", *quick,
                        "--out", out), "'garbage'", *words, "the 2 finished episodes are saved")
     kept = json.loads((out / "results.json").read_text())
     assert kept["interrupted"] and len(kept["episodes"]) == 2
@@ -303,35 +267,6 @@ def test_train_rl_device_gpu_is_one_line(tmp_path):
 @pytest.mark.parametrize("url", ["ws://127.0.0.1:99999", "ws://127.0.0.1:abc", "ws://:8000", "ws://127.0.0.1"])
 def test_bad_ws_ports_are_one_line(tmp_path, url):
     one_line_error(run("eval", "--policy", url, *QUICK, "--out", tmp_path / "o"), url, "port in 1..65535")
-
-
-class FakeServer:
-    """A WebSocket server that sends `metadata` on connect and answers every request with `reply(request)`: what
-    a broken or foreign server could send."""
-
-    def __init__(self, metadata, reply):
-        from websockets.sync.server import serve
-
-        def handler(ws):
-            ws.send(packb(metadata))
-            for message in ws:
-                answer = reply(unpackb(message))
-                if answer is not None:
-                    ws.send(answer)
-        self.server = serve(handler, "127.0.0.1", 0)
-        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(10)
-
-
-META = {"protocol": "mvla-sim/1", "policy": "fake", "drive": "diff", "image_size": None, "chunk_size": 1}
 
 
 def _actions(request, actions, **extra):

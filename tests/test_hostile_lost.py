@@ -1,13 +1,12 @@
 """Nothing finished is lost: eval stopped by SIGTERM or `kill -9`, a plugin failing mid-run, a full disk at the end;
 and no command overwrites earlier results (videos, compare, agree, train-rl).
 
-The faults are real where a test can make them real: the policy plugin (`hostile_policies.faulty`) sends SIGTERM or
+The faults are real where a test can make them real: the policy plugin (`hostile.faulty`) sends SIGTERM or
 SIGKILL to its own process, or raises, at a fixed episode. The full disk at the end of eval is simulated: the final
-result writes raise `OSError(ENOSPC)` (a real small tmpfs is `test_hostile_tracebacks.test_real_full_disk`)."""
+result writes raise `OSError(ENOSPC)` (a real small tmpfs is `test_hostile_inputs.test_real_full_disk`)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -15,32 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
-import hostile_policies
+import hostile
+from hostile import full_disk, one_line_error, run
 from mobile_vla_sim.cli import main
 from mobile_vla_sim.eval.report import JOURNAL, read_journal
 
 ROOT, TESTS = Path(__file__).resolve().parents[1], Path(__file__).resolve().parent
 #: 2 scenes x left/right = 4 easy episodes, one at a time, in this process (the fault strikes at the 3rd reset).
-QUICK = ["--difficulty", "easy", "--episodes", "2", "--image-size", "16", "--workers", "1", "--envs-per-worker", "1"]
-FAULTY = ["eval", "--policy", "hostile_policies:faulty", *QUICK]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(res, *words: str) -> str:
-    """Exit 1 with one error line, the last (progress lines of the work that ran may come before it)."""
-    assert res.exit_code == 1, res.output
-    lines = res.output.strip().splitlines()
-    assert lines[-1].startswith("Error:") and "Traceback" not in res.output, res.output
-    assert all(" ep in " in line for line in lines[:-1]), res.output  # only progress lines before it
-    for word in words:
-        assert word in lines[-1], (word, lines[-1])
-    return lines[-1]
+FAULTY = ["eval", "--policy", "hostile:faulty", *hostile.QUICK[:2], "--episodes", "2", *hostile.QUICK[4:]]
 
 
 def results(out: Path) -> dict:
@@ -60,14 +43,14 @@ def finish_and_compare(out: Path, clean: Path, resumed_episodes: int) -> None:
 
 
 def test_sigterm_keeps_finished_episodes_and_the_run_resumes(tmp_path, monkeypatch):
-    monkeypatch.setenv(hostile_policies.FAULT, "sigterm")
+    monkeypatch.setenv(hostile.FAULT, "sigterm")
     res = run(*FAULTY, "--out", tmp_path / "out")
     assert res.exit_code == 128 + signal.SIGTERM, res.output
     assert "Terminated: the 2 finished episodes are saved" in res.output
     partial = results(tmp_path / "out")
     assert partial["interrupted"] and len(partial["episodes"]) == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI put the default handler back
-    monkeypatch.delenv(hostile_policies.FAULT)
+    monkeypatch.delenv(hostile.FAULT)
     finish_and_compare(tmp_path / "out", tmp_path / "clean", resumed_episodes=2)
 
 
@@ -75,7 +58,7 @@ def test_kill_9_keeps_finished_episodes_on_disk_and_the_run_resumes(tmp_path, mo
     """SIGKILL runs no handler: the episodes are on disk because each one was journaled when it finished."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), "OMP_NUM_THREADS": "1",
-           hostile_policies.FAULT: "sigkill"}
+           hostile.FAULT: "sigkill"}
     proc = subprocess.run([sys.executable, "-m", "mobile_vla_sim.cli", *FAULTY, "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -86,7 +69,7 @@ def test_kill_9_keeps_finished_episodes_on_disk_and_the_run_resumes(tmp_path, mo
 
 
 def test_a_plugin_raising_mid_run_is_one_line_and_keeps_finished_episodes(tmp_path, monkeypatch):
-    monkeypatch.setenv(hostile_policies.FAULT, "raise")
+    monkeypatch.setenv(hostile.FAULT, "raise")
     line = one_line_error(run(*FAULTY, "--out", tmp_path / "out"), "policy 'faulty-expert' failed in act_batch",
                           "RuntimeError: the model fell over", "the 2 finished episodes are saved",
                           "run the same command again")
@@ -94,17 +77,15 @@ def test_a_plugin_raising_mid_run_is_one_line_and_keeps_finished_episodes(tmp_pa
     assert results(tmp_path / "out")["interrupted"] and len(results(tmp_path / "out")["episodes"]) == 2
     debug = CliRunner().invoke(main, ["--debug", *FAULTY, "--out", str(tmp_path / "debug")])
     assert isinstance(debug.exception.__cause__.__cause__, RuntimeError)  # --debug shows the plugin's traceback
-    monkeypatch.delenv(hostile_policies.FAULT)
+    monkeypatch.delenv(hostile.FAULT)
     finish_and_compare(tmp_path / "out", tmp_path / "clean", resumed_episodes=2)
 
 
 def test_a_full_disk_at_the_end_of_eval_loses_nothing(tmp_path, monkeypatch):
     import mobile_vla_sim.eval.run as run_mod
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     real = run_mod.write_results
-    monkeypatch.setattr(run_mod, "write_results", full_disk)
+    monkeypatch.setattr(run_mod, "write_results", full_disk())
     out = tmp_path / "out"
     one_line_error(run(*FAULTY, "--out", out), "cannot write the results", "No space left on device",
                    str(out / JOURNAL), "run the same command again")
@@ -116,10 +97,8 @@ def test_a_full_disk_at_the_end_of_eval_loses_nothing(tmp_path, monkeypatch):
 def test_a_journal_line_cut_by_a_kill_is_skipped_and_garbage_is_refused(tmp_path, monkeypatch):
     import mobile_vla_sim.eval.run as run_mod
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     real = run_mod.write_results
-    monkeypatch.setattr(run_mod, "write_results", full_disk)
+    monkeypatch.setattr(run_mod, "write_results", full_disk())
     out = tmp_path / "out"
     run(*FAULTY, "--out", out)
     monkeypatch.setattr(run_mod, "write_results", real)
@@ -139,7 +118,7 @@ def test_a_journal_line_cut_by_a_kill_is_skipped_and_garbage_is_refused(tmp_path
 
 def test_video_dir_of_another_evaluation_is_never_overwritten(tmp_path):
     videos = tmp_path / "videos"
-    quick = [*QUICK[:2], "--episodes", "1", *QUICK[4:], "--video-dir", videos, "--videos-per-group", "1"]
+    quick = [*hostile.QUICK, "--video-dir", videos, "--videos-per-group", "1"]
     assert run("eval", "--policy", "expert", *quick, "--out", tmp_path / "a").exit_code == 0
     before = {p.name: p.stat().st_mtime_ns for p in videos.glob("*.mp4")}
     assert len(before) == 2

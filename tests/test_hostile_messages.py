@@ -12,16 +12,10 @@ import time
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from mobile_vla_sim.cli import main
-from test_hostile_inputs import META, QUICK, FakeServer, one_line_error
+from hostile import META, QUICK, FakeServer, one_line_error, run
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_a_stalled_policy_server_is_reported_not_waited_on(tmp_path):
@@ -77,7 +71,7 @@ def test_probe_text_data_errors_come_before_the_closed_loop_runs(tmp_path):
 def test_secret_policy_args_never_reach_results(tmp_path):
     out = tmp_path / "out"
     secrets = ["--policy-arg", "token=s3cr3t-TOKEN", "--policy-arg", "api_key=s3cr3t-KEY"]
-    cmd = ["eval", "--policy", "hostile_policies:with_secret", *secrets, *QUICK, "--out", out]
+    cmd = ["eval", "--policy", "hostile:with_secret", *secrets, *QUICK, "--out", out]
     assert run(*cmd).exit_code == 0
     config = json.loads((out / "results.json").read_text())["config"]
     assert config["policy_args"] == ["token=<redacted>", "api_key=<redacted>"]

@@ -1,14 +1,83 @@
-"""Policies that fail on purpose, for the hostile tests, loaded as `--policy hostile_policies:FACTORY` plugins (tests/
-is on sys.path; subprocesses get it on PYTHONPATH)."""
+"""What the hostile tests share: policies that fail on purpose (loaded as `--policy hostile:FACTORY` plugins; tests/
+is on sys.path, subprocesses get it on PYTHONPATH), a fake policy server, a full disk, and the one-line check."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import threading
 
 import numpy as np
+from click.testing import CliRunner
 
+from mobile_vla_sim.cli import main
 from mobile_vla_sim.envs.expert import ExpertPolicy
+from mobile_vla_sim.io import atomic_write
+from mobile_vla_sim.policies.remote.wire import packb, unpackb
+
+#: 1 scene per (easy, left/right), one episode at a time in this process, 16 px: the cheapest eval.
+QUICK = ["--difficulty", "easy", "--episodes", "1", "--image-size", "16", "--workers", "1", "--envs-per-worker", "1"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(res, *words: str) -> str:
+    """Exit 1 with one error line, the last, that is not the CLI's report of a bug ("unexpected ..."); only progress
+    lines of work that ran may come before it. Returns the line."""
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[-1].startswith("Error:") and not lines[-1].startswith("Error: unexpected") and \
+        "Traceback" not in res.output, res.output
+    assert all(" ep in " in line or line.startswith(("epoch ", "reading", "caching")) for line in lines[:-1]), \
+        res.output
+    for word in words:
+        assert word in lines[-1], (word, lines[-1])
+    return lines[-1]
+
+
+def full_disk(after: int = 0):
+    """An `atomic_write` that succeeds `after` times, then fails as a full disk does (ENOSPC)."""
+    calls = []
+
+    def write(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return atomic_write(*args, **kwargs)
+    return write
+
+
+#: The metadata a policy server sends on connect.
+META = {"protocol": "mvla-sim/1", "policy": "fake", "drive": "diff", "image_size": None, "chunk_size": 1}
+
+
+class FakeServer:
+    """A WebSocket server that sends `metadata` on connect and answers every request with `reply(request)` (None:
+    no answer): what a broken, stalled or foreign server could send."""
+
+    def __init__(self, metadata, reply):
+        from websockets.sync.server import serve
+
+        def handler(ws):
+            ws.send(packb(metadata))
+            for message in ws:
+                answer = reply(unpackb(message))
+                if answer is not None:
+                    ws.send(answer)
+        self.server = serve(handler, "127.0.0.1", 0)
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(10)
 
 #: Environment variables naming the fault and the reset at which it strikes: the policy spec (and so the
 #: evaluation's identity) stays the same, so the run after the fault resumes the one it hit.
