@@ -171,6 +171,8 @@ def generate(cfg: GenerateConfig) -> None:
 
     try:
         click.echo(generate_dataset(cfg))
+        for warning in cfg.warnings:
+            click.echo(f"Note: {warning}", err=True)
     except KeyboardInterrupt:
         raise Interrupted(f"finished episodes are kept in {cfg.out}; run the same command again to resume") from None
 
@@ -284,6 +286,52 @@ def study(cfg: StudyConfig) -> None:
     click.echo("Open:")
     for name, path in paths.items():
         click.echo(f"  {name:<8} {path}")
+
+
+# --- export-checkpoint: this package's checkpoints in other stacks' layouts (policies/robovlms.py) ------------------
+from mobile_vla_sim.policies.robovlms_config import CheckpointExportConfig  # noqa: E402
+
+
+@config_command(CheckpointExportConfig, "export-checkpoint")
+def export_checkpoint(cfg: CheckpointExportConfig) -> None:
+    """Write a checkpoint of this package in the real project's Lightning layout; `eval --policy OUT` reproduces it,
+    and the differences their unmodified code cannot load are listed."""
+    from mobile_vla_sim.policies.checkpoint import load_checkpoint
+    from mobile_vla_sim.policies.robovlms import export_checkpoint as export
+
+    differences = export(*load_checkpoint(cfg.checkpoint), cfg.out, source=str(cfg.checkpoint))
+    click.echo(f"wrote {cfg.out} ({cfg.format} layout); `mvla-sim eval --policy {cfg.out}` evaluates it as the "
+               "original")
+    for difference in differences:
+        click.echo(f"  differs from their stock policy: {difference}")
+
+
+# --- dataset formats: export and import (LeRobotDataset v3.0) ------------------------------------------------------
+from mobile_vla_sim.datasets.lerobot import ExportConfig, ImportConfig  # noqa: E402
+
+
+@config_command(ExportConfig, "export")
+def export(cfg: ExportConfig) -> None:
+    """Export HDF5 episodes (generated or the real robot's) to another format: a LeRobotDataset v3.0."""
+    from mobile_vla_sim.datasets.lerobot import export_lerobot
+
+    try:
+        click.echo(export_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the export is atomic); run the same command again") \
+            from None
+
+
+@config_command(ImportConfig, "import")
+def import_cmd(cfg: ImportConfig) -> None:
+    """Import a LeRobotDataset v3.0 as HDF5 episodes in the real layout (for the real loaders and `train`)."""
+    from mobile_vla_sim.datasets.lerobot import import_lerobot
+
+    try:
+        click.echo(import_lerobot(cfg))
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing was written to {cfg.out} (the import is atomic); run the same command again") \
+            from None
 
 
 if __name__ == "__main__":

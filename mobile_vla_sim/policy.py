@@ -21,7 +21,8 @@ class Policy(ABC):
     Class attributes are the policy's metadata (what a server tells its clients, what eval checks):
     `drive` the env action layout it emits, `inputs` the observation keys it reads (None: all; the expert needs no
     image, so rollout workers send none), `image_size` the camera side it was trained on, `chunk_size` the future
-    actions `act_batch` returns per slot, `window` its frames of history (None: none), `takes_normalised_pixels`
+    actions `act_batch` returns per slot, `window` its frames of history (None: none), `max_slots` how many episodes
+    it can run at once (None: any; an inference server holding one episode's history: 1), `takes_normalised_pixels`
     whether it also accepts float32 images already normalised (a deployment's `normalize`), and `trained_env` the
     env knobs it was trained with (eval uses them for knobs the user left unset).
     """
@@ -32,6 +33,7 @@ class Policy(ABC):
     image_size: int | None = None
     chunk_size: int = 1
     window: int | None = None
+    max_slots: int | None = None
     takes_normalised_pixels: bool = False
     trained_env: dict[str, Any] = {}
 

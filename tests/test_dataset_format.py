@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
-                                                 write_episode)
+from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, CAPTURE, Episode, episode_file_name, parse_episode_name,
+                                                 read_episode, write_episode)
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.datasets.windows import WindowDataset, future_actions, window_indices
 
@@ -142,9 +142,14 @@ def test_window_indices_pad_with_frame_zero():
     assert idx.tolist() == [7, 8, 9] and mask.all()
 
 
-def test_future_actions_are_next_actions_masked_past_end():
+def test_future_actions_follow_the_frame_convention_masked_past_end():
     actions = np.arange(15, dtype=np.float32).reshape(5, 3)
-    targets, mask = future_actions(actions, 2, 4)
+    targets, mask = future_actions(actions, 2, 4)  # the real collector's: image t was taken as move t began
+    np.testing.assert_array_equal(targets[:3], actions[2:5])
+    assert (targets[3:] == 0).all() and mask.tolist() == [True, True, True, False]
+    first, _ = future_actions(actions, 0, 2)  # frame 0 (episode_start) carries no move: its first is move 1
+    np.testing.assert_array_equal(first, actions[1:3])
+    targets, mask = future_actions(actions, 2, 4, AFTER_MOVE)  # files of earlier releases: image t after move t
     np.testing.assert_array_equal(targets[:2], actions[3:5])
     assert (targets[2:] == 0).all() and mask.tolist() == [True, True, False, False]
     features = np.ones((5, 7, 2))  # works on any trailing shape (cached features)
@@ -156,14 +161,14 @@ def test_window_dataset_shapes_and_targets(tmp_path):
         write_episode(tmp_path / file_name(i, ("left", "right")[i]), make_record(num_frames=5 + i, labels=i == 1,
                                                                                  task=("left", "right")[i]))
     windows = WindowDataset(EpisodeDataset(tmp_path), window=4, fwd_pred_next_n=3)
-    assert len(windows) == 4 + 5  # every frame with a next action
+    assert len(windows) == 5 + 6  # every frame has a move to make after it
     item = windows[1]  # episode 0, frame 1
     assert item["images"].dtype == torch.uint8 and item["images"].shape == (4, 8, 8, 3)
     assert item["frame_mask"].tolist() == [False, False, True, True]
     assert item["actions"].shape == (4, 3, 3) and item["actions"].dtype == torch.float32
     assert item["action_mask"].shape == (4, 3) and not item["action_mask"][:2].any()
     record = read_episode(windows.episodes.paths[0])
-    np.testing.assert_array_equal(item["actions"][-1].numpy(), record.actions[2:5])
+    np.testing.assert_array_equal(item["actions"][-1].numpy(), record.actions[1:4])
     np.testing.assert_array_equal(item["images"][-1].numpy(), record.images[1])
     assert item["instruction"] == record.instruction and (item["episode_index"], item["frame_index"]) == (0, 1)
     last = windows[len(windows) - 1]  # labelled episode: targets are the clean labels, only one left
@@ -172,3 +177,19 @@ def test_window_dataset_shapes_and_targets(tmp_path):
     assert last["action_mask"][-1].tolist() == [True, False, False]
     batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=3)))
     assert batch["images"].shape == (3, 4, 8, 8, 3) and len(batch["instruction"]) == 3
+
+
+def test_earlier_files_keep_their_own_pairing(tmp_path):
+    """Files of earlier releases (a `generator` attribute, no `frame_convention`) stored the image after each move;
+    the real collector's files (neither attribute) and today's store the image taken as the move began."""
+    old, real, new = (make_record(num_frames=5) for _ in range(3))
+    old.attrs["generator"] = "mobile-vla-sim 0.1.0"
+    new.attrs.update(generator="mobile-vla-sim 0.2.0", frame_convention=CAPTURE)
+    for i, record in enumerate((old, real, new)):
+        write_episode(tmp_path / file_name(i, "left"), record)
+    conventions = [read_episode(tmp_path / file_name(i, "left")).frame_convention for i in range(3)]
+    assert conventions == [AFTER_MOVE, CAPTURE, CAPTURE]
+    windows = WindowDataset(EpisodeDataset(tmp_path), window=2, fwd_pred_next_n=1)
+    assert len(windows) == 4 + 5 + 5  # an old file's last image has no move after it
+    old_frame_1 = windows[1]  # old file, frame 1: the move after it is move 2
+    np.testing.assert_array_equal(old_frame_1["actions"][-1, 0].numpy(), old.actions[2])

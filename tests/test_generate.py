@@ -159,8 +159,10 @@ def test_noise_keeps_clean_labels_in_omni_mode(tmp_path):
 def test_windows_over_generated_episodes(tiny_dataset):
     episodes = EpisodeDataset(tiny_dataset, "train")
     windows = WindowDataset(episodes, window=8, fwd_pred_next_n=10)
-    assert len(windows) == sum(episodes.num_frames(i) - 1 for i in range(len(episodes)))
+    assert len(windows) == sum(episodes.num_frames(i) for i in range(len(episodes)))
     first = windows[0]
     assert first["images"].shape == (8, 48, 48, 3) and first["frame_mask"].tolist() == [False] * 7 + [True]
     assert first["actions"].shape == (8, 10, 3) and first["action_mask"][-1].any()
     np.testing.assert_array_equal(first["actions"][-1, 0].numpy(), episodes[0].actions[1])
+    second = windows[1]  # frame 1 was taken as move 1 began: paired with move 1
+    np.testing.assert_array_equal(second["actions"][-1, 0].numpy(), episodes[0].actions[1])

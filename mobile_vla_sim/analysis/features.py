@@ -24,8 +24,8 @@ def _policy(policy_or_ckpt: VLAPolicy | str | os.PathLike) -> VLAPolicy:
 
 
 def probe_windows(episodes: EpisodeDataset, window: int, max_windows: int, seed: int) -> np.ndarray:
-    """(N, 2) (episode, t), sorted: full windows (t >= window - 1) with a next action, a seeded subset of them."""
-    candidates = window_index(episodes.num_frames(e) for e in range(len(episodes)))
+    """(N, 2) (episode, t), sorted: full windows (t >= window - 1) with an action to take after t, a seeded subset."""
+    candidates = window_index(episodes.targeted_frames(e) for e in range(len(episodes)))
     if len(candidates) == 0:
         raise EvalError(f"{episodes!r} has no window to probe; use a dataset with longer episodes")
     full = candidates[candidates[:, 1] >= window - 1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ import numpy as np
 
 from mobile_vla_sim.version import __version__
 from mobile_vla_sim.config import check_knobs, knob, to_dict
-from mobile_vla_sim.datasets.hdf5_format import (Episode, episode_file_name, parse_episode_name, read_episode,
-                                                 write_episode)
+from mobile_vla_sim.datasets.hdf5_format import (CAPTURE, Episode, episode_file_name, frame_convention,
+                                                 parse_episode_name, read_episode, write_episode)
 from mobile_vla_sim.datasets.manifest import (action_moments, assign_split, load_manifest, merge_action_stats,
                                               write_manifest)
 from mobile_vla_sim.envs.actions import to_action3
@@ -38,11 +38,27 @@ from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD
 from mobile_vla_sim.errors import ConfigMismatchError, CorruptEpisodeError, DatasetError
 from mobile_vla_sim.paths import check_output_dir
 
-FORMAT = "mobile-vla-sim/hdf5-episodes/v1"
+#: v2: the real collector's frame convention (`hdf5_format`, "capture"); v1 folders held "after_move" files.
+FORMAT = "mobile-vla-sim/hdf5-episodes/v2"
 #: `mix`: difficulty of scene pair k is MIX_CYCLE[k % 7], the real project's planned 2:3:2 easy:medium:hard.
 MIX_CYCLE = ("easy", "easy", "medium", "medium", "medium", "hard", "hard")
-#: Synthetic "collection" clock: a day derived from the seed, then one episode every 30 s from 09:00.
-_EPOCH, _EPISODE_SPACING_S = datetime(2025, 1, 1, 9, 0, 0), 30
+#: Synthetic "collection" clock: a day derived from the seed within the real data's period (October to December
+#: 2025, so the real training configs' file pattern `episode_20251*.h5` finds the files), then one episode every 30 s
+#: from 09:00.
+_EPOCH, _DAYS, _EPISODE_SPACING_S = datetime(2025, 10, 1, 9, 0, 0), 92, 30
+#: The real December 2025 collector grabbed its frame after dropping 3 buffered frames of a 30 fps camera once the
+#: move was published: 3 / 30 s = 0.1 s into the 0.4 s move (more with transfer latency; 0.1-0.15 s).
+REAL_CAPTURE_DELAY = 0.1
+#: Named sets of knob values (`--profile`): a profile fills the knobs left unset; any knob given wins. `real` is the
+#: real robot's interface, the data the real project's loaders train on: holonomic base driven by key directions,
+#: the keys expert (so `actions[:, :2]` carries the steering), the real wide-angle 16:9 camera (at 640 x 360: their
+#: loaders squash frames to 224 anyway, and full 1280 x 720 renders 15x slower; `--image-width 1280` for it), BGR
+#: frames as the real collector stored them, the real English instructions.
+PROFILES: dict[str, dict[str, Any]] = {
+    "sim": {},
+    "real": {"drive": "omni", "action_mode": "direction", "expert_actions": "keys", "camera": "real",
+             "image_width": 640, "color_order": "bgr", "instructions": "bottle"},
+}
 #: Knobs that do not change the content of episode i (the episode count may grow on resume).
 _FREE_KNOBS = ("episodes", "out", "image_size_limit", "task")  # the pool, a nested config, is never content
 #: The parent rewrites dataset.json at most this often while workers run (after every episode it grew quadratically
@@ -61,16 +77,25 @@ class GenerateConfig:
     seed: int = knob(0, "base seed: the same seed and options give the same files", min=0)
     noise_std: float = knob(0.0, "noise on the executed expert action (fraction of each action limit); the clean "
                             "label is stored as `action_labels`", min=0.0)
-    expert_actions: str = knob("continuous", "continuous expert velocities, or keys: the expert presses the real "
-                               "robot's teleop keys (w, q, e, a, d, ...) and records their real labels (components 0 "
-                               "or +-1.15); needs --drive omni --action-mode direction", choices=EXPERT_ACTIONS)
+    expert_actions: str | None = knob(None, "continuous expert velocities, or keys: the expert presses the real "
+                                      "robot's teleop keys (w, q, e, a, d, ...) and records their real labels "
+                                      "(components 0 or +-1.15); needs --drive omni --action-mode direction "
+                                      "[default: the profile's, else continuous]", choices=EXPERT_ACTIONS)
+    capture_delay: float = knob(REAL_CAPTURE_DELAY, "seconds into each move at which the frame stored with it is "
+                                "taken, as the real collector's camera (0.1: its December 2025 version; 0: the frame "
+                                "just before the move)", min=0.0, max=0.4)
+    profile: str = knob("sim", "values for the knobs left unset: " + "; ".join(
+        f"{name}: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "the defaults")
+        for name, values in PROFILES.items()), choices=tuple(PROFILES))
     env: EnvConfig = field(default_factory=EnvConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.env = self.env.resolved()  # no policy to take unset knobs from: their defaults
         check_knobs(self, DatasetError)
+        profile = PROFILES[self.profile]
+        self.expert_actions = self.expert_actions or profile.get("expert_actions", "continuous")
+        self.env = self.env.resolved(profile)  # no policy to take unset knobs from: the profile's, else the defaults
         if self.expert_actions == "keys" and (self.env.drive, self.env.action_mode) != ("omni", "direction"):
             raise DatasetError("--expert-actions keys needs the real robot's interface: add --drive omni "
                                "--action-mode direction (a key sets a direction, not a speed)")
@@ -84,6 +109,14 @@ class GenerateConfig:
     def content_defaults(self) -> dict[str, Any]:
         """What an older `dataset.json` that lacks a later knob had: its default."""
         return GenerateConfig(out=self.out).content()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should know about this data before training on it."""
+        if self.env.drive == "diff":
+            return ["diff-drive data steers with angular_z, which loaders reading actions[:, :2] (the real project's) "
+                    "cannot see; --profile real writes data they train on"]
+        return []
 
 
 @dataclass
@@ -137,7 +170,7 @@ def _tag(index: int) -> str:
 
 
 def _collection_time(cfg: GenerateConfig, index: int) -> datetime:
-    day = _derived_seed(cfg.seed, 2**31) % 365
+    day = _derived_seed(cfg.seed, 2**31) % _DAYS
     return _EPOCH + timedelta(days=day, seconds=index * _EPISODE_SPACING_S)
 
 
@@ -156,16 +189,21 @@ class DemoRecorder:
 
     def start(self, spec: EpisodeSpec, obs: dict, info: dict) -> None:
         self.spec = spec
-        self.steps = [(obs, info["robot_pose"], self._zero, self._zero)]  # frame 0: episode_start, zero action
+        # Frame 0: episode_start, the start view with a zero action. The state a move is chosen from is the one
+        # before it (the expert acts on it), so `states` hold that state, next to the frame taken as the move began.
+        self.steps = [(obs["image"], info["robot_pose"], obs["state"], self._zero, self._zero)]
+        self._state = obs["state"]
 
     def step(self, action: np.ndarray, executed: np.ndarray, obs: dict, info: dict, done: bool) -> None:
-        drive = self.cfg.env.drive
-        self.steps.append((obs, info["robot_pose"], to_action3(executed, drive), to_action3(action, drive)))
+        drive, capture = self.cfg.env.drive, info["capture"]
+        self.steps.append((capture["image"], capture["pose"], self._state, to_action3(executed, drive),
+                           to_action3(action, drive)))
+        self._state = obs["state"]  # the view after the last move is never stored, as on the real robot
 
     def finish(self, info: dict, truncated: bool) -> dict[str, Any]:
         """Name and atomically write the episode; return its manifest entry."""
         spec, cfg = self.spec, self.cfg
-        observations, poses, actions, labels = zip(*self.steps)
+        images, poses, states, actions, labels = zip(*self.steps)
         self.abort()
         moment = _collection_time(cfg, spec.index)
         num_boxes = int(info["scenario"].split("box_")[0])
@@ -174,10 +212,10 @@ class DemoRecorder:
                                  distance=info["obstacle_distance"], difficulty=spec.difficulty, tag=_tag(spec.index))
         step_s = CONTROL_PERIOD + (BRAKE_TIME if cfg.env.brakes else 0.0)
         record = Episode(
-            images=np.stack([o["image"] for o in observations]), actions=np.stack(actions),
+            images=np.stack(images), actions=np.stack(actions),
             instruction=info["instruction"], name=Path(name).stem, task=spec.task, difficulty=spec.difficulty,
             seed=spec.seed, scenario=info["scenario"], success=bool(info["success"]),
-            robot_poses=np.asarray(poses, np.float32), states=np.stack([o["state"] for o in observations]),
+            robot_poses=np.asarray(poses, np.float32), states=np.stack(states),
             action_labels=np.stack(labels) if cfg.noise_std > 0 else None)
         record.attrs = {
             "total_duration": step_s * (record.num_frames - 1),
@@ -189,6 +227,7 @@ class DemoRecorder:
             "expert_actions": cfg.expert_actions, "camera": cfg.env.camera, "image_size": cfg.env.image_size,
             "color_order": cfg.env.color_order.upper(),
             "noise_std": cfg.noise_std, "generator": f"mobile-vla-sim {__version__}",
+            "frame_convention": CAPTURE, "capture_delay": cfg.capture_delay,
             **{key: bool(info[key]) for key in ("collision", "wrong_side", "out_of_bounds")},
             **{key: float(info[key]) for key in ("distance_to_goal", "path_length", "shortest_path_length")},
         }
@@ -205,6 +244,7 @@ def episode_entry(path: Path, record: Episode) -> dict[str, Any]:
             "expert_seed": record.attrs.get("expert_seed"), "task": record.task, "difficulty": record.difficulty,
             "scenario": record.scenario, "instruction": record.instruction, "split": assign_split(record.seed),
             "success": record.success, "collision": record.attrs.get("collision"), "num_frames": record.num_frames,
+            "frame_convention": frame_convention(record.attrs),
             "_moments": action_moments(record.targets[1:])}
 
 
@@ -281,7 +321,8 @@ def generate_dataset(cfg: GenerateConfig, progress: bool = True) -> GenerateSumm
     result = None
     try:
         if todo:
-            result = run_episodes(ExpertPolicy.for_env(cfg.env, cfg.expert_actions), todo, cfg.env,
+            env = replace(cfg.env, capture_delay=cfg.capture_delay)  # the frame stored with each move
+            result = run_episodes(ExpertPolicy.for_env(cfg.env, cfg.expert_actions), todo, env,
                                   functools.partial(DemoRecorder, cfg), cfg.pool, action_noise=cfg.noise_std,
                                   progress=progress, on_result=keep, desc="generate",
                                   succeeded=operator.itemgetter("success"))

@@ -2,8 +2,14 @@
 
 Core datasets and attributes are exactly the real robot's, so a loader written for the real data reads the
 synthetic data unchanged; simulation extras (poses, privileged states, clean expert labels, seed, difficulty,
-success...) are *additional* datasets and attributes. Frame 0 is `episode_start` with a zero action; frame k >= 1
-holds the k-th action and the image captured after it (ARCHITECTURE.md, "Dataset contract").
+success...) are *additional* datasets and attributes.
+
+Frames follow the real collector (its December 2025 ROS collector): frame 0 is `episode_start`, the start view with a
+zero action; frame k >= 1 holds the k-th move and the image the camera gave as that move had just started
+(`capture_delay` seconds in); the last move gets no image after it. So `images[t]` pairs with `actions[t:]`, as the
+real loaders read it ("capture" convention). Files written by mobile-vla-sim before 2026-12 stored, for k >= 1, the
+image taken after move k ("after_move" convention, `images[t]` -> `actions[t + 1:]`); `frame_convention` tells them
+apart, and every reader here pairs frames by it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ INSTRUCTION_DTYPE = "S256"
 COLOR_ORDER = "RGB"
 EVENT_START, EVENT_ACTION, EVENT_STOP = "episode_start", "start_action", "stop_action"
 GZIP_LEVEL = 4  # level 4 is ~2x faster than 9 on images for a few % more bytes
+
+#: How a stored image relates to the stored moves (module docstring).
+CAPTURE, AFTER_MOVE = "capture", "after_move"
+FRAME_CONVENTIONS = (CAPTURE, AFTER_MOVE)
 
 _CORE_DATASETS = ("images", "actions", "action_event_types", "language_instruction")
 #: Optional float32 extras: name -> expected trailing shape (None = any).
@@ -69,6 +79,32 @@ class Episode:
     def targets(self) -> np.ndarray:
         """Training targets: the clean expert labels when noise was injected, else the executed actions."""
         return self.action_labels if self.action_labels is not None else self.actions
+
+    @property
+    def frame_convention(self) -> str:
+        return frame_convention(self.attrs)
+
+
+def frame_convention(attrs: dict[str, Any]) -> str:
+    """The convention an episode's frames follow: recorded by this package since 2026-12; earlier files of this
+    package (a `generator` attribute) are "after_move"; files of the real collector (no such attribute) "capture"."""
+    recorded = attrs.get("frame_convention")
+    if recorded is not None:
+        if recorded not in FRAME_CONVENTIONS:
+            raise DatasetError(f"unknown frame_convention {recorded!r}: expected one of {', '.join(FRAME_CONVENTIONS)}")
+        return recorded
+    return AFTER_MOVE if str(attrs.get("generator", "")).startswith("mobile-vla-sim") else CAPTURE
+
+
+def first_target(convention: str, t: int) -> int:
+    """Index of the first action to take after seeing image t: the move stored with it ("capture"; frame 0, the
+    episode_start frame, carries no move, so its first is move 1) or the next one ("after_move")."""
+    return t + 1 if convention == AFTER_MOVE else max(t, 1)
+
+
+def targeted_frames(num_frames: int, convention: str) -> int:
+    """How many frames, from frame 0 on, have an action to take after them (the rest only serve as history)."""
+    return max(0, num_frames - 1) if convention == AFTER_MOVE else (num_frames if num_frames >= 2 else 0)
 
 
 def episode_file_name(*, date: str, time: str, num_boxes: int, side: str, variant: str, distance: str,

@@ -9,7 +9,8 @@ from typing import Any
 import h5py
 
 from mobile_vla_sim.errors import DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import Episode, corrupt_episode_error, read_episode
+from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, Episode, corrupt_episode_error, frame_convention,
+                                                 read_episode, targeted_frames)
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
 from mobile_vla_sim.datasets.splits import scene_key, split_entries
 
@@ -18,17 +19,16 @@ def scan_episode(path: Path) -> dict[str, Any]:
     """Manifest-style entry of one file from its attributes only (no image decompression)."""
     try:
         with h5py.File(path, "r") as f:
-            attrs = dict(f.attrs)
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
             num_frames = int(attrs.get("num_frames", len(f["actions"])))
     except (OSError, KeyError) as err:
         raise corrupt_episode_error(path, err) from err
     seed = attrs.get("seed")
     seed = int(seed) if seed is not None else None
-    success, task = attrs.get("success"), attrs.get("task")
+    success = attrs.get("success")
     return {"file": path.name, "seed": seed, "num_frames": num_frames,
-            "success": bool(success) if success is not None else None,
-            "task": task.decode() if isinstance(task, bytes) else task,
-            "split": assign_split(scene_key(path.name, seed))}
+            "success": bool(success) if success is not None else None, "task": attrs.get("task"),
+            "split": assign_split(scene_key(path.name, seed)), "frame_convention": frame_convention(attrs)}
 
 
 def recorded_layout(ds: "EpisodeDataset") -> tuple[str | None, tuple[int, int]]:
@@ -134,6 +134,11 @@ class EpisodeDataset:
     def num_frames(self, i: int) -> int:
         """Frames of episode i without reading its images."""
         return int(self.entries[i]["num_frames"])
+
+    def targeted_frames(self, i: int) -> int:
+        """Frames of episode i with an action to take after them (`hdf5_format.targeted_frames`); manifests written
+        before the frame convention was recorded are of the "after_move" convention."""
+        return targeted_frames(self.num_frames(i), self.entries[i].get("frame_convention", AFTER_MOVE))
 
     def __repr__(self) -> str:
         return f"EpisodeDataset({str(self.root)!r}, split={self.split!r}, episodes={len(self)})"

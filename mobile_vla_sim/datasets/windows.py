@@ -1,4 +1,5 @@
-"""Training windows (ARCHITECTURE.md "Dataset contract"): 8 past frames in, the next `n` actions of each frame out.
+"""Training windows (docs/architecture.md "Dataset contract"): 8 past frames in, the next `n` actions of each frame
+out, paired by the episode's frame convention (`hdf5_format.first_target`).
 
 The one windowing code path: `EpisodeTargets.window` builds every window, for `WindowDataset` (torch items over
 images) and for training's batches over cached features alike. `window_indices` and `future_actions` are pure
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mobile_vla_sim.errors import DatasetError
-from mobile_vla_sim.datasets.hdf5_format import Episode
+from mobile_vla_sim.datasets.hdf5_format import CAPTURE, Episode, first_target
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 
 
@@ -28,13 +29,12 @@ def window_indices(t: int, window: int) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(raw, 0), raw >= 0
 
 
-def future_actions(actions: np.ndarray, t: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Targets for frame t: actions t+1..t+n (n, *action_shape), zero past the end, with a validity mask (n,).
-
-    After seeing image t the policy should take action t+1; past the last frame the robot is stopped.
-    """
+def future_actions(actions: np.ndarray, t: int, n: int, convention: str = CAPTURE) -> tuple[np.ndarray, np.ndarray]:
+    """Targets for frame t: the n actions from `first_target(convention, t)` on (n, *action_shape), zero past the
+    end, with a validity mask (n,). Past the last frame the robot is stopped."""
     actions = np.asarray(actions)
-    idx = np.arange(t + 1, t + 1 + n)
+    start = first_target(convention, t)
+    idx = np.arange(start, start + n)
     mask = idx < len(actions)
     targets = np.zeros((n, *actions.shape[1:]), dtype=actions.dtype)
     targets[mask] = actions[idx[mask]]
@@ -48,18 +48,24 @@ class EpisodeTargets:
 
     instruction: str
     images: np.ndarray | None
-    future: np.ndarray  # (T, n, 3) float32: actions t+1..t+n of each frame t (clean labels where noise was injected)
+    future: np.ndarray  # (T, n, 3) float32: the n actions to take after each frame t (clean labels where noise was
+    #                      injected), from `first_target`
     future_mask: np.ndarray  # (T, n) bool
 
     @classmethod
     def of(cls, episode: Episode, n: int) -> "EpisodeTargets":
-        pairs = [future_actions(episode.targets, t, n) for t in range(episode.num_frames)]
+        pairs = [future_actions(episode.targets, t, n, episode.frame_convention) for t in range(episode.num_frames)]
         return cls(episode.instruction, episode.images, np.stack([p[0] for p in pairs]).astype(np.float32),
                    np.stack([p[1] for p in pairs]))
 
     @property
     def num_frames(self) -> int:
         return len(self.future)
+
+    @property
+    def targeted_frames(self) -> int:
+        """Frames (a prefix) with an action to take after them; the rest serve only as history."""
+        return int(self.future_mask[:, 0].sum())
 
     def window(self, t: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The window ending at frame t: frame indices (W,), frame mask (W,), targets (W, n, 3) and target mask
@@ -68,9 +74,9 @@ class EpisodeTargets:
         return frames, frame_mask, self.future[frames], self.future_mask[frames] & frame_mask[:, None]
 
 
-def window_index(num_frames: Iterable[int]) -> np.ndarray:
-    """(N, 2) (episode, t) for every frame t with at least one future action, episode by episode."""
-    return np.array([(e, t) for e, n in enumerate(num_frames) for t in range(n - 1)], dtype=np.int64).reshape(-1, 2)
+def window_index(targeted: Iterable[int]) -> np.ndarray:
+    """(N, 2) (episode, t) for every frame t with an action to take after it (`targeted_frames` per episode)."""
+    return np.array([(e, t) for e, n in enumerate(targeted) for t in range(n)], dtype=np.int64).reshape(-1, 2)
 
 
 class WindowDataset(Dataset):
@@ -85,7 +91,7 @@ class WindowDataset(Dataset):
         if window < 1 or fwd_pred_next_n < 1:
             raise DatasetError(f"window and fwd_pred_next_n must be >= 1, got {window} and {fwd_pred_next_n}")
         self.episodes, self.window, self.n = episodes, window, fwd_pred_next_n
-        self.index = window_index(episodes.num_frames(e) for e in range(len(episodes)))
+        self.index = window_index(episodes.targeted_frames(e) for e in range(len(episodes)))
         # Consecutive windows share an episode; a small cache avoids re-decompressing its images each time
         # (a plain dict, so the dataset still pickles into spawned DataLoader workers).
         self.cache_episodes = max(1, cache_episodes)

@@ -24,11 +24,13 @@ RENDERERS = ("tiny", "egl")
 MAX_IMAGE_SIZE = 1280
 #: Channel orders a camera can deliver (the real robot's camera gives BGR, as OpenCV does).
 COLOR_ORDERS = ("rgb", "bgr")
-#: Env knobs a trained policy records (its training data's) and their defaults. Left unset (None), they take the
-#: policy's values in eval, so a checkpoint is scored on what it was trained on unless asked otherwise; elsewhere
-#: (generate, a bare env) the default.
-AS_TRAINED: dict[str, Any] = {"image_size": 224, "drive": "diff", "control": "continuous", "renderer": "tiny",
-                              "instructions": "bottle"}
+#: Env knobs that may be left unset (None), and their defaults: the knobs a trained policy records from its training
+#: data. Unset, they take the policy's values in eval (a checkpoint is scored on what it was trained on unless asked
+#: otherwise), a profile's in generate, else these defaults (`EnvConfig.resolved`).
+ENV_DEFAULTS: dict[str, Any] = {"image_size": 224, "image_width": None, "image_height": None, "drive": "diff",
+                                "control": "continuous", "action_mode": "velocity", "camera": "default",
+                                "color_order": "rgb", "renderer": "tiny", "instructions": "bottle"}
+_UNSET = " [default: {}, or as the policy was trained]"
 
 
 @dataclass(frozen=True)
@@ -73,27 +75,28 @@ class EnvConfig:
     control: str | None = knob(None, "continuous: the robot keeps moving while the frame is taken; pulse: it brakes "
                                "to a stop after each 0.4 s step, as the real stop-and-go robot [default: continuous, "
                                "or as the policy was trained]", choices=CONTROLS)
-    action_mode: str = knob("velocity", "omni only: velocity (m/s, rad/s) or direction, the real base's "
-                            "move(angle, throttle): (linear_x, linear_y) sets only the direction of travel at "
-                            "--direction-speed (zero stops), the sign of angular_z spins at --spin-rate, and every "
-                            "step is a 0.4 s move then a stop", choices=ACTION_MODES)
+    action_mode: str | None = knob(None, "omni only: velocity (m/s, rad/s) or direction, the real base's "
+                                   "move(angle, throttle): (linear_x, linear_y) sets only the direction of travel at "
+                                   "--direction-speed (zero stops), the sign of angular_z spins at --spin-rate, and "
+                                   "every step is a 0.4 s move then a stop" + _UNSET.format("velocity"),
+                                   choices=ACTION_MODES)
     direction_speed: float = knob(0.3, "direction mode: the constant travel speed (m/s); 0.3 m/s (0.12 m per 0.4 s "
                                   "key) is the assumed calibration of the real teleop throttle, which gives episodes "
                                   "of about the real 18 frames", min=0.01, max=2.0)
     spin_rate: float = knob(0.6, "direction mode: the constant turn rate of a rotate command (rad/s)", min=0.01,
                             max=3.0)
-    camera: str = knob("default", "camera model: default (square, 90 deg vertical FOV, 0.35 m high) or real (the "
-                       "real robot's 1280x720 wide-angle camera, 120 deg diagonal, 0.35 m high)", choices=("default",
-                                                                                                       "real"))
+    camera: str | None = knob(None, "camera model: default (square, 90 deg vertical FOV, 0.35 m high) or real (the "
+                              "real robot's 1280x720 wide-angle camera, 120 deg diagonal, 0.35 m high)"
+                              + _UNSET.format("default"), choices=tuple(CAMERAS))
     image_size: int | None = knob(None, "camera image side in pixels (square) unless --image-width/--image-height are "
                                   "given [default: 224, or as the policy was trained]", min=16)
     image_width: int | None = knob(None, "camera image width in pixels [default: the camera's, or --image-size]; "
                                    "given alone, the height follows the camera's aspect", min=16)
     image_height: int | None = knob(None, "camera image height in pixels [default: the camera's, or --image-size]; "
                                     "given alone, the width follows the camera's aspect", min=16)
-    color_order: str = knob("rgb", "channel order of camera images: rgb, or bgr as the real camera (and OpenCV) "
-                            "delivers; datasets store and policies receive what the camera gives",
-                            choices=COLOR_ORDERS)
+    color_order: str | None = knob(None, "channel order of camera images: rgb, or bgr as the real camera (and "
+                                   "OpenCV) delivers; datasets store and policies receive what the camera gives"
+                                   + _UNSET.format("rgb"), choices=COLOR_ORDERS)
     image_size_limit: int = knob(MAX_IMAGE_SIZE, "largest --image-size accepted (a guard against typos that would "
                                  "render for minutes per frame)", min=16)
     renderer: str | None = knob(None, "camera renderer: TinyRenderer (CPU) or PyBullet's EGL plugin (OpenGL, fast "
@@ -111,6 +114,9 @@ class EnvConfig:
     camera_pitch_shift: float = knob(0.0, "degrees added to the camera pitch (negative looks further down)")
     extra_distractors: int = knob(0, "extra clutter objects per scene, against the walls past the boxes or behind the "
                                   "bottle, drawn from their own stream: the rest of the scene is unchanged", min=0)
+    capture_delay: float | None = knob(None, "seconds into each move at which an extra camera frame is taken and "
+                                       "returned as info['capture'] (the frame a real-layout dataset stores with the "
+                                       "move); set by generate", min=0.0, max=0.4, cli=False)
     stop_at_goal: bool = knob(False, "success needs a stop command inside the goal circle (the real task: stop in "
                               "front of the bottle); entering it no longer ends the episode, a stop elsewhere "
                               "does not either")
@@ -132,9 +138,10 @@ class EnvConfig:
                 raise ConfigError(f"--instructions: {err}")
 
     def resolved(self, trained: Mapping[str, Any] | None = None) -> EnvConfig:
-        """This config with every unset knob of AS_TRAINED filled: from `trained` (a policy's training env), else
+        """This config with every unset knob of ENV_DEFAULTS filled: from `trained` (a policy's training env), else
         its default. What the env, generate and results use; a resolved config comes back unchanged."""
-        changes = {k: (trained or {}).get(k, default) for k, default in AS_TRAINED.items() if getattr(self, k) is None}
+        changes = {k: (trained or {}).get(k, default) for k, default in ENV_DEFAULTS.items() if getattr(self, k) is None}
+        changes = {k: v for k, v in changes.items() if v is not None}
         return replace(self, **changes) if changes else self
 
     @property
@@ -144,12 +151,12 @@ class EnvConfig:
 
     @property
     def camera_spec(self) -> CameraSpec:
-        return CAMERAS[self.camera]
+        return CAMERAS[self.camera or ENV_DEFAULTS["camera"]]
 
     @property
     def resolution(self) -> tuple[int, int]:
         """Camera (width, height): the explicit sizes, else the camera's own, else the --image-size square."""
-        side = self.image_size or AS_TRAINED["image_size"]
+        side = self.image_size or ENV_DEFAULTS["image_size"]
         width, height = self.camera_spec.resolution or (side, side)
         if self.image_width and self.image_height:
             return self.image_width, self.image_height

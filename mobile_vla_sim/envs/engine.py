@@ -236,6 +236,10 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
     env_cfg = env_cfg.resolved()
     workers = pool.workers or os.cpu_count() or 1
     per = 1 if env_cfg.renderer == "egl" else pool.envs_per_worker  # pybullet allows one EGL client per process
+    # A policy that holds only `max_slots` episodes at once (an inference server keeping one history) gets no more.
+    if policy.max_slots:
+        per = min(per, policy.max_slots)
+        workers = min(workers, max(1, policy.max_slots // per))
     per = max(1, min(per, -(-len(specs) // workers)))
     workers = max(1, min(workers, -(-len(specs) // per)))
     args = (env_cfg, per, handler_factory, float(action_noise), policy.inputs)

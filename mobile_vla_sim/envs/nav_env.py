@@ -17,7 +17,7 @@ from mobile_vla_sim.envs.difficulty import get_difficulty
 from mobile_vla_sim.envs.geometry import Rect, crossing_side, plan_path, polyline_length
 from mobile_vla_sim.envs.instructions import TASKS, check_task, instruction_for
 from mobile_vla_sim.envs.scenario import GOAL_RADIUS, Scenario, sample_scenario, with_extra_distractors
-from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, ROBOT_HALF_WIDTH, BulletWorld
+from mobile_vla_sim.envs.sim import BRAKE_TIME, CONTROL_PERIOD, PHYSICS_HZ, ROBOT_HALF_WIDTH, BulletWorld
 from mobile_vla_sim.envs.state import STATE_BOUND, STATE_DIM, encode_state
 from mobile_vla_sim.errors import ConfigError
 
@@ -106,7 +106,14 @@ class NavEnv(gym.Env):
     `shortest_path_length` (m, from the start, for SPL), `robot_pose` (x, y, yaw), `boxes` ((n, 4) world
     `cx, cy, half_x, half_y`), `goal` ((2,) world x, y), `sides_passed` (per box: "left", "right" or None until the
     robot first crosses its centre line), `action_nan`, `action_clipped` (this step), `steps`, `in_goal` (inside the
-    goal circle now), `goal_entered` (latched), `stopped` (this step executed a stop, see Episode End).
+    goal circle now), `goal_entered` (latched), `stopped` (this step executed a stop, see Episode End). With
+    `capture_delay` set (what `generate` does), every `step` also returns `capture`: the camera `image` and the robot
+    `pose` at `capture_delay` seconds into the move, the frame the real collector stores with the move.
+
+    ## Version History
+    * v0, 2026-12: `capture_delay` and `info["capture"]` added; `image_size`, `drive`, `control`, `renderer` and
+      `instructions` may be left unset (None) and then take their defaults (`EnvConfig.resolved`). The same knobs give
+      the same episodes as in earlier releases.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1.0 / CONTROL_PERIOD}
@@ -191,7 +198,12 @@ class NavEnv(gym.Env):
             command *= 1.0 + self.np_random.normal(0.0, self._d.actuation_noise, 3).astype(np.float32)
         before = self._world.pose()
         brake = BRAKE_TIME if self.config.brakes else 0.0
-        self._collision |= self._world.drive_for(command, CONTROL_PERIOD, brake)
+        delay, capture = self.config.capture_delay, None
+        if delay is not None:  # the real collector's camera frame, taken as the move has just started
+            delay = round(delay * PHYSICS_HZ) / PHYSICS_HZ  # on a physics substep, so the two parts add up to the move
+            self._collision |= self._world.drive_for(command, delay)
+            capture = {"image": self._camera_image(), "pose": np.array(self._world.pose(), dtype=np.float64)}
+        self._collision |= self._world.drive_for(command, CONTROL_PERIOD - (delay or 0.0), brake)
         pose = self._world.pose()
         self._steps += 1
         self._path_length += float(np.hypot(pose[0] - before[0], pose[1] - before[1]))
@@ -209,7 +221,10 @@ class NavEnv(gym.Env):
         reward = (self._prev_geo - geo + R_STEP + R_SUCCESS * self._success
                   + R_COLLISION * self._collision + R_WRONG_SIDE * newly_wrong)
         self._prev_geo = geo
-        return self._observe(pose), float(reward), terminated, truncated, self._info(pose, nan, clipped, stopped)
+        info = self._info(pose, nan, clipped, stopped)
+        if capture is not None:
+            info["capture"] = capture
+        return self._observe(pose), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array" and self.scenario is not None and self._world is not None:
@@ -264,14 +279,18 @@ class NavEnv(gym.Env):
         return polyline_length(start, plan_path(start, self._goal, self._rects, self.episode_task))
 
     def _observe(self, pose) -> Obs:
+        state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
+        return {"image": self._camera_image(), "state": state}
+
+    def _camera_image(self) -> np.ndarray:
+        """The camera frame at the robot's current pose, as the camera delivers it (noise, then channel order)."""
         image = self._world.camera_image()
         if self.config.camera_noise > 0:
             noisy = image + self.np_random.normal(0.0, self.config.camera_noise, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         if self.config.color_order == "bgr":  # last, so a bgr frame is exactly its rgb twin with channels swapped
             image = np.ascontiguousarray(image[..., ::-1])
-        state = encode_state(pose, self._world.velocity(), self._goal, self.scenario.boxes, self.episode_task)
-        return {"image": image, "state": state}
+        return image
 
     def _info(self, pose, nan: bool, clipped: bool, stopped: bool) -> dict[str, Any]:
         s, distance = self.scenario, self._distance(pose)

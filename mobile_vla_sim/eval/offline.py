@@ -2,7 +2,7 @@
 
 Each val episode is one slot: the policy is `reset` with the episode's instruction and fed its frames one at a
 time through `act_batch` (all episodes batched), so it windows frames exactly as in closed loop. The prediction
-after image t (what the policy would execute) is compared with the recorded `actions[t + 1]` (the clean expert
+after image t (what the policy would execute) is compared with the recorded action to take after it (the clean expert
 label where noise was injected) in the dims of the policy's action layout, in m/s and rad/s. The val episodes are
 the ones training validated on (`datasets.splits`); `compare` reports this RMSE too.
 """
@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mobile_vla_sim.datasets.hdf5_format import first_target, targeted_frames
 from mobile_vla_sim.datasets.reader import EpisodeDataset
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.engine import next_actions
@@ -55,18 +56,21 @@ def offline_metrics(policy: Policy, data: str | Path | EpisodeDataset, split: st
 
 def predict_episodes(policy: Policy, episodes: list, dims: Sequence[int],
                      instructions: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Feed frames 0..T-2 of every episode (slot = episode) and pair each prediction with actions[t + 1].
+    """Feed every frame with an action to take after it (slot = episode) and pair each prediction with that action
+    (`hdf5_format.first_target`: the move stored with the frame, or the next one in files of the older convention).
 
-    `instructions` (one per episode) replaces the recorded instructions, for text sensitivity (`eval.probe`)."""
+    `instructions` (one per episode) replaces the recorded instructions, for text sensitivity (`probe.text`)."""
     for slot, ep in enumerate(episodes):
         policy.reset(ep.instruction if instructions is None else instructions[slot], slot=slot)
+    counts = [targeted_frames(ep.num_frames, ep.frame_convention) for ep in episodes]
     preds, targets = [], []
-    for t in range(max(len(ep.actions) for ep in episodes) - 1):
-        live = [i for i, ep in enumerate(episodes) if t + 1 < len(ep.actions)]
+    for t in range(max(counts)):
+        live = [i for i, n in enumerate(counts) if t < n]
         obs = {"image": np.stack([episodes[i].images[t] for i in live])}
         if all(getattr(episodes[i], "states", None) is not None for i in live):
             obs["state"] = np.stack([episodes[i].states[t] for i in live]).astype(np.float32)
         action = np.asarray(next_actions(policy, obs, live), dtype=np.float64)
         preds.append(action)
-        targets.append(np.stack([np.asarray(episodes[i].targets[t + 1], dtype=np.float64)[dims] for i in live]))
+        targets.append(np.stack([np.asarray(episodes[i].targets[first_target(episodes[i].frame_convention, t)],
+                                            dtype=np.float64)[dims] for i in live]))
     return np.concatenate(preds), np.concatenate(targets)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
-from mobile_vla_sim.envs.config import AS_TRAINED, EnvConfig
+from mobile_vla_sim.envs.config import ENV_DEFAULTS, EnvConfig
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.envs.instructions import TASKS
@@ -43,11 +43,13 @@ class EvalConfig:
     checkpoint trained at 112 px is evaluated at 112 px unless asked otherwise, from Python as from the CLI.
     """
 
-    policy: str = knob(help="a .ckpt from `mvla-sim train`, expert, random, constant, always-left, always-right, "
-                       "sb3:PATH.zip, package.module:factory or ws://HOST:PORT")
-    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory or a ws:// policy (token=...); "
-                                        "repeat it; secret values (token, api_key, password) are never written "
-                                        "into results", flag="--policy-arg", multiple=True, secrets=True)
+    policy: str = knob(help="a .ckpt from `mvla-sim train` (or a PyTorch Lightning one of the real project), "
+                       "expert, random, constant, always-left, always-right, sb3:PATH.zip, ws://HOST:PORT or "
+                       "http://HOST:PORT (the real project's inference server)")
+    policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory, a ws:// policy (token=...) or an "
+                                        "http:// one (api_key=...); repeat it; secret values (token, api_key, "
+                                        "password) are never written into results", flag="--policy-arg",
+                                        multiple=True, secrets=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
     task: str = knob("both", "left, right or both")
     episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
@@ -170,7 +172,7 @@ def mismatch_warnings(policy: Policy, cfg: EvalConfig) -> list[str]:
 
     trained, env = policy.trained_env, to_dict(cfg.env)
     out = [f"the policy was trained on {k}={trained[k]!r} but is evaluated with --{k.replace('_', '-')} {env[k]!r}; "
-           f"leave --{k.replace('_', '-')} unset to evaluate it as trained" for k in AS_TRAINED
+           f"leave --{k.replace('_', '-')} unset to evaluate it as trained" for k in ENV_DEFAULTS
            if k in trained and trained[k] != env[k]]
     if cfg.offline_data is not None:
         data = ((load_manifest(cfg.offline_data) or {}).get("config") or {})
@@ -269,6 +271,9 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
     owned = policy is None
     policy = load_eval_policy(cfg) if owned else policy
     try:
+        if cfg.cluster.backend == "ray" and policy.max_slots:  # each Ray task would open its own client to the one
+            raise EvalError(f"{cfg.policy} runs {policy.max_slots} episode(s) at a time; evaluate it with "  # server
+                            "--backend local")
         cfg = as_trained(cfg, policy)
         done, journaled = _resumed(cfg)
         todo = [s for s in specs if s.key not in done]

@@ -235,7 +235,7 @@ def _from_pretrained(source: str, dtype: torch.dtype):
             raise BackboneNotFoundError(f"backbone directory {source!r} is incomplete ({type(exc).__name__}: "
                                         f"{str(exc).splitlines()[0][:100]}); save it again with "
                                         "Kosmos2Model.save_pretrained + processor.save_pretrained") from exc
-    _check_hub(source)
+    check_hub(source)
     return _load_pretrained(source, False, dtype)
 
 
@@ -244,7 +244,7 @@ def _load_pretrained(source: str, local_only: bool, dtype: torch.dtype):
             AutoProcessor.from_pretrained(source, local_files_only=local_only))
 
 
-def _check_hub(repo_id: str) -> None:
+def check_hub(repo_id: str) -> None:
     """Raise `BackboneNotFoundError` unless the hub answers for `repo_id` within HUB_CHECK_TIMEOUT_S, once."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.utils import RepositoryNotFoundError

@@ -3,7 +3,9 @@
 Stored: action head, action token, normalisation scale, LoRA weights when present, and for the tiny backbones
 (`tiny`, `tiny-pretrained`) their weights too, so a tiny checkpoint is self-contained. A hub/local backbone is
 referenced by id or path.
-Loading reads safetensors only; nothing is ever unpickled.
+Loading reads safetensors only; nothing is ever unpickled. A `.ckpt` that is a PyTorch Lightning checkpoint (the real
+project's RoboVLMs policy, or `mvla-sim export-checkpoint` output) is handed to `policies.robovlms`, which reads it
+with a restricted unpickler; `read_checkpoint_config` and `load_policy_checkpoint` accept both formats.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def _open(path: Path):
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a safetensors file or is corrupt ({str(exc).splitlines()[0][:80]}); "
-                              "re-train it with `mvla-sim train` (pickled .ckpt/.pt files are never loaded)") from exc
+                              "re-train it with `mvla-sim train` (raw pickles are never loaded; a PyTorch Lightning "
+                              ".ckpt is read as data only)") from exc
 
 
 def _config(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
@@ -131,8 +134,12 @@ def _config(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The config of a checkpoint, validated, without reading its tensors."""
+    """The config of a checkpoint (ours or a Lightning one), validated, without reading its tensors."""
     path = Path(path)
+    if is_lightning_checkpoint(path):
+        from mobile_vla_sim.policies.robovlms import read_lightning_config
+
+        return read_lightning_config(path)
     with _open(path) as f:
         return _config(path, f.metadata())
 
@@ -193,6 +200,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 def load_policy_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                            batch: int = INFERENCE_BATCH, dtype: str | None = None) -> VLAPolicy:
-    """The evaluation `Policy` of a checkpoint; `batch`: rows of every (fixed-shape) inference call; `dtype`: the
-    backbone's, by default the trained one."""
+    """The evaluation `Policy` of a checkpoint, ours or a Lightning one; `batch`: rows of every (fixed-shape)
+    inference call; `dtype`: the backbone's, by default the trained one."""
+    if is_lightning_checkpoint(Path(path)):
+        from mobile_vla_sim.policies.robovlms import load_lightning_policy
+
+        return load_lightning_policy(path, device, batch, dtype)
     return VLAPolicy(*load_checkpoint(path, device, dtype), batch=batch)
+
+
+def is_lightning_checkpoint(path: Path) -> bool:
+    """Whether `path` is a torch zip archive (what `torch.save` and PyTorch Lightning write), by its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:  # missing, a directory...: the safetensors reader says so in its own words
+        return False

@@ -154,6 +154,7 @@ class DeployedPolicy(Policy):
         self._sides = {sentence: side for side, sentence in self._env_set.items()}
         self.name, self.drive, self.inputs = policy.name, policy.drive, policy.inputs
         self.image_size, self.chunk_size, self.trained_env = policy.image_size, policy.chunk_size, policy.trained_env
+        self.max_slots = policy.max_slots  # the engine schedules concurrent episodes by it
         reads_images = self.inputs is None or "image" in self.inputs
         if cfg.normalize != "policy" and reads_images and not policy.takes_normalised_pixels:
             raise PolicyLoadError(f"deploy normalize={cfg.normalize!r}: policy {policy.name} takes only uint8 frames; "

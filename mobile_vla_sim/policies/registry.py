@@ -15,7 +15,7 @@ from mobile_vla_sim.policies.baselines import ConstantPolicy, RandomPolicy, SB3P
 from mobile_vla_sim.policy import Policy
 
 POLICY_SPECS = ("expert", "random", "constant", "always-left", "always-right", "sb3:PATH.zip", "PATH.ckpt",
-                "package.module:factory", "ws://HOST:PORT")
+                "package.module:factory", "ws://HOST:PORT", "http://HOST:PORT")
 #: `package.module:factory`: dotted Python identifiers, a colon, one identifier (so never `sb3:ppo.zip`).
 PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 #: What a plugin's factory must return: the parts of the `Policy` interface eval calls.
@@ -43,8 +43,10 @@ def load_policy(spec: str, drive: str | None = None, device: str = "cpu", offlin
     """Build the policy named by `spec` for env layout `drive` (None: the policy's own, diff for baselines); raise a
     one-line `PolicyLoadError` otherwise.
 
-    `policy_args` go to a plugin's factory or to the remote client (`token`, `timeout`); other policies take none.
-    `dtype` overrides a `.ckpt` backbone's trained dtype.
+    `policy_args` go to a plugin's factory or to a remote client (ws://: `token`, `timeout`, `reply_timeout`;
+    http://, the real project's inference server: `api_key`, `timeout`, `image_format`); other policies take none.
+    `dtype` overrides a `.ckpt` backbone's trained dtype (ours, or a PyTorch Lightning one: `policies.checkpoint`
+    tells them apart).
     """
     policy = _load(spec.strip(), drive or "diff", device, offline_data, seed, dict(policy_args or {}), dtype)
     if drive is not None:
@@ -64,11 +66,15 @@ def _load(name: str, drive: str, device: str, offline_data: str | Path | None, s
         from mobile_vla_sim.policies.remote.ws import RemotePolicy
 
         return RemotePolicy(name, drive=drive, **_client_args(name, policy_args))
+    if name.startswith(("http://", "https://")):
+        from mobile_vla_sim.policies.remote.http import HTTPPolicy
+
+        return HTTPPolicy.from_args(name, policy_args)
     if PLUGIN_RE.match(name) and not name.startswith("sb3:"):
         return load_plugin(name, drive=drive, device=device, policy_args=policy_args)
     if policy_args:
-        raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// servers, "
-                              f"not to {name!r}; drop it")
+        raise PolicyLoadError(f"--policy-arg only applies to package.module:factory plugins and ws:// or http:// "
+                              f"servers, not to {name!r}; drop it")
     if name == "expert":
         return ExpertPolicy(drive=drive, seed=seed)
     if name == "random":
@@ -120,7 +126,8 @@ class _DuckPolicy(Policy):
     def __init__(self, inner: Any, spec: str):
         self.inner, self.drive = inner, inner.drive
         self.name = getattr(inner, "name", spec)
-        for key in ("inputs", "image_size", "chunk_size", "window", "takes_normalised_pixels", "trained_env"):
+        for key in ("inputs", "image_size", "chunk_size", "window", "max_slots", "takes_normalised_pixels",
+                    "trained_env"):
             setattr(self, key, getattr(inner, key, getattr(Policy, key)))
 
     def reset(self, instruction: str, slot: int = 0) -> None:

@@ -60,8 +60,8 @@ def load_episodes(ds: EpisodeDataset, chunk: int, progress: bool = False, instru
 
 
 def all_windows(episodes: list[EpisodeTargets]) -> np.ndarray:
-    """(N, 2) (episode, t) for every frame with at least one future action (`window_index`)."""
-    return window_index(ep.num_frames for ep in episodes)
+    """(N, 2) (episode, t) for every frame with an action to take after it (`window_index`)."""
+    return window_index(ep.targeted_frames for ep in episodes)
 
 
 def epoch_order(windows: np.ndarray, consecutive: int, generator: torch.Generator) -> np.ndarray:

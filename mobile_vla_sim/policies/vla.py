@@ -46,21 +46,43 @@ def in_fixed_batches(fn: Callable[[list[int]], Out], rows: list[int], batch: int
     return torch.cat(parts)
 
 
+#: Activations between the action MLP's layers: this package's (GELU) and RoboVLMs' `MLPTanhHead` (ReLU).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+#: How a window with fewer real frames than `window` (an episode's first frames) enters the LSTM: `zeros` = left-padded
+#: with zero features (this package's training windows), `trim` = the real frames only (RoboVLMs' inference, whose
+#: LSTM history grows frame by frame up to the window).
+HISTORIES = ("zeros", "trim")
+
+
 @dataclass
 class HeadConfig:
-    """Action head shape and the dataset dims it predicts (`LAYOUT_DIMS[drive]`)."""
+    """Action head shape and the dataset dims it predicts (`LAYOUT_DIMS[drive]`).
+
+    `mlp`: hidden widths of the tanh MLP after the LSTM ([default: one layer of `hidden`]; RoboVLMs' `MLPTanhHead`:
+    1024, 512, 256); `activation` and `history`: see `ACTIVATIONS` and `HISTORIES`. The defaults are this package's
+    head; the RoboVLMs variants exist for imported checkpoints (`policies.robovlms`).
+    """
 
     window: int = 8
     chunk: int = 10
     hidden: int = 512
     layers: int = 4
     dims: tuple[int, ...] = (0, 2)
+    mlp: tuple[int, ...] | None = None
+    activation: str = "gelu"
+    history: str = "zeros"
 
     def __post_init__(self) -> None:
         self.dims = tuple(int(d) for d in self.dims)
+        self.mlp = (int(self.hidden),) if self.mlp is None else tuple(int(w) for w in self.mlp)
         for key in ("window", "chunk", "hidden", "layers"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"head {key} must be >= 1, got {getattr(self, key)}")
+        if not self.mlp or min(self.mlp) < 1:
+            raise ValueError(f"head MLP widths must be >= 1, got {list(self.mlp)}")
+        if self.activation not in ACTIVATIONS or self.history not in HISTORIES:
+            raise ValueError(f"head activation {self.activation!r} / history {self.history!r}: use one of "
+                             f"{', '.join(ACTIVATIONS)} / {', '.join(HISTORIES)}")
 
 
 @dataclass
@@ -89,7 +111,7 @@ class ActionHead(nn.Module):
 
     Inputs are standardised with training-set statistics (`set_input_stats`): decoder hidden states share a large
     common component and differ between frames by a small fraction of their norm, which the LSTM alone learns
-    from far too slowly (the head then collapses to the mean action).
+    from far too slowly (the head then collapses to the mean action). Imported RoboVLMs heads keep the identity.
     """
 
     def __init__(self, input_dim: int, cfg: HeadConfig):
@@ -98,14 +120,29 @@ class ActionHead(nn.Module):
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_std", torch.ones(input_dim))
         self.lstm = nn.LSTM(input_dim, cfg.hidden, cfg.layers, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
-                                 nn.Linear(cfg.hidden, cfg.chunk * len(cfg.dims)), nn.Tanh())
+        widths = (cfg.hidden, *cfg.mlp)
+        hidden = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), ACTIVATIONS[cfg.activation]())]
+        self.mlp = nn.Sequential(*hidden, nn.Linear(widths[-1], cfg.chunk * len(cfg.dims)), nn.Tanh())
 
     def forward(self, feats: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, W, D), frame_mask (B, W) → predictions (B, W, chunk, dims) and h_n (B, hidden).
 
-        Windows are left-padded (the episode start); padded frames enter the LSTM as zeros, at train and test time.
+        Windows are left-padded (the episode start). With history `zeros` padded frames enter the LSTM as zeros, at
+        train and test time; with `trim` each window runs over its real frames only (rows grouped by their count;
+        predictions at padded positions are zeros).
         """
+        if self.cfg.history == "zeros":
+            return self._run(feats, frame_mask)
+        width = feats.shape[1]
+        pred = feats.new_zeros(*feats.shape[:2], self.cfg.chunk, len(self.cfg.dims))
+        h_n = feats.new_zeros(len(feats), self.cfg.hidden)
+        counts = frame_mask.sum(1)
+        for n in counts.unique().tolist():
+            rows = (counts == n).nonzero().squeeze(1)
+            pred[rows, width - n:], h_n[rows] = self._run(feats[rows, width - n:], frame_mask[rows, width - n:])
+        return pred, h_n
+
+    def _run(self, feats: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.input_mean) / self.input_std
         out, (h_n, _) = self.lstm(x * frame_mask.unsqueeze(-1).to(feats.dtype))
         pred = self.mlp(out).view(*out.shape[:2], self.cfg.chunk, len(self.cfg.dims))
@@ -204,8 +241,15 @@ class VLAModel(nn.Module):
 
     def invariant_head(self, feats: torch.Tensor, frame_mask: torch.Tensor, batch: int = INFERENCE_BATCH
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`head(feats, frame_mask)` in LSTM calls of exactly `batch` windows (see `in_fixed_batches`)."""
-        return in_fixed_batches(lambda idx: self.head(feats[idx], frame_mask[idx]), list(range(len(feats))), batch)
+        """`head(feats, frame_mask)` in LSTM calls of exactly `batch` windows (see `in_fixed_batches`); with history
+        `trim`, windows with the same number of real frames are grouped, so that every LSTM call has one shape."""
+        counts = frame_mask.sum(1).tolist() if self.head_cfg.history == "trim" else [0] * len(feats)
+        pred = feats.new_zeros(*feats.shape[:2], self.head_cfg.chunk, len(self.head_cfg.dims))
+        h_n = feats.new_zeros(len(feats), self.head_cfg.hidden)
+        for n in sorted(set(counts)):
+            rows = [i for i, c in enumerate(counts) if c == n]
+            pred[rows], h_n[rows] = in_fixed_batches(lambda idx: self.head(feats[idx], frame_mask[idx]), rows, batch)
+        return pred, h_n
 
     # --- actions -----------------------------------------------------------------------------------------------
     def normalise(self, actions3: torch.Tensor) -> torch.Tensor:

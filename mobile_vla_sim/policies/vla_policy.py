@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mobile_vla_sim.envs.actions import from_action3
-from mobile_vla_sim.envs.config import AS_TRAINED
+from mobile_vla_sim.envs.config import ENV_DEFAULTS
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, VLAModel
@@ -38,7 +38,7 @@ class VLAPolicy(Policy):
         self.name = f"vla-{checkpoint['mode']}"
         self.window = model.head_cfg.window
         trained = checkpoint.get("dataset_config") or {}
-        self.trained_env = {k: trained[k] for k in AS_TRAINED if k in trained}
+        self.trained_env = {k: trained[k] for k in ENV_DEFAULTS if k in trained}
         self.image_size = self.trained_env.get("image_size")
         self._instructions: dict[int, str] = {}
         self._history: dict[int, deque[torch.Tensor]] = {}
