@@ -9,8 +9,10 @@ with what was kept, anything else is a bug: a short message and a log file, or t
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -31,20 +33,29 @@ class UserError(click.ClickException):
 
 
 class Main(click.Group):
-    """The command group with the package's one error boundary."""
+    """The command group with the package's one error boundary. SIGTERM (`kill`, a cluster's time limit) stops a
+    command as Ctrl-C does, keeping what finished, and exits 143 (128 + SIGTERM) instead of 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        terminated: list[int] = []
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            terminated.append(signum)
+            raise KeyboardInterrupt
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Interrupted as err:
-            click.echo(f"Interrupted: {err}", err=True)
-            ctx.exit(130)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as err:
+            kept = f": {err}" if isinstance(err, Interrupted) else "."
+            click.echo(f"{'Terminated' if terminated else 'Interrupted'}{kept}", err=True)
+            ctx.exit(128 + signal.SIGTERM if terminated else 130)
         except MvlaError as err:
+            if ctx.obj and ctx.obj.get("debug") and _foreign_cause(err):
+                raise  # it wraps a foreign error (a plugin's): --debug shows its traceback
             raise UserError(str(err)) from None
         except Exception as err:
             if ctx.obj and ctx.obj.get("debug"):
@@ -53,6 +64,18 @@ class Main(click.Group):
             raise UserError(f"unexpected {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''} "
                             f"(a bug: traceback in {ERROR_LOG}; re-run with `mvla-sim --debug ...` to see it)") \
                 from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _foreign_cause(err: BaseException) -> bool:
+    """Whether an error's chain of causes holds one that is not ours (a plugin's or a library's exception)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+        if not isinstance(err, MvlaError):
+            return True
+    return False
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,12 +20,23 @@ from mobile_vla_sim.errors import ConfigError
 
 #: Metadata keys a knob may carry.
 _HELP, _CHOICES, _MIN, _MAX, _CLI, _ARGUMENT, _FILE = "help", "choices", "min", "max", "cli", "argument", "file"
+_SECRETS = "secrets"
+#: Keys of `KEY=VALUE` items that hold a secret (token, api_key, hf_token, password...): never written anywhere.
+SECRET_KEY = re.compile(r"(?i)(^|_)(token|key|apikey|password|passwd|secret|credentials?)$")
+REDACTED = "<redacted>"
+#: Largest YAML file read (config, deploy stack, probe suite, study spec): hand-written ones are a few KB.
+MAX_YAML_BYTES = 2**20
+#: Most nodes a YAML document may hold with every alias expanded where it is used: a "billion laughs" file of a few
+#: hundred bytes expands to 10^9 nodes for whoever walks the result (checking, printing, hashing, writing results).
+MAX_YAML_NODES = 100_000
+#: YAML 1.2 reads `1e9` and `1e-4` as numbers; PyYAML (YAML 1.1) needs a dot and read them as strings.
+_FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
          min: float | None = None, max: float | None = None, cli: bool = True, argument: bool = False,
          flag: str | None = None, nargs: int = 1, multiple: bool = False, file: bool = False,
-         default_factory: Any = dataclasses.MISSING) -> Any:
+         secrets: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field: its default, one-line help, and optional allowed choices or numeric bounds (inclusive).
 
     `cli=False` keeps a field out of the command line (it is still in YAML files and results); `argument=True` makes
@@ -32,9 +44,11 @@ def knob(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequenc
     takes several values (a tuple); `multiple` lets the option repeat (a tuple of every value given). `file=True`
     marks a nested config that is one value rather than a group of options: the command line takes a YAML file for
     it (`--deploy stack.yaml`), a config file a mapping or a file path, and results record its content.
+    `secrets=True` marks `KEY=VALUE` items whose secret-looking values (`SECRET_KEY`) `to_dict` redacts.
     """
     metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _MIN: min, _MAX: max, _CLI: cli,
-                _ARGUMENT: argument, "flag": flag, "nargs": nargs, "multiple": multiple, _FILE: file}
+                _ARGUMENT: argument, "flag": flag, "nargs": nargs, "multiple": multiple, _FILE: file,
+                _SECRETS: secrets}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -136,6 +150,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
         if inner is int:
+            if isinstance(value, str) and _FLOAT_WITHOUT_DOT.match(value.strip()):
+                value = float(value)  # "1e9", as YAML 1.2 and Python's float() read it
             if isinstance(value, float) and not value.is_integer() or isinstance(value, bool):
                 raise ValueError(value)
             return int(value)
@@ -202,16 +218,66 @@ def flatten(data: dict[str, Any], cls: type, nested: bool = False) -> dict[str, 
     return out
 
 
+def _expanded_size(node: Any, memo: dict[int, int | None], limit: int) -> int:
+    """Nodes of a composed YAML document with every alias expanded (more than `limit`: stops counting); linear in
+    the document's size however often its aliases nest, infinite for a recursive alias."""
+    key = id(node)
+    if key in memo:
+        size = memo[key]
+        return limit + 1 if size is None else size  # None: still being counted, i.e. the node contains itself
+    memo[key] = None
+    if isinstance(node.value, list):
+        children = [n for item in node.value for n in (item if isinstance(item, tuple) else (item,))]
+    else:
+        children = []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, memo, limit)
+        if size > limit:
+            break
+    memo[key] = size
+    return size
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Plain data of a YAML document (`yaml.safe_load`'s types), refusing with a one-line `ConfigError` a document
+    that expands to more than `MAX_YAML_NODES` nodes (alias bombs, recursive aliases) or nests too deeply; numbers
+    in exponent notation without a dot (`1e9`) are read as numbers, as YAML 1.2 reads them."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789"))
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{where} expands to more than {MAX_YAML_NODES:,} values through its aliases (*name); "
+                              "write the values out instead of nesting aliases")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config; flatten it") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path, what: str, missing_hint: str, mapping: bool = True) -> Any:
     """The content of YAML file `path` (a mapping unless `mapping` is False), or a one-line `ConfigError` naming
-    `what` the file is (e.g. "config file") for a missing file, bad YAML or, with `mapping`, another top level."""
+    `what` the file is (e.g. "config file") for a missing or oversized file, bad YAML (`safe_yaml`'s limits
+    included) or, with `mapping`, another top level."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} not found; {missing_hint}")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is {path.stat().st_size:,} bytes, more than a config file's "
+                          f"{MAX_YAML_BYTES:,}; pass the right file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text(encoding="utf-8"), f"{what} {path}")
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{what} {path} is not valid YAML ({str(err).splitlines()[0]}); fix it") from None
     if mapping:
@@ -227,11 +293,24 @@ def load_yaml(path: str | Path, cls: type) -> dict[str, Any]:
                                                   "--print-config)"), cls)
 
 
+def redact(item: str) -> str:
+    """`KEY=VALUE` with the value replaced by `REDACTED` when KEY names a secret (`SECRET_KEY`)."""
+    key, sep, _ = str(item).partition("=")
+    return f"{key}={REDACTED}" if sep and SECRET_KEY.search(key.strip()) else item
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """The resolved config as plain JSON/YAML values (nested configs as mappings, paths as strings)."""
+    """The resolved config as plain JSON/YAML values (nested configs as mappings, paths as strings), secrets of
+    `secrets=True` knobs redacted: what results files, reports and `--print-config` show."""
+    def field_value(owner: Any, f: dataclasses.Field) -> Any:
+        value = plain(getattr(owner, f.name))
+        if (f.metadata or {}).get(_SECRETS) and isinstance(value, list):
+            value = [redact(v) for v in value]
+        return value
+
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: field_value(value, f) for f in dataclasses.fields(value)}
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, (tuple, list)):

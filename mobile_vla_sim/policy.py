@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.errors import EvalError, MvlaError
 
 
 class Policy(ABC):
@@ -70,7 +70,19 @@ def next_actions(policy: Policy, obs: dict[str, np.ndarray], slots: Sequence[int
     The one place that turns a policy's output into env actions, for every caller (rollouts, offline metrics,
     `Policy.act`).
     """
-    actions = np.asarray(policy.act_batch(obs, slots), dtype=np.float32)
+    try:
+        raw = policy.act_batch(obs, slots)
+    except MvlaError:
+        raise
+    except Exception as err:  # a plugin's (or model's) own failure: one line naming it; callers keep finished work
+        message = str(err).splitlines()[0][:200] if str(err) else ""
+        raise EvalError(f"policy {policy.name!r} failed in act_batch ({type(err).__name__}: {message}); fix the "
+                        "policy (`mvla-sim --debug ...` shows its traceback)") from err
+    try:
+        actions = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise EvalError(f"policy {policy.name!r} returned a {type(raw).__name__} from act_batch that is not an array "
+                        f"of numbers ({str(err)[:120]}); return float32 actions (B, dims)") from None
     if actions.ndim == 3 and actions.shape[1] >= 1:
         actions = actions[:, 0]
     if actions.ndim != 2 or actions.shape[0] != len(slots):

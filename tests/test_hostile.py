@@ -54,7 +54,7 @@ def test_unusable_outputs_are_refused_before_any_work(tmp_path, a_file, args, wo
     (["--device", "cuda"], ["--device cuda", "--device cpu"]),
     (["--device", "gpu0"], ["--device 'gpu0'", "cpu, cuda"]),
     (["--lr-head", "1e30"], ["--lr-head must be in 0..1"]),
-    (["--chunk", "0"], ["--chunk must be >= 1, got 0"]),
+    (["--chunk", "0"], ["--chunk must be in 1..256, got 0"]),
     (["--seed", "-1"], ["--seed must be >= 0"]),
     (["--lora-r", "16"], ["--lora-r", "--mode lora"]),
     (["--mode", "lora", "--lora-alpha", "0"], ["--lora-alpha must be >= 1"]),

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from mobile_vla_sim.analysis.agree import agree

@@ -43,11 +43,12 @@ from typing import Sequence
 import numpy as np
 
 from mobile_vla_sim.config import knob
-from mobile_vla_sim.errors import ConfigError, EvalError
+from mobile_vla_sim.errors import ConfigError, EvalError, OutputError
 from mobile_vla_sim.eval.stats import wilson_interval
 from mobile_vla_sim.eval.report import pct, read_results
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.io import atomic_write
+from mobile_vla_sim.paths import check_output_dir
 
 #: Columns every real-trials CSV needs; `condition` is optional.
 REAL_COLUMNS = ("policy", "trials", "successes")
@@ -155,6 +156,8 @@ def agree(sim_dirs: Sequence[str | Path], real_csv: str | Path, out: str | Path 
     Returns (and, with `out`, writes as agree.json, agree.md and agree.png) the per-condition points and metrics
     and their mean over conditions. Mismatched policy names on the two sides are refused with a one-line error.
     """
+    if out is not None:
+        _check_agree_out(Path(out), sim_dirs, real_csv)
     aggregates, folders = _sim_rates(sim_dirs)
     real = read_real_csv(real_csv)
     if set(aggregates) != {p for p, _ in real}:
@@ -186,6 +189,22 @@ def agree(sim_dirs: Sequence[str | Path], real_csv: str | Path, out: str | Path 
         atomic_write(out / "agree.md", agree_markdown(result))
         plot_agreement(out / "agree.png", result)
     return result
+
+
+def _check_agree_out(out: Path, sim_dirs: Sequence[str | Path], real_csv: str | Path) -> None:
+    """`out` can be written and holds no agreement of other inputs (the same inputs: replaced, same numbers)."""
+    check_output_dir(out, "--out")
+    done = out / "agree.json"
+    if not done.exists():
+        return
+    try:
+        old = json.loads(done.read_text(encoding="utf-8"))
+        same = sorted(old["sim"].values()) == sorted(map(str, sim_dirs)) and old["real_csv"] == str(real_csv)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        raise OutputError(f"--out {out} holds the agreement of other results (agree.json); choose another --out, "
+                          "or delete that folder to replace it")
 
 
 def _num(value: float) -> str:

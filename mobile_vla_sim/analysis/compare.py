@@ -24,9 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.config import knob
+from mobile_vla_sim.config import knob, to_dict
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.errors import EvalError, OutputError
+from mobile_vla_sim.io import atomic_write
+from mobile_vla_sim.paths import check_output_dir
 from mobile_vla_sim.progress import bar as progress_bar
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
@@ -416,6 +418,7 @@ def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareCon
         del plots["tsne"]
 
     result = json_safe({
+        "config": _job(cfg),
         "labels": list(labels),
         "checkpoints": [str(cfg.checkpoint_a), str(cfg.checkpoint_b)],
         "data": str(cfg.data),
@@ -430,15 +433,36 @@ def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareCon
         "representations": {name: rep.to_dict() for name, rep in reps.items()},
         "plots": plots,
     })
-    (cfg.out / "compare.json").write_text(json.dumps(result, indent=2))
-    (cfg.out / "report.md").write_text(render_report(result))
+    atomic_write(cfg.out / "report.md", render_report(result))
+    atomic_write(cfg.out / "compare.json", json.dumps(result, indent=2))  # last: it marks the folder complete
     return result
+
+
+def _job(cfg: CompareConfig) -> dict:
+    """What decides a comparison's numbers: its config but the output folder."""
+    return {k: v for k, v in json_safe(to_dict(cfg)).items() if k != "out"}
+
+
+def check_compare_out(cfg: CompareConfig) -> None:
+    """`cfg.out` can be written, and holds no comparison of another job (a re-run of the same one replaces it)."""
+    check_output_dir(cfg.out, "--out")
+    done = cfg.out / "compare.json"
+    if not done.exists():
+        return
+    try:
+        job = json.loads(done.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        job = None
+    if job != _job(cfg):
+        raise OutputError(f"--out {cfg.out} holds another comparison (compare.json); choose another --out, or "
+                          "delete that folder to replace it")
 
 
 def compare(cfg: CompareConfig, progress: bool = True) -> dict:
     """Compare two checkpoints; writes `report.md`, `compare.json` and PNG plots to `cfg.out`, returns the numbers."""
     from mobile_vla_sim.datasets.reader import EpisodeDataset
 
+    check_compare_out(cfg)
     _check_inputs(cfg)
     closed_loop_comparison(cfg.eval_dirs, cfg.alpha)  # fail on bad result files before the slow part
     episodes = EpisodeDataset(cfg.data, split="val")

@@ -16,8 +16,8 @@ and every reader here pairs frames by it.
 
 from __future__ import annotations
 
+import io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 
 from mobile_vla_sim.envs.tasks import FAMILIES, get_family
-from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError
-from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.errors import CorruptEpisodeError, DatasetError, OutputError
+from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.moved import moved_name
 
 #: Real attribute values carried over unchanged.
@@ -142,8 +142,8 @@ def instruction_from_episode_name(name: str | os.PathLike, instruction_set: str 
 
 def _check_record(record: Episode) -> None:
     images, actions = np.asarray(record.images), np.asarray(record.actions)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise DatasetError(f"images must be uint8 (T, H, W, 3), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise DatasetError(f"images must be uint8 (T, H, W, 3) with T >= 1, got {images.dtype} {images.shape}")
     if actions.ndim != 2 or actions.shape[1] != 3 or len(actions) != len(images):
         raise DatasetError(f"actions must be (T, 3) with T={len(images)} frames, got {actions.shape}")
     if not np.isfinite(actions).all():
@@ -170,39 +170,47 @@ def default_event_types(num_frames: int, convention: str = CAPTURE) -> list[str]
 def write_episode(path: str | os.PathLike, record: Episode, images_key: str = "images") -> Path:
     """Write `record` to `path` atomically: a temporary file in the same folder, then a rename.
 
-    A crash or Ctrl-C therefore never leaves a partial `.h5`; only a `*.tmp` that `generate` removes on resume.
-    `images_key="observations/images"` writes the V5 layout (no episode_start frame, so no event types).
+    A crash or Ctrl-C therefore never leaves a partial `.h5`; only a `*.tmp` that `generate` removes on resume. A
+    full disk is a one-line `OutputError`. `images_key="observations/images"` writes the V5 layout (no episode_start
+    frame, so no event types).
     """
     _check_record(record)
     path = Path(path)
     images = np.ascontiguousarray(record.images)
     gzip = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
-    with AtomicFile(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(images_key, data=images, chunks=(1, *images.shape[1:]), **gzip)
-            f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
-            if images_key == "images":
-                events = record.event_types or default_event_types(len(images))
-                f.create_dataset("action_event_types", data=events, dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("language_instruction", data=np.array([record.instruction.encode("utf-8")],
-                                                                    dtype=INSTRUCTION_DTYPE))
-            for key in _EXTRA_DATASETS:
-                value = getattr(record, key)
-                if value is not None:
-                    f.create_dataset(key, data=np.asarray(value, dtype=np.float32), **gzip)
-            attrs = {
-                "action_chunk_size": ACTION_CHUNK_SIZE,
-                "obstacle_layout_type": "hori",
-                "color_order": COLOR_ORDER,
-                **record.attrs,
-                "episode_name": path.stem,
-                "num_frames": len(images),
-            }
-            for key in ("task", "difficulty", "seed", "scenario", "success"):
-                if getattr(record, key) is not None:
-                    attrs[key] = getattr(record, key)
-            for key, value in attrs.items():
-                f.attrs[key] = value
+    # HDF5 writes into memory and Python writes the bytes: HDF5 meeting a full disk itself left a half-closed file
+    # whose cleanup crashed the process (a segfault in generate's workers), now it is an OSError like any other.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.create_dataset(images_key, data=images, chunks=(1, *images.shape[1:]), **gzip)
+        f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
+        if images_key == "images":
+            events = record.event_types or default_event_types(len(images))
+            f.create_dataset("action_event_types", data=events, dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("language_instruction", data=np.array([record.instruction.encode("utf-8")],
+                                                                dtype=INSTRUCTION_DTYPE))
+        for key in _EXTRA_DATASETS:
+            value = getattr(record, key)
+            if value is not None:
+                f.create_dataset(key, data=np.asarray(value, dtype=np.float32), **gzip)
+        attrs = {
+            "action_chunk_size": ACTION_CHUNK_SIZE,
+            "obstacle_layout_type": "hori",
+            "color_order": COLOR_ORDER,
+            **record.attrs,
+            "episode_name": path.stem,
+            "num_frames": len(images),
+        }
+        for key in ("task", "difficulty", "seed", "scenario", "success"):
+            if getattr(record, key) is not None:
+                attrs[key] = getattr(record, key)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    try:
+        atomic_write(path, image.getvalue())
+    except OSError as err:
+        raise OutputError(f"cannot write episode {path.name} into {path.parent} ({err.strerror or err}); free "
+                          "space (or choose another --out) and run the same command again to resume") from None
     return path
 
 
@@ -241,10 +249,17 @@ def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episod
             events = ([_attr(e) for e in f["action_event_types"][()]] if "action_event_types" in f
                       else default_event_types(len(actions), attrs["frame_convention"]))
             instruction = _attr(f["language_instruction"][0])
-    except (OSError, KeyError, IndexError, TypeError) as err:
+    except UnicodeDecodeError as err:
+        raise CorruptEpisodeError(f"{path} holds text that is not UTF-8 (its instruction or an attribute: "
+                                  f"{err.object[max(err.start - 20, 0):err.end + 20]!r}); re-encode it as UTF-8 or "
+                                  "regenerate it") from err
+    except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
         raise corrupt_episode_error(path, err) from err
     if len(images) != len(actions):
         raise CorruptEpisodeError(f"{path} has {len(images)} images but {len(actions)} actions; regenerate it")
+    if len(actions) == 0 or actions.ndim != 2 or actions.shape[1] != 3:
+        raise CorruptEpisodeError(f"{path} has {'no frames' if len(actions) == 0 else f'actions {actions.shape}'}; "
+                                  "an episode needs (T >= 1, 3) actions: delete it or regenerate it")
     try:
         parsed = parse_episode_name(path.name)
     except DatasetError:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mobile_vla_sim.errors import DatasetError
+from mobile_vla_sim.errors import DatasetError, OutputError
 from mobile_vla_sim.io import atomic_write
 
 MANIFEST_NAME = "dataset.json"
@@ -55,8 +55,14 @@ def merge_action_stats(moments: Iterable[dict[str, Any]]) -> dict[str, Any] | No
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Atomically replace `root/dataset.json`, so an interrupted run always leaves a valid manifest."""
-    return atomic_write(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+    """Atomically replace `root/dataset.json`, so an interrupted run always leaves a valid manifest; a full disk is
+    a one-line `OutputError` (the previous manifest stays, and the episode files are the truth on resume)."""
+    path = Path(root) / MANIFEST_NAME
+    try:
+        return atomic_write(path, json.dumps(manifest, indent=1) + "\n")
+    except OSError as err:
+        raise OutputError(f"cannot write {path} ({err.strerror or err}); free space and run the same command again "
+                          "to resume (finished episode files are kept)") from None
 
 
 def load_manifest(root: str | os.PathLike) -> dict[str, Any] | None:

@@ -33,6 +33,61 @@ def scan_episode(path: Path) -> dict[str, Any]:
             "frame_convention": frame_convention(attrs, images_key)}
 
 
+def recorded_layout(ds: "EpisodeDataset") -> tuple[str | None, tuple[int, int]]:
+    """(drive, (height, width)) as the episode files of `ds` record them (their `drive` attributes, None when they
+    name none, as real data; their image arrays), read without decompressing images.
+
+    The files are the truth: mixed drives or image sizes are refused, and so is a `dataset.json` that says
+    otherwise (copied from another dataset, or edited), since training records what it says as what the policy
+    was trained on and evaluation later runs that."""
+    drives: dict[str, str] = {}
+    shapes: dict[tuple[int, int], str] = {}
+    for path in ds.paths:
+        try:
+            with h5py.File(path, "r") as f:
+                drive = f.attrs.get("drive")
+                shape = tuple(int(n) for n in f["images"].shape[1:3])
+        except (OSError, KeyError) as err:
+            raise corrupt_episode_error(path, err) from err
+        if drive is not None:
+            drives.setdefault(drive.decode() if isinstance(drive, bytes) else str(drive), path.name)
+        shapes.setdefault(shape, path.name)
+    if len(drives) > 1:
+        (a, fa), (b, fb) = list(drives.items())[:2]
+        raise DatasetError(f"{ds.root} mixes drives: {fa} is {a}, {fb} is {b}; train on the episodes of one drive "
+                           "(one folder per drive)")
+    if len(shapes) > 1:
+        (a, fa), (b, fb) = list(shapes.items())[:2]
+        raise DatasetError(f"{ds.root} mixes image sizes: {fa} is {a[1]}x{a[0]}, {fb} is {b[1]}x{b[0]}; use one "
+                           "image size per dataset")
+    drive = next(iter(drives), None)
+    shape = next(iter(shapes), (0, 0))
+    config = (ds.manifest or {}).get("config") or {}
+    if drive is not None and config.get("drive") not in (None, drive):
+        raise DatasetError(f"{ds.root}/dataset.json says drive {config['drive']!r} but its episode files record "
+                           f"{drive!r}; regenerate the dataset (or remove the wrong dataset.json)")
+    expected = _manifest_image(config)
+    if expected is not None and shapes and expected != shape:
+        raise DatasetError(f"{ds.root}/dataset.json says {expected[1]}x{expected[0]} images but its episode files "
+                           f"hold {shape[1]}x{shape[0]}; regenerate the dataset (or remove the wrong dataset.json)")
+    return drive or config.get("drive"), shape
+
+
+def _manifest_image(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) of the images a generation config makes, None when it names no size."""
+    from mobile_vla_sim.envs.config import EnvConfig
+
+    knobs = {k: config[k] for k in ("image_size", "image_width", "image_height", "camera", "image_size_limit")
+             if config.get(k) is not None}
+    if "image_size" not in knobs and "image_width" not in knobs and "image_height" not in knobs:
+        return None
+    try:
+        width, height = EnvConfig(**knobs).resolution
+    except (ValueError, TypeError):
+        return None  # a config this version cannot read says nothing checkable
+    return height, width
+
+
 class EpisodeDataset:
     """Episodes of `root` in a split: `len`, lazy `ds[i] -> Episode`, `.paths`, `.names`, `.entries`, `.manifest`.
 

@@ -27,10 +27,10 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from mobile_vla_sim.config import check_knobs, knob
-from mobile_vla_sim.envs.actions import action_limits, noisy_action
+from mobile_vla_sim.envs.actions import LAYOUT_DIMS, action_limits, noisy_action
 from mobile_vla_sim.envs.config import EnvConfig, make_env
 from mobile_vla_sim.envs.tasks import get_family
-from mobile_vla_sim.errors import MvlaError
+from mobile_vla_sim.errors import EvalError, MvlaError
 from mobile_vla_sim.policy import Policy, next_actions
 from mobile_vla_sim.progress import bar as progress_bar
 from mobile_vla_sim.moved import moved_name
@@ -157,7 +157,7 @@ def _worker(conn, args: tuple) -> None:
     except EOFError:
         pass
     except Exception as err:  # surface the worker's error in the parent instead of hanging it
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        conn.send(("error", str(err) if isinstance(err, MvlaError) else f"{type(err).__name__}: {err}"))
     finally:
         if group is not None:
             group.close()
@@ -244,6 +244,7 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
     per = max(1, min(per, -(-len(specs) // workers)))
     workers = max(1, min(workers, -(-len(specs) // per)))
     args = (env_cfg, per, handler_factory, float(action_noise), policy.inputs)
+    dims = len(LAYOUT_DIMS[env_cfg.drive])
     queue = list(specs)
     keys = {id(s): n for n, s in enumerate(specs)}
     done: dict[int, Any] = {}
@@ -266,7 +267,11 @@ def run_episodes(policy: Policy, specs: Sequence[EpisodeSpec], env_cfg: EnvConfi
             if running:
                 ids = sorted(running)
                 batch = {k: np.stack([running[s][k] for s in ids]) for k in running[ids[0]]}
-                actions = dict(zip(ids, next_actions(policy, batch, ids)))
+                acts = next_actions(policy, batch, ids)
+                if acts.shape[1] != dims:
+                    raise EvalError(f"policy {policy.name!r} returned {acts.shape[1]} values per action but the "
+                                    f"env's {env_cfg.drive!r} drive takes {dims}; return (B, {dims}) actions")
+                actions = dict(zip(ids, acts))
             spare = iter(queue)  # idle slots get the next specs; running slots a spare one, used if their episode ends
             msgs: list[dict] = [{} for _ in conns]
             for s in sorted(slots, key=lambda s: s in running):

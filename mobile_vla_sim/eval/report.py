@@ -6,12 +6,12 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.errors import EvalError, OutputError
 from mobile_vla_sim.eval.metrics import rate
 from mobile_vla_sim.eval.records import CSV_COLUMNS, EpisodeRecord
-from mobile_vla_sim.eval.schema import Aggregates, OfflineMetrics, Results, Throughput
+from mobile_vla_sim.eval.schema import Aggregates, OfflineMetrics, Results, Throughput, json_safe
 from mobile_vla_sim.io import AtomicFile, atomic_write
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "wrong_side": "tab:orange",
@@ -169,7 +169,8 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title or "Trajectories by outcome")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=110)
+    with AtomicFile(path, keep_suffix=True) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=110)
 
 
 def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord],
@@ -200,8 +201,8 @@ def read_results(path: str | Path) -> Results:
     if not path.is_file():
         raise EvalError(f"no evaluation results at {path}: run `mvla-sim eval --out DIR` first")
     try:
-        return Results.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        return Results.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON, not UTF-8
         raise EvalError(f"{path} is not a valid results.json ({exc}); re-run `mvla-sim eval`") from exc
 
 
@@ -218,3 +219,81 @@ def results_table(result_dirs: Sequence[str | Path]) -> str:
     if offline_rows:
         parts += ["", OFFLINE_HEADER, *offline_rows]
     return "\n".join(parts) + "\n"
+
+
+#: The episodes of an evaluation as they finish, one JSON line each after a header line naming the evaluation. A
+#: SIGKILL, a crash or a full disk at the end cannot lose them: the next run of the same command resumes from them.
+#: It is removed once results.json holds every finished episode.
+JOURNAL = "episodes.jsonl"
+JOURNAL_FORMAT = "mobile-vla-sim/eval-episodes/v1"
+
+
+def _line(data: dict[str, Any]) -> str:
+    return json.dumps(json_safe(data)) + "\n"
+
+
+class EpisodeJournal:
+    """The `JOURNAL` of one evaluation in `out_dir`, started over (atomically) with its header and the `kept`
+    episodes of an earlier journal; `append(record)` then writes and flushes one line (the OS holds it even if this
+    process is killed the next instant)."""
+
+    def __init__(self, out_dir: str | Path, policy: str, config: dict[str, Any],
+                 kept: Sequence[EpisodeRecord] = ()):
+        self.path = Path(out_dir) / JOURNAL
+        header = {"format": JOURNAL_FORMAT, "policy": policy, "config": config}
+        try:
+            atomic_write(self.path, "".join([_line(header), *(_line(r.to_dict()) for r in kept)]))
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise self._error(err) from None
+
+    def _error(self, err: OSError) -> OutputError:
+        return OutputError(f"cannot write {self.path} ({err.strerror or err}); free space or choose another --out, "
+                           "then run the same command again (finished episodes are kept)")
+
+    def _write(self, line: dict[str, Any]) -> None:
+        try:
+            self._file.write(_line(line))
+            self._file.flush()
+        except OSError as err:
+            raise self._error(err) from None
+
+    def append(self, record: EpisodeRecord) -> None:
+        self._write(record.to_dict())
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass  # every line was flushed when written; what failed was reported then
+
+
+def read_journal(out_dir: str | Path) -> tuple[dict[str, Any], list[EpisodeRecord]] | None:
+    """(header, finished episodes) of the `JOURNAL` in `out_dir`, None when there is none. A last line cut short by
+    a kill is skipped; anything else unreadable is a one-line `EvalError`."""
+    path = Path(out_dir) / JOURNAL
+    if not path.is_file():
+        return None
+    bad = EvalError(f"{path} is not an episode journal of mobile-vla-sim; delete it (or choose another --out)")
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        raise bad from None
+    records, header = [], None
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if header is None:
+                if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT or \
+                        not isinstance(data.get("config"), dict):
+                    raise ValueError("no header")
+                header = data
+            else:
+                records.append(EpisodeRecord.from_dict(data))
+        except (ValueError, TypeError, AttributeError):
+            if n == len(lines) - 1:
+                break  # the line being written when the process died (no newline yet)
+            raise bad from None
+    return (header, records) if header is not None else None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from mobile_vla_sim.backends import BackendConfig
-from mobile_vla_sim.config import check_knobs, knob, parse_choices, to_dict
+from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.envs.config import ENV_DEFAULTS, EnvConfig
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.envs.tasks import get_family
@@ -16,7 +19,7 @@ from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.recording import RecordPlan, label_recordings
-from mobile_vla_sim.eval.report import read_results, write_results
+from mobile_vla_sim.eval.report import EpisodeJournal, read_journal, read_results, write_results
 from mobile_vla_sim.eval.rollout import eval_policy
 from mobile_vla_sim.paths import check_output_dir
 from mobile_vla_sim.policies.config import DTYPES
@@ -44,7 +47,9 @@ class EvalConfig:
                        "expert, random, constant, always-left, always-right, sb3:PATH.zip, ws://HOST:PORT or "
                        "http://HOST:PORT (the real project's inference server)")
     policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory, a ws:// policy (token=...) or an "
-                                        "http:// one (api_key=...); repeat it", flag="--policy-arg", multiple=True)
+                                        "http:// one (api_key=...); repeat it; secret values (token, api_key, "
+                                        "password) are never written into results", flag="--policy-arg",
+                                        multiple=True, secrets=True)
     difficulty: str = knob("all", "easy, medium, hard, all, or a comma list")
     task: str = knob("both", "left, right or both")
     episodes: int = knob(10, "episodes per (difficulty, task); left and right with one index share a scene", min=1)
@@ -107,26 +112,50 @@ def policy_label(spec: str, policy: Policy) -> str:
     return Path(spec).name if spec.endswith(".ckpt") else policy.name
 
 
-def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
-    """Finished episodes of an earlier run of the same evaluation in `cfg.out`; refuse to overwrite another one's."""
-    if cfg.out is None or not (cfg.out / "results.json").is_file():
-        return {}
-    try:
-        results = read_results(cfg.out)
-    except MvlaError:
-        raise OutputError(f"--out {cfg.out} holds an unreadable results.json; delete it or choose another --out") \
-            from None
+def _outcome_knobs(config: dict) -> dict:
+    """The knobs of a results file's (or journal's) config that decide its episodes' outcomes."""
+    config = dict(config)
+    if "deployment" in config:  # results written before the stack was a config field: its path, then content
+        config["deploy"] = config.pop("deployment")
+    flat = {"deploy": to_dict(DeployConfig()), **config, **config.get("env", {})}
+    return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
 
-    def outcome_knobs(config: dict) -> dict:
-        config = dict(config)
-        if "deployment" in config:  # results written before the stack was a config field: its path, then content
-            config["deploy"] = config.pop("deployment")
-        flat = {"deploy": to_dict(DeployConfig()), **config, **config.get("env", {})}
-        return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
-    if outcome_knobs(results.config) != outcome_knobs(to_dict(cfg)):
-        raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
-                          "another --out, or delete that folder to replace them")
-    return {r.key: r for r in results.episodes}
+
+def evaluation_id(cfg: EvalConfig) -> str:
+    """A short hash of what decides the episodes' outcomes: two runs with one id make the same episodes (and
+    videos), so one may resume or replace the other's."""
+    text = json.dumps(_outcome_knobs(to_dict(cfg)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _resumed(cfg: EvalConfig) -> tuple[dict[str, EpisodeRecord], list[EpisodeRecord]]:
+    """Finished episodes of an earlier run of the same evaluation in `cfg.out` (its results.json and its episode
+    journal), and those only the journal holds; refuse to overwrite another evaluation's."""
+    if cfg.out is None:
+        return {}, []
+    found: list[tuple[str, dict, list[EpisodeRecord]]] = []
+    if (cfg.out / "results.json").is_file():
+        try:
+            results = read_results(cfg.out)
+        except MvlaError:
+            raise OutputError(f"--out {cfg.out} holds an unreadable results.json; delete it or choose another "
+                              "--out") from None
+        found.append((results.policy, results.config, results.episodes))
+    try:
+        journal = read_journal(cfg.out)
+    except MvlaError as err:
+        raise OutputError(str(err)) from None
+    if journal is not None:
+        found.append((journal[0].get("policy"), journal[0]["config"], journal[1]))
+    mine = _outcome_knobs(to_dict(cfg))
+    done: dict[str, EpisodeRecord] = {}
+    for policy, config, records in found:
+        if _outcome_knobs(config) != mine:
+            raise OutputError(f"--out {cfg.out} holds results of another evaluation ({policy}); choose "
+                              "another --out, or delete that folder to replace them")
+        done.update({r.key: r for r in records if r.key not in done})
+    journaled = journal[1] if journal is not None else []
+    return done, journaled
 
 
 def as_trained(cfg: EvalConfig, policy: Policy) -> EvalConfig:
@@ -179,7 +208,7 @@ def _shard(task: tuple[EvalConfig, list[EpisodeSpec], dict[str, str], RecordPlan
 
 
 def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str, str], record: RecordPlan | None,
-                     progress: bool) -> RolloutResult:
+                     progress: bool, on_record: Callable[[EpisodeRecord], None] | None = None) -> RolloutResult:
     """`specs` in shards of `cfg.ray_shard` episodes as Ray tasks (one CPU, or one GPU with a cuda device, each).
 
     Episodes are seeded one by one and inference is batch-invariant, so the records equal a local run's whatever
@@ -207,6 +236,12 @@ def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str
             return
         records.extend(outcome.result)
         bar.update(len(outcome.result))
+        try:
+            for record in outcome.result:
+                if on_record is not None:
+                    on_record(record)
+        except MvlaError as err:  # e.g. a full disk under the journal: the records stay in memory
+            errors.append(err)
 
     start, interrupted = time.perf_counter(), False
     gpus = 1.0 if cfg.device.startswith("cuda") else 0.0
@@ -245,8 +280,9 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
                             "--backend local")
         cfg = as_trained(cfg, policy)
         specs = episode_set(cfg.seed, cfg.difficulty, cfg.task, cfg.episodes, cfg.env.task_family)
-        done = _resumed(cfg)
+        done, journaled = _resumed(cfg)
         todo = [s for s in specs if s.key not in done]
+        label = policy_label(cfg.policy, policy)
         warnings = mismatch_warnings(policy, cfg)
         offline = None
         if cfg.offline_data is not None:
@@ -258,12 +294,22 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
         record = None
         if cfg.record is not None:
             Path(cfg.record).mkdir(parents=True, exist_ok=True)
-            record = RecordPlan(str(cfg.record), cfg.seed, policy_label(cfg.policy, policy), order)
-        if cfg.cluster.backend == "ray":
-            result = _rollouts_on_ray(cfg, todo, videos, record, progress)
-        else:
-            result = eval_policy(policy, todo, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
-                                 record=record, progress=progress)
+            record = RecordPlan(str(cfg.record), cfg.seed, label, order)
+        if videos:
+            from mobile_vla_sim.eval.video import claim_videos
+
+            claim_videos(cfg.video_dir, videos.values(), evaluation_id(cfg))
+        journal = None if cfg.out is None else EpisodeJournal(cfg.out, label, to_dict(cfg), journaled)
+        on_record = None if journal is None else journal.append
+        try:
+            if cfg.cluster.backend == "ray":
+                result = _rollouts_on_ray(cfg, todo, videos, record, progress, on_record)
+            else:
+                result = eval_policy(policy, todo, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
+                                     record=record, progress=progress, on_record=on_record)
+        finally:
+            if journal is not None:
+                journal.close()
         stats = policy.stats()
     finally:
         if owned:
@@ -277,13 +323,18 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
         label_recordings(cfg.record, records, order)
     rate = 60.0 * len(result.results) / max(result.seconds, 1e-9)
     interrupted = len(records) < len(specs)
-    label = policy_label(cfg.policy, policy)
     if cfg.out is not None:
-        paths |= write_results(cfg.out, policy=label, config=to_dict(cfg), records=records, aggregates=aggregates,
-                              offline=offline, interrupted=interrupted,
-                              throughput={"episodes": len(result.results), "seconds": result.seconds,
-                                          "episodes_per_min": rate, "policy": stats},
-                              real_trials=family.real_trials)
+        try:
+            paths |= write_results(cfg.out, policy=label, config=to_dict(cfg), records=records,
+                                   aggregates=aggregates, offline=offline, interrupted=interrupted,
+                                   throughput={"episodes": len(result.results), "seconds": result.seconds,
+                                               "episodes_per_min": rate, "policy": stats},
+                                   real_trials=family.real_trials)
+        except OSError as err:  # a full disk at the very end: the journal already holds the finished episodes
+            raise OutputError(f"cannot write the results into {cfg.out} ({err.strerror or err}); the finished "
+                              f"episodes are kept in {journal.path}: free space and run the same command again "
+                              "to write them") from None
+        journal.path.unlink(missing_ok=True)  # results.json now holds every finished episode
     if result.error is not None:
         raise type(result.error)(f"{result.error}; the {len(records)} finished episodes are saved in {cfg.out}: run "
                                  "the same command again to finish the rest") from result.error

@@ -5,18 +5,45 @@ Frames are composed with PIL (cheap, no GUI) in the rollout worker and written a
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.errors import OutputError
+from mobile_vla_sim.io import AtomicFile, atomic_write
 
 PANEL = 192  # pixels per square panel; the frame is 2 panels wide plus a text banner, multiples of 16
 BANNER = 64
 BOX_HALF = 0.2  # half-size drawn for a box given only as (x, y)
+#: Which evaluation made each video of a folder (file name -> `eval.run.evaluation_id`).
+VIDEO_OWNERS = ".videos.json"
+
+
+def claim_videos(video_dir: str | Path, paths: Iterable[str], owner: str) -> None:
+    """Record evaluation `owner` as the maker of the videos at `paths`, or refuse with a one-line `OutputError` when
+    one of them exists and another evaluation (or an unknown one) made it: videos are finished work too."""
+    video_dir = Path(video_dir)
+    record = video_dir / VIDEO_OWNERS
+    try:
+        owners = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (OSError, ValueError):
+        owners = {}
+    owners = owners if isinstance(owners, dict) else {}
+    names = [Path(p).name for p in paths]
+    taken = [n for n in names if (video_dir / n).exists() and owners.get(n) != owner]
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise OutputError(f"--video-dir {video_dir} already holds {taken[0]}{more} of another evaluation; choose "
+                          "another --video-dir, or delete those videos to replace them")
+    try:
+        atomic_write(record, json.dumps({**owners, **{n: owner for n in names}}, indent=1, sort_keys=True))
+    except OSError as err:
+        raise OutputError(f"--video-dir {video_dir} is not writable ({err.strerror or err}); choose another "
+                          "--video-dir") from None
 
 
 class TopDownMap:

@@ -117,6 +117,11 @@ class SB3Policy(Policy):
 _SB3_INERT_KWARGS = frozenset({"net_arch", "log_std_init", "ortho_init", "optimizer_kwargs", "normalize_images",
                                "share_features_extractor"})
 _MLP = "mlp_extractor.{}_net.{}.weight"
+#: Largest uncompressed entries read from an sb3 zip, checked on the sizes the zip declares before inflating
+#: anything (a zip bomb inflated to 2.4 GB before it was refused): the MlpPolicy weights of `train-rl` are ~40 KB.
+_SB3_ENTRY_BYTES = {"policy.pth": 256 * 2**20, "data": 16 * 2**20}
+#: Inflation ratio refused for entries over 1 MiB: float weights and JSON compress a few times, a bomb ~1000x.
+_SB3_MAX_RATIO = 100
 
 
 def _read_sb3_zip(path: Path) -> tuple[dict[str, "torch.Tensor"], dict]:
@@ -128,7 +133,18 @@ def _read_sb3_zip(path: Path) -> tuple[dict[str, "torch.Tensor"], dict]:
     fix = "re-train it with `mvla-sim train-rl`"
     try:
         with zipfile.ZipFile(path) as archive:
-            entries = {name: archive.read(name) for name in ("policy.pth", "data") if name in archive.namelist()}
+            entries = {}
+            for name, limit in _SB3_ENTRY_BYTES.items():
+                if name not in archive.namelist():
+                    continue
+                info = archive.getinfo(name)
+                ratio = info.file_size / max(info.compress_size, 1)
+                if info.file_size > limit or info.file_size > 2**20 and ratio > _SB3_MAX_RATIO:
+                    raise PolicyLoadError(f"{path}: refused unread, its {name} entry inflates to "
+                                          f"{info.file_size:,} bytes ({ratio:.0f}x its compressed size); an sb3 "
+                                          f"MlpPolicy's is under {limit:,}; {fix}")
+                with archive.open(name) as entry:  # zipfile stops at the declared size: the check above holds
+                    entries[name] = entry.read(limit + 1)
     except (zipfile.BadZipFile, OSError) as err:
         raise PolicyLoadError(f"{path} is a damaged zip ({err}); {fix}") from err
     if len(entries) < 2:

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from mobile_vla_sim.version import __version__
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
-from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, require_file
-from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.errors import BackboneNotFoundError, CheckpointError, OutputError, require_file
+from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.policies.backbone import TINY_BACKBONES, load_backbone
 from mobile_vla_sim.policies.config import DTYPES, check_device, check_dtype
 from mobile_vla_sim.policies.vla import INFERENCE_BATCH, HeadConfig, LoraSettings, VLAModel
@@ -75,9 +75,26 @@ def save_checkpoint(path: str | os.PathLike, model: VLAModel, info: dict[str, An
         "lora": model.lora.to_dict() if model.lora else None, "scale": model.scale.tolist(), **info,
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with AtomicFile(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(config)})
-    return path
+    return _write(path, tensors, config)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """Serialise in memory, then write atomically with plain file I/O: a full disk is a one-line `OutputError`
+    (safetensors' own writer reports it as a SafetensorError) and the previous file stays whole."""
+    data = save(tensors, metadata={"format": FORMAT, "config": json.dumps(config)})
+    try:
+        return atomic_write(path, data)
+    except OSError as err:
+        raise OutputError(f"cannot write checkpoint {path} ({err.strerror or err}); free space (or choose another "
+                          "--out) and run the same command again to resume") from None
+
+
+def finish_checkpoint(path: str | os.PathLike) -> Path:
+    """Mark the checkpoint of a completed training run as such (`finished: true` in its config): a run killed
+    after writing a checkpoint but before its resume state leaves one marked unfinished, never taken for done."""
+    path = Path(path)
+    tensors, config = read_checkpoint(path)
+    return _write(path, tensors, {**config, "finished": True})
 
 
 def _open(path: Path):
@@ -99,11 +116,20 @@ def _config(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
                               f"(format {metadata.get('format')!r}); use a file written by `mvla-sim train`")
     try:
         config = json.loads(metadata["config"])
+        if not isinstance(config, dict):
+            raise TypeError(f"a {type(config).__name__}, not a mapping")
         missing = [k for k in ("backbone", "head", "lora", "drive", "mode") if k not in config]
         if missing:
             raise KeyError(", ".join(missing))
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has a damaged config ({exc}); re-train it with `mvla-sim train`") from exc
+        for key, kind in (("backbone", str), ("head", dict), ("lora", (dict, type(None))), ("drive", str),
+                          ("mode", str)):
+            if not isinstance(config[key], kind):
+                raise TypeError(f"{key} is {config[key]!r}")
+        if not isinstance(config.get("dataset_config", {}), dict):
+            raise TypeError(f"dataset_config is {config['dataset_config']!r}")
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has a damaged config ({str(exc)[:120]}); re-train it with `mvla-sim "
+                              "train`") from exc
     return config
 
 
@@ -149,16 +175,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         backbone = load_backbone(config["backbone"], device, dtype)
     except BackboneNotFoundError as exc:
         raise CheckpointError(f"{path} needs backbone {config['backbone']!r}, which cannot be loaded: {exc}") from exc
-    head_cfg = HeadConfig(**config["head"])
-    if tuple(head_cfg.dims) != LAYOUT_DIMS.get(config["drive"]):
-        raise CheckpointError(f"{path}: head dims {head_cfg.dims} do not match drive {config['drive']!r}")
-    _check_tensors(path, tensors, {"scale": (len(head_cfg.dims),)}, complete=False)
     try:
+        head_cfg = HeadConfig(**config["head"])
+        if tuple(head_cfg.dims) != LAYOUT_DIMS.get(config["drive"]):
+            raise CheckpointError(f"{path}: head dims {head_cfg.dims} do not match drive {config['drive']!r}")
+        _check_tensors(path, tensors, {"scale": (len(head_cfg.dims),)}, complete=False)
         model = VLAModel(backbone, head_cfg, tensors["scale"])
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}; re-train it with `mvla-sim train`") from exc
-    if config["lora"]:
-        model.add_lora(LoraSettings(**config["lora"]))
+        if config["lora"]:
+            model.add_lora(LoraSettings(**config["lora"]))
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # CheckpointError is a ValueError: kept as is
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path} has a damaged head or LoRA config ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); re-train it with "
+                              "`mvla-sim train`") from exc
     _check_tensors(path, tensors, {name: tuple(t.shape) for name, t in _tensors(model).items()})
     model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     model.action_token.data.copy_(tensors["action_token"])

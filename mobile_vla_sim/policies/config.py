@@ -29,6 +29,9 @@ TINY_HEAD = (128, 2)
 #: of each step (1.3 s vs 0.45 s for 16 windows) and a 0.6 M-parameter model on thousands of frames needs none.
 LORA_DROPOUT, TINY_LORA_DROPOUT = 0.05, 0.0
 _LORA_KNOBS = ("lr_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")
+#: Longest frame window and action chunk: a policy runs its LSTM over the whole window at every step and predicts the
+#: whole chunk (the real project: 8 and 10; `window: 100000` made every step run 100,000 LSTM steps).
+MAX_WINDOW, MAX_CHUNK = 256, 256
 #: Backbone dtypes (`--dtype`); the head, the loss and LoRA adapters are float32 whatever this is.
 DTYPES = ("float32", "bfloat16", "float16")
 CHECKPOINTING = ("auto", "on", "off")
@@ -93,8 +96,8 @@ class TrainConfig:
                          "model pretrained in the sim, shipped with the package)")
     epochs: int = knob(10, "passes over the training windows", min=1)
     batch_size: int = knob(16, "windows per step", min=1)
-    window: int = knob(8, "frames the LSTM sees", min=1)
-    chunk: int = knob(10, "future actions predicted per frame (fwd_pred_next_n)", min=1)
+    window: int = knob(8, "frames the LSTM sees", min=1, max=MAX_WINDOW)
+    chunk: int = knob(10, "future actions predicted per frame (fwd_pred_next_n)", min=1, max=MAX_CHUNK)
     hidden: int | None = knob(None, "LSTM hidden size [default: 512; 128 with a tiny backbone]", min=1)
     lstm_layers: int | None = knob(None, "LSTM layers [default: 4; 2 with a tiny backbone]", min=1)
     lr_head: float = knob(1e-4, "learning rate of the head and action token", min=0.0, max=1.0)

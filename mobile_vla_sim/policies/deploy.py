@@ -25,7 +25,8 @@ from mobile_vla_sim.envs.actions import from_action3, snap_to_keys, to_action3
 from mobile_vla_sim.envs.tasks import TaskFamily, get_family
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.policy import Policy
-from mobile_vla_sim.policies.config import CLIP_MEAN as _MEAN, CLIP_STD as _STD
+from mobile_vla_sim.envs.config import MAX_IMAGE_SIZE
+from mobile_vla_sim.policies.config import CLIP_MEAN as _MEAN, CLIP_STD as _STD, MAX_CHUNK, MAX_WINDOW
 from mobile_vla_sim.moved import moved_name
 
 #: Names of the dataset action components, for `flip_sign`.
@@ -44,13 +45,14 @@ class DeployConfig:
     resize: str = knob("none", "frame resize before the policy: none, squash (to resize_to x resize_to whatever the "
                        "aspect, like the real loader) or center-crop (short side to resize_to, then the centre)",
                        choices=RESIZE_MODES)
-    resize_to: int = knob(224, "side of the square frame made by resize", min=8)
+    resize_to: int = knob(224, "side of the square frame made by resize", min=8, max=MAX_IMAGE_SIZE)
     normalize: str = knob("policy", "pixels: policy (uint8 frames, the policy normalises them itself), or float32 "
                           "pixels normalised here: clip (CLIP mean/std), unit (/255) or none (raw 0-255); only for "
                           "policies that take normalised pixels (VLA checkpoints)", choices=NORMALIZE_MODES)
-    window: int | None = knob(None, "frames of history a VLA checkpoint sees [default: its trained window]", min=1)
+    window: int | None = knob(None, "frames of history a VLA checkpoint sees [default: its trained window]", min=1,
+                              max=MAX_WINDOW)
     execute_chunk: int = knob(1, "execute the first k actions of each predicted chunk before the next inference "
-                              "(the frames in between are not shown to the policy)", min=1)
+                              "(the frames in between are not shown to the policy)", min=1, max=MAX_CHUNK)
     scale: float = knob(1.0, "multiply every action by this (e.g. a safety factor)")
     gain: float = knob(1.0, "then multiply by this (e.g. a motor gain)")
     clamp: float | None = knob(None, "then clamp every component to [-clamp, clamp]", min=0.0)

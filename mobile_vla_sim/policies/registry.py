@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from mobile_vla_sim.config import REDACTED, SECRET_KEY
 from mobile_vla_sim.errors import ConfigError, PolicyLoadError
 from mobile_vla_sim.envs.expert import AlwaysSidePolicy, ExpertPolicy
 from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, TaskFamily, get_family
@@ -44,10 +45,10 @@ def load_policy(spec: str, drive: str | None = None, device: str = "cpu", offlin
     """Build the policy named by `spec` for env layout `drive` (None: the policy's own, diff for baselines); raise a
     one-line `PolicyLoadError` otherwise.
 
-    `policy_args` go to a plugin's factory or to a remote client (ws://: `token`, `timeout`; http://, the real
-    project's inference server: `api_key`, `timeout`, `image_format`); other policies take none. `dtype` overrides a
-    `.ckpt` backbone's trained dtype (ours, or a PyTorch Lightning one: `policies.checkpoint` tells them apart).
-    `task_family`: the task family the scripted experts do (None: the default family).
+    `policy_args` go to a plugin's factory or to a remote client (ws://: `token`, `timeout`, `reply_timeout`;
+    http://, the real project's inference server: `api_key`, `timeout`, `image_format`); other policies take none.
+    `dtype` overrides a `.ckpt` backbone's trained dtype (ours, or a PyTorch Lightning one: `policies.checkpoint`
+    tells them apart). `task_family`: the task family the scripted experts do (None: the default family).
     """
     policy = _load(spec.strip(), drive or "diff", device, offline_data, seed, dict(policy_args or {}), dtype,
                    get_family(task_family or DEFAULT_FAMILY))
@@ -110,7 +111,8 @@ def load_plugin(spec: str, drive: str = "diff", device: str = "cpu",
     try:
         policy = factory(drive=drive, device=device, **(policy_args or {}))
     except Exception as err:
-        raise PolicyLoadError(f"{spec}(drive={drive!r}, device={device!r}, **{policy_args or {}}) raised "
+        shown = {k: REDACTED if SECRET_KEY.search(k) else v for k, v in (policy_args or {}).items()}
+        raise PolicyLoadError(f"{spec}(drive={drive!r}, device={device!r}, **{shown}) raised "
                               f"{type(err).__name__}: {err}; fix the factory or its --policy-arg values") from err
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(policy, m, None))]
     if missing or not isinstance(getattr(policy, "drive", None), str):
@@ -143,11 +145,12 @@ class _DuckPolicy(Policy):
 
 
 def _client_args(url: str, policy_args: dict[str, Any]) -> dict[str, Any]:
-    """The remote client takes `token` and `timeout` only; anything else is a typo worth reporting."""
-    unknown = set(policy_args) - {"token", "timeout"}
+    """The remote client takes `token`, `timeout` (connecting) and `reply_timeout` only; anything else is a typo
+    worth reporting."""
+    unknown = set(policy_args) - {"token", "timeout", "reply_timeout"}
     if unknown:
-        raise PolicyLoadError(f"{url} takes --policy-arg token=... and timeout=SECONDS only, not "
-                              f"{', '.join(sorted(unknown))}")
+        raise PolicyLoadError(f"{url} takes --policy-arg token=..., timeout=SECONDS and reply_timeout=SECONDS only, "
+                              f"not {', '.join(sorted(unknown))}")
     return policy_args
 
 

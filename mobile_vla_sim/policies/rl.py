@@ -16,8 +16,9 @@ from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS
 from mobile_vla_sim.envs.config import EnvConfig, make_env
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
-from mobile_vla_sim.errors import ConfigError
+from mobile_vla_sim.errors import ConfigError, OutputError
 from mobile_vla_sim.paths import check_output_file
+from mobile_vla_sim.policies.config import check_device
 from mobile_vla_sim.io import AtomicFile
 from mobile_vla_sim.progress import bar as progress_bar
 
@@ -55,6 +56,7 @@ class RLConfig:
         if self.out.suffix != ".zip":
             raise ConfigError(f"--out must end in .zip (stable-baselines3 format), got {self.out}")
         check_output_file(self.out, "--out")
+        check_device(self.device)
 
 
 def make_state_env(difficulty: str, drive: str = "diff") -> gym.Env:
@@ -79,6 +81,9 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> tuple[Path, bool]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
+    if cfg.out.exists():  # a trained model is finished work; PPO cannot resume bit for bit, so never overwrite it
+        raise OutputError(f"--out {cfg.out} already holds a model; choose another --out, or delete it to train a "
+                          "new one")
     env = make_vec_env(make_state_env, n_envs=cfg.n_envs, seed=cfg.seed,
                        env_kwargs={"difficulty": cfg.difficulty, "drive": cfg.drive})
     model = PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=min(256, cfg.n_steps * cfg.n_envs),

@@ -9,6 +9,7 @@ optimizer and RNG state; it is deleted when training completes.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import dataclass
@@ -18,16 +19,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mobile_vla_sim.datasets.reader import EpisodeDataset
+from mobile_vla_sim.datasets.reader import EpisodeDataset, recorded_layout
 from mobile_vla_sim.config import to_dict
 from mobile_vla_sim.datasets.hdf5_format import instruction_from_episode_name
 from mobile_vla_sim.datasets.windows import EpisodeTargets, window_index
 from mobile_vla_sim.envs.actions import LAYOUT_DIMS, check_drive
 from mobile_vla_sim.errors import DatasetError, Interrupted, OutputError, TrainingError
-from mobile_vla_sim.io import AtomicFile
+from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.paths import check_output_file
 from mobile_vla_sim.policies.backbone import Prefix, load_backbone
-from mobile_vla_sim.policies.checkpoint import read_checkpoint_config, save_checkpoint
+from mobile_vla_sim.policies.checkpoint import finish_checkpoint, read_checkpoint_config, save_checkpoint
 from mobile_vla_sim.policies.config import TrainConfig
 from mobile_vla_sim.policies.vla import HeadConfig, LoraSettings, VLAModel, chunk_loss, count_parameters
 from mobile_vla_sim.progress import bar as progress_bar, write
@@ -170,6 +171,16 @@ def dataset_loss(model: VLAModel, episodes: EpisodeDataset, batch_size: int = 32
     return mean_loss(model.eval(), FrameFeatures(model, eps, cache=True), windows, model.head_cfg.window, batch_size)
 
 
+def _drive_of_actions(episodes: list[EpisodeTargets], data: Path, log: Callable[[str], None]) -> str:
+    """The action layout of episodes that record none (real data without dataset.json): omni when they move
+    sideways (a diff-drive head would drop linear_y without a word), else diff."""
+    if any(np.abs(ep.future[..., 1]).max(initial=0.0) > 0 for ep in episodes):
+        log(f"{data} records no drive and its actions have linear_y: training the omni layout "
+            "(linear_x, linear_y, angular_z)")
+        return "omni"
+    return "diff"
+
+
 def action_scale(episodes: list[EpisodeTargets], dims: tuple[int, ...]) -> np.ndarray:
     """Per-dim max |action| over the training targets (1 where a dim is always 0), so targets fill [-1, 1]."""
     peak = np.max(np.stack([np.abs(ep.future).reshape(-1, 3).max(0) for ep in episodes]), axis=0)[list(dims)]
@@ -209,9 +220,16 @@ def _resume_path(out: Path) -> Path:
 
 
 def _save_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
-    with AtomicFile(path) as tmp:
-        torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model),
-                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
+    """Serialised in memory, then written with plain file I/O: torch's own writer reports a full disk as a cryptic
+    RuntimeError; here it is a one-line `OutputError` and the previous resume state stays whole."""
+    data = io.BytesIO()
+    torch.save({"fingerprint": cfg.fingerprint(), "weights": _trainable_state(model),
+                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), **state}, data)
+    try:
+        atomic_write(path, data.getvalue())
+    except OSError as err:
+        raise OutputError(f"cannot write resume state {path} ({err.strerror or err}); free space and run the same "
+                          "command again (it resumes from the last epoch saved)") from None
 
 
 def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict | None:
@@ -220,30 +238,45 @@ def _load_resume(path: Path, model: VLAModel, opt: torch.optim.Optimizer, cfg: T
     try:
         state = torch.load(path, map_location=cfg.device, weights_only=True)
     except Exception as exc:  # any unreadable/foreign file: never unpickle beyond weights_only
-        raise ValueError(f"cannot read resume state {path} ({type(exc).__name__}); delete it to start over") from exc
-    if state.get("fingerprint") != cfg.fingerprint():
-        raise ValueError(f"{path} was written by a run with other options; delete it to start over, or re-run "
-                         "with the same options to resume")
-    params = dict(model.named_parameters())
-    for name, value in state["weights"].items():
-        params[name].data.copy_(value)
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"].cpu())
+        raise TrainingError(f"cannot read resume state {path} ({type(exc).__name__}); delete it to start over") \
+            from exc
+    if not isinstance(state, dict) or state.get("fingerprint") != cfg.fingerprint():
+        raise TrainingError(f"{path} was written by a run with other options; delete it to start over, or re-run "
+                            "with the same options to resume")
+    try:
+        params = dict(model.named_parameters())
+        for name, value in state["weights"].items():
+            params[name].data.copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"].cpu())
+        for key, kind in (("epoch", int), ("best_epoch", int), ("best_val", float), ("history", list)):
+            if not isinstance(state[key], kind):
+                raise TypeError(f"{key} is {type(state[key]).__name__}")
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise TrainingError(f"{path} is a damaged resume state ({type(exc).__name__}: {str(exc)[:100]}); delete "
+                            "it to start over") from exc
     return state
 
 
-def _finished_run(cfg: TrainConfig) -> TrainResult | None:
+def _finished_run(cfg: TrainConfig, log: Callable[[str], None]) -> TrainResult | None:
     """The result of a completed run of this same config at `cfg.out` (nothing to redo), None when there is none.
 
-    A checkpoint of another run is never overwritten: it is finished work.
+    A checkpoint of another run is never overwritten: it is finished work. One of this run marked unfinished
+    without resume state (killed between writing the two) is not: training starts over.
     """
     check_output_file(cfg.out, "--out")
     if not cfg.out.exists() or _resume_path(cfg.out).exists():
         return None
     info = read_checkpoint_config(cfg.out)
     if info.get("fingerprint") != cfg.fingerprint():
-        raise OutputError(f"--out {cfg.out} holds a checkpoint of another training run (val loss "
-                          f"{info.get('val_loss', float('nan')):.4f}); choose another --out, or delete it to replace it")
+        val_loss = info.get("val_loss")
+        loss = f" (val loss {val_loss:.4f})" if isinstance(val_loss, (int, float)) else ""
+        raise OutputError(f"--out {cfg.out} holds a checkpoint of another training run{loss}; choose another "
+                          "--out, or delete it to replace it")
+    if info.get("finished") is False:
+        log(f"{cfg.out} is an unfinished checkpoint of this run without its resume state (the run was stopped "
+            "between writing the two); training again from the start")
+        return None
     if cfg.epochs > info.get("epochs", 0):
         raise OutputError(f"--out {cfg.out} finished {info.get('epochs')} epochs of this run; train longer into a "
                           "new --out")
@@ -258,7 +291,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     kept (the best checkpoint and `<out>.resume.pt` exist only after the first epoch).
     """
     log = log or (write if progress else (lambda msg: None))
-    finished = _finished_run(cfg)
+    finished = _finished_run(cfg, log)
     if finished is not None:
         log(f"{cfg.out} already holds this finished run; nothing to do")
         return finished
@@ -276,10 +309,11 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
     train_ds, val_ds = EpisodeDataset(cfg.data, "train"), EpisodeDataset(cfg.data, "val")
     if val_ds.note:
         log(val_ds.note)
-    drive = check_drive(((train_ds.manifest or {}).get("config") or {}).get("drive", "diff"))
+    recorded, _ = recorded_layout(EpisodeDataset(cfg.data, "all"))  # and checked against dataset.json
     keep_images = not (cfg.mode == "frozen" and cfg.cache_features)
     train_eps = load_episodes(train_ds, cfg.chunk, progress, cfg.instructions)
     val_eps = load_episodes(val_ds, cfg.chunk, progress, cfg.instructions)
+    drive = check_drive(recorded or _drive_of_actions(train_eps, cfg.data, log))
     model = build_model(cfg, drive, action_scale(train_eps, LAYOUT_DIMS[drive]))
     train_feats = FrameFeatures(model, train_eps, cache=not keep_images, progress=progress)
     val_feats = FrameFeatures(model, val_eps, cache=not keep_images, progress=progress)
@@ -329,10 +363,13 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None]) -> Trai
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds})
         if val_loss < state["best_val"]:
             state.update(best_val=val_loss, best_epoch=epoch)
-            save_checkpoint(cfg.out, model, {**info, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            save_checkpoint(cfg.out, model, {**info, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                             "finished": False})
         state["epoch"] = epoch
         _save_resume(resume, model, opt, cfg, state)
         log(f"epoch {epoch}/{cfg.epochs}: train_loss={train_loss:.4f} val_loss={val_loss:.4f} ({seconds:.1f}s)")
+    if cfg.out.exists():
+        finish_checkpoint(cfg.out)
     resume.unlink(missing_ok=True)
     return TrainResult(cfg.out, state["best_val"], state["best_epoch"], state["history"],
                        count_parameters(model, trainable_only=True), count_parameters(model),

@@ -133,6 +133,9 @@ def _check_strength(table: dict[str, Perturbation], name: str, strength: Any, wh
                    or not math.isfinite(strength)) or not number and not isinstance(strength, str):
         raise ConfigError(f"perturbation {name} in {where} needs a {type(default).__name__} strength like "
                           f"{default!r}, got {strength!r}")
+    if isinstance(default, int) and not float(strength).is_integer():  # int(2.5) would run 2 without a word
+        raise ConfigError(f"perturbation {name} in {where} needs a whole-number strength like {default!r}, got "
+                          f"{strength!r}")
     return type(default)(strength)
 
 

@@ -22,6 +22,7 @@ from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.envs.tasks import get_family
+from mobile_vla_sim.errors import EvalError, MvlaError
 from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.run import EvalConfig, as_trained, evaluate, load_eval_policy
@@ -78,6 +79,19 @@ class ProbeConfig:
                           deploy=self.deploy, env=self.env, pool=self.pool)
 
 
+def _usable_text_data(data: Path) -> None:
+    """`--text-data` holds successful episodes (a one-line error naming the option otherwise)."""
+    from mobile_vla_sim.datasets.reader import EpisodeDataset
+
+    try:
+        ds = EpisodeDataset(data, only_success=True)
+    except MvlaError as err:
+        raise EvalError(f"--text-data: {err}") from None
+    if not len(ds):
+        raise EvalError(f"--text-data {data} holds no successful episode to replay; pass a dataset made with "
+                        "`mvla-sim generate`, or leave --text-data out")
+
+
 def _text_episodes(cfg: ProbeConfig, clean: EvalConfig, progress: bool) -> list:
     """The recorded episodes to replay: `--text-data`, else a few expert episodes generated like the clean run."""
     from mobile_vla_sim.datasets.reader import EpisodeDataset
@@ -132,6 +146,8 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
     """
     from mobile_vla_sim.probe.report import write_probe
 
+    if cfg.text_data is not None and cfg.text_episodes:  # its errors before the closed-loop conditions, not after
+        _usable_text_data(cfg.text_data)
     owned = policy is None
     policy = load_eval_policy(cfg.eval_config()) if owned else policy
     try:

@@ -31,13 +31,18 @@ from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.remote.wire import (AUTH_HEADER, AUTH_SCHEME, MAX_MESSAGE_BYTES, TOKEN_ENV, Request,
                                              packb, parse_request, server_metadata, unpackb)
 
+#: Requests of one connection held at once (read, not yet answered); past it the server reads no more from that
+#: connection until it has answered, so a client that only sends cannot grow the server's memory.
+MAX_PENDING_PER_CONNECTION = 64
+
+
 @dataclass
 class ServeConfig:
     """What to serve and how; the server binds 127.0.0.1 unless told otherwise."""
 
     policy: str = knob(help="policy to serve: expert, random, ..., PATH.ckpt, package.module:factory")
     policy_args: tuple[str, ...] = knob((), "KEY=VALUE for a plugin factory; repeat it", flag="--policy-arg",
-                                        multiple=True)
+                                        multiple=True, secrets=True)
     host: str = knob("127.0.0.1", "interface to listen on (0.0.0.0: every interface; set a token then)")
     port: int = knob(8000, "TCP port (0: any free port)", min=0, max=65535)
     drive: str = knob("diff", "action layout served", choices=tuple(LAYOUT_DIMS))
@@ -127,13 +132,16 @@ class PolicyServer:
         replies: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
         writer = asyncio.create_task(self._write(ws, replies))
         loop = asyncio.get_running_loop()
+        pending = asyncio.Semaphore(MAX_PENDING_PER_CONNECTION)
         try:
             await ws.send(packb(self.metadata))
             async for message in ws:
+                await pending.acquire()  # a client that sends without reading replies waits here, bounded
                 future = loop.create_future()
+                future.add_done_callback(lambda _: pending.release())
                 replies.put_nowait(future)
                 try:
-                    req = parse_request(unpackb(message), self.policy.image_size)
+                    req = parse_request(unpackb(message), self.policy.image_size, self.policy.inputs)
                     self._queue.put_nowait(_Pending(conn, req, self._admit(conn, req), future, time.perf_counter()))
                 except ProtocolError as err:
                     future.set_result(f"error: {err}")
@@ -227,38 +235,60 @@ class PolicyServer:
         start = time.perf_counter()
         try:
             actions = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, batch)
-        except Exception as err:  # the policy's own failure: every request of the batch hears it, the server lives
+        except Exception as err:  # a failure outside any request's own call: the batch hears it, the server lives
             for item in batch:
                 _resolve(item.future, f"error: the policy failed on this batch ({type(err).__name__}: {err})")
             return
         infer_ms = 1000.0 * (time.perf_counter() - start)
         self.batch_sizes[len(batch)] += 1
         for item, act in zip(batch, actions):
+            if isinstance(act, str):
+                if item.req.step == 0 and self._owns(item):
+                    self._forget(item.conn, item.req.episode_id)  # its reset failed: it must start again
+                _resolve(item.future, act)
+                continue
             _resolve(item.future, packb({
                 "actions": act, "episode_id": item.req.episode_id, "step": item.req.step,
                 "server_timing": {"infer_ms": infer_ms, "queue_ms": 1000.0 * (start - item.arrived),
                                   "batch_size": len(batch)}}))
 
-    def _infer(self, batch: list[_Pending]) -> list[np.ndarray]:
-        """Policy thread: reset the episodes at step 0, then one act_batch per observation layout."""
-        for item in batch:
-            if item.req.step == 0:
-                self.policy.reset(item.req.prompt, slot=item.slot)
+    def _infer(self, batch: list[_Pending]) -> list[np.ndarray | str]:
+        """Policy thread: reset the episodes at step 0, then one act_batch per observation layout. Each request
+        gets its actions or the one-line error of its own reset or its own layout's call: a request that makes the
+        policy fail never fails another client's request of another layout (requests of one layout are
+        indistinguishable to the server, having passed `parse_request`'s checks)."""
+        out: list[np.ndarray | str] = [""] * len(batch)
         groups: dict[tuple, list[int]] = {}
         for i, item in enumerate(batch):
+            if item.req.step == 0:
+                try:
+                    self.policy.reset(item.req.prompt, slot=item.slot)
+                except Exception as err:
+                    out[i] = f"error: the policy could not start episode {item.req.episode_id!r} ({_brief(err)})"
+                    continue
             layout = tuple(sorted((k, v.shape, v.dtype.str) for k, v in item.req.obs.items()))
             groups.setdefault(layout, []).append(i)
-        out: list[np.ndarray] = [np.empty(0)] * len(batch)
         for idx in groups.values():
-            obs = {k: np.stack([batch[i].req.obs[k] for i in idx]) for k in batch[idx[0]].req.obs}
-            acts = np.asarray(self.policy.act_batch(obs, [batch[i].slot for i in idx]), dtype=np.float32)
-            if acts.ndim == 2:
-                acts = acts[:, None]
-            if acts.ndim != 3 or acts.shape[0] != len(idx):
-                raise ValueError(f"act_batch returned shape {acts.shape} for {len(idx)} requests")
+            try:
+                obs = {k: np.stack([batch[i].req.obs[k] for i in idx]) for k in batch[idx[0]].req.obs}
+                acts = np.asarray(self.policy.act_batch(obs, [batch[i].slot for i in idx]), dtype=np.float32)
+                if acts.ndim == 2:
+                    acts = acts[:, None]
+                if acts.ndim != 3 or acts.shape[0] != len(idx):
+                    raise ValueError(f"act_batch returned shape {acts.shape} for {len(idx)} requests")
+            except Exception as err:
+                for i in idx:
+                    out[i] = f"error: the policy failed on this request ({_brief(err)})"
+                continue
             for j, i in enumerate(idx):
                 out[i] = acts[j]
         return out
+
+
+def _brief(err: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a one-line error frame."""
+    message = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {message}"
 
 
 def _resolve(future: asyncio.Future, reply: bytes | str) -> None:
@@ -288,6 +318,7 @@ def serve(cfg: ServeConfig, log: Callable[[str], None] = print) -> None:
         asyncio.run(server.run(started))
     except KeyboardInterrupt:
         log("stopped")
+        raise  # the command exits 130 (143 on SIGTERM): the server did not end on its own
     finally:
         policy.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from mobile_vla_sim.envs.config import MAX_IMAGE_SIZE
 from mobile_vla_sim.errors import ProtocolError
 from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.version import __version__
@@ -25,6 +26,14 @@ from mobile_vla_sim.version import __version__
 PROTOCOL = "mvla-sim/1"
 #: Largest message either side accepts (a 1080p RGB frame is 6 MiB).
 MAX_MESSAGE_BYTES = 16 * 2**20
+#: Longest prompt accepted, in characters: real instructions are under 100, and a policy's tokenizer and attention
+#: grow with the prompt (one 20,000-word prompt grew a server to 24 GB).
+MAX_PROMPT_CHARS = 1000
+#: Image sides accepted when the served policy names no image size (else exactly its size): the env's range (the
+#: real camera's 1280 px at most); a (1, 4000, 3) image took 41 s and 5.5 GB in a policy's resize.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, MAX_IMAGE_SIZE
+#: Array kinds an observation may have: bool, integers, floats (floats must be finite).
+_OBS_KINDS = "biuf"
 #: Header the token travels in, as openpi-client sends its `api_key`: `Authorization: Api-Key TOKEN`.
 AUTH_HEADER, AUTH_SCHEME = "Authorization", "Api-Key"
 #: Environment variable holding the token when none is given (server and client): kept out of `ps` listings.
@@ -81,8 +90,10 @@ class Request:
     obs: dict[str, np.ndarray]
 
 
-def parse_request(msg: Any, image_size: int | None = None) -> Request:
-    """Check one decoded request; the message says which field is wrong and what it must be."""
+def parse_request(msg: Any, image_size: int | None = None, inputs: tuple[str, ...] | None = None) -> Request:
+    """Check one decoded request against the protocol and the served policy (its `image_size` and the observation
+    `inputs` it reads), so that nothing a policy cannot take reaches it: the message says which field is wrong and
+    what it must be. With `inputs`, only those observation arrays are kept."""
     if not isinstance(msg, dict):
         raise ProtocolError(f"a request is a map with image, prompt, episode_id and step, got {type(msg).__name__}")
     image = msg.get("image")
@@ -92,6 +103,9 @@ def parse_request(msg: Any, image_size: int | None = None) -> Request:
     if image_size is not None and image.shape[:2] != (image_size, image_size):
         raise ProtocolError(f"'image' is {image.shape[1]}x{image.shape[0]} but the policy expects "
                             f"{image_size}x{image_size}; resize on the client")
+    if not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in image.shape[:2]):
+        raise ProtocolError(f"'image' is {image.shape[1]}x{image.shape[0]}; each side must be "
+                            f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels: resize on the client")
     episode_id, step, prompt = msg.get("episode_id"), msg.get("step"), msg.get("prompt")
     if isinstance(episode_id, int) and not isinstance(episode_id, bool):
         episode_id = str(episode_id)
@@ -103,9 +117,22 @@ def parse_request(msg: Any, image_size: int | None = None) -> Request:
         raise ProtocolError(f"'step' must be an int >= 0 (0 starts the episode), got {step!r}")
     if prompt is not None and not isinstance(prompt, str):
         raise ProtocolError(f"'prompt' must be a string, got {type(prompt).__name__}")
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise ProtocolError(f"'prompt' has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} accepted; "
+                            "send the instruction sentence only")
     if step == 0 and not prompt:
         raise ProtocolError("step 0 starts an episode and needs its 'prompt' (the instruction)")
     obs = {k: v for k, v in msg.items() if isinstance(v, np.ndarray) and k not in CONTROL_KEYS}
+    if inputs is not None:
+        missing = [k for k in inputs if k not in obs]
+        if missing:
+            raise ProtocolError(f"the policy reads {', '.join(map(repr, inputs))} but the request lacks "
+                                f"{', '.join(map(repr, missing))}; send every observation array it reads")
+        obs = {k: obs[k] for k in inputs}
+    for key, value in obs.items():
+        if value.dtype.kind not in _OBS_KINDS or value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ProtocolError(f"{key!r} must be an array of finite numbers, got {value.dtype}"
+                                f"{' with NaN or inf' if value.dtype.kind == 'f' else ''}")
     return Request(episode_id=episode_id, step=step, prompt=prompt, obs=obs)
 
 
