@@ -16,7 +16,6 @@ and every reader here pairs frames by it.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +179,8 @@ def write_episode(path: str | os.PathLike, record: Episode, images_key: str = "i
     gzip = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
     # HDF5 writes into memory and Python writes the bytes: HDF5 meeting a full disk itself left a half-closed file
     # whose cleanup crashed the process (a segfault in generate's workers), now it is an OSError like any other.
-    image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    # The in-memory "core" driver's image is byte for byte what HDF5 writes to a file (a Python file object is not).
+    with h5py.File(f"{path.name}.{os.getpid()}", "w", driver="core", backing_store=False) as f:
         f.create_dataset(images_key, data=images, chunks=(1, *images.shape[1:]), **gzip)
         f.create_dataset("actions", data=np.asarray(record.actions, dtype=np.float32), **gzip)
         if images_key == "images":
@@ -206,8 +205,10 @@ def write_episode(path: str | os.PathLike, record: Episode, images_key: str = "i
                 attrs[key] = getattr(record, key)
         for key, value in attrs.items():
             f.attrs[key] = value
+        f.flush()
+        image = f.id.get_file_image()
     try:
-        atomic_write(path, image.getvalue())
+        atomic_write(path, image)
     except OSError as err:
         raise OutputError(f"cannot write episode {path.name} into {path.parent} ({err.strerror or err}); free "
                           "space (or choose another --out) and run the same command again to resume") from None
