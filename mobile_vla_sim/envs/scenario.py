@@ -17,9 +17,13 @@ ARENA_MARGIN = 0.8
 
 FLOOR_TEXTURES = ("tile_grey.png", "tile_beige.png", "tile_small.png", "concrete.png")
 WALL_TEXTURES = (None, "plaster.png")
-_BOX_RGB = np.array([0.62, 0.60, 0.56])      # grey cardboard
-_FLOOR_RGB = np.array([1.0, 1.0, 1.0])       # tint applied on top of the tile texture
-_WALL_RGB = np.array([0.95, 0.95, 0.93])
+#: The look of a scene without jitter (an easy scene); the difficulty's colour and light jitter is drawn around these
+#: (`envs.look` shifts them, jitter kept).
+BOX_RGB = np.array([0.62, 0.60, 0.56])       # grey cardboard
+FLOOR_RGB = np.array([1.0, 1.0, 1.0])        # tint applied on top of the tile texture
+WALL_RGB = np.array([0.95, 0.95, 0.93])
+BOTTLE_RGB = (0.12, 0.1, 0.08)               # dark PET
+LIGHT_AMBIENT, LIGHT_DIFFUSE = 0.6, 0.4
 _LIGHT_DIR = np.array([0.4, 0.3, 1.0])
 #: Extra wall clutter starts this far past the last box's far face (m), where the way around it already turns back
 #: towards the bottle, and stands at most this far from its wall (m).
@@ -74,6 +78,10 @@ class Scenario:
     camera_height: float             # offset added to the nominal camera height (m)
     camera_pitch: float              # offsets added to the nominal camera angles (rad)
     camera_yaw: float
+    # Set by a look (`envs.look`), never sampled: the plain look has none of them.
+    box_texture: str | None = None
+    bottle_rgb: tuple[float, float, float] = BOTTLE_RGB
+    bottle_texture: str | None = None
 
     @property
     def goal(self) -> np.ndarray:
@@ -101,7 +109,7 @@ def sample_scenario(rng: np.random.Generator, difficulty: str | Difficulty) -> S
     boxes, x = [], DISTANCE_M[distance]
     for _ in range(d.n_boxes):
         hx, hy = rng.uniform(*d.box_half_x), rng.uniform(*d.box_half_y)
-        box_rgb = _jitter(rng, _BOX_RGB, d.color_jitter)
+        box_rgb = _jitter(rng, BOX_RGB, d.color_jitter)
         boxes.append(Box(x=float(x), y=float(rng.uniform(-d.box_lateral, d.box_lateral)), hx=float(hx), hy=float(hy),
                          hz=float(rng.uniform(0.11, 0.15)), rgb=box_rgb))
         x += hx + rng.uniform(0.75, 0.95)
@@ -120,11 +128,11 @@ def sample_scenario(rng: np.random.Generator, difficulty: str | Difficulty) -> S
         half_width=float(half_width), distractors=distractors,
         floor_texture=str(rng.choice(FLOOR_TEXTURES)) if textured else FLOOR_TEXTURES[0],
         wall_texture=WALL_TEXTURES[rng.integers(len(WALL_TEXTURES))] if textured else None,
-        floor_rgb=_jitter(rng, _FLOOR_RGB - d.color_jitter, d.color_jitter),
-        wall_rgb=_jitter(rng, _WALL_RGB, d.color_jitter),
+        floor_rgb=_jitter(rng, FLOOR_RGB - d.color_jitter, d.color_jitter),
+        wall_rgb=_jitter(rng, WALL_RGB, d.color_jitter),
         light_direction=tuple(float(v) for v in light),
-        light_ambient=float(0.6 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
-        light_diffuse=float(0.4 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        light_ambient=float(LIGHT_AMBIENT + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        light_diffuse=float(LIGHT_DIFFUSE + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
         camera_height=float(rng.uniform(-d.camera_height_noise, d.camera_height_noise)),
         camera_pitch=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),
         camera_yaw=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),
