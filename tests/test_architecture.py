@@ -15,7 +15,9 @@ PACKAGE = Path(mobile_vla_sim.__file__).parent
 #: Layer of each subpackage; a module may import its own layer and lower ones (serving is a policy transport: the
 #: policies layer, since `load_policy` builds its client); study (the frozen-vs-LoRA grid) runs eval's jobs. Top-level
 #: modules (config, errors, paths, io, backends) are the base layer; cli and quickstart sit on top of everything.
-LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 3, "eval": 4, "study": 5, "top": 6}
+#: calibrate (fitting the sim's look to real frames) uses envs, datasets and policies, and only the cli uses it.
+LAYERS = {"base": 0, "envs": 1, "datasets": 2, "policies": 3, "serving": 3, "eval": 4, "calibrate": 4, "study": 5,
+          "top": 6}
 TOP = {"cli", "quickstart"}
 
 
