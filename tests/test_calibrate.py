@@ -235,7 +235,8 @@ def test_calibration_outputs_and_config_file(fast_calibration, tmp_path):
                  "trace.png"):
         assert paths[name].is_file() and paths[name].stat().st_size > 0, name
     report = paths["calibration.md"].read_text()
-    assert "frames.png" in report and "| camera_pitch |" in report and "−10 % of range" in report
+    assert "frames.png" in report and "| camera_pitch | deg |" in report
+    assert "| floor_texture | tile_small (fit) |" in report
     summary = json.loads(paths["calibration.json"].read_text())
     assert summary["after"]["distance"] == pytest.approx(result.outcome.after.distance)
     # the written file is an env config of eval, generate and probe, and a study spec's generate block

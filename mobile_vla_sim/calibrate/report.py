@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mobile_vla_sim.calibrate.distance import TEXTURE_WEIGHT
 from mobile_vla_sim.calibrate.evaluate import Evaluation
 from mobile_vla_sim.calibrate.search import Sensitivity
 from mobile_vla_sim.config import flat_fields, to_dict
@@ -146,8 +147,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _delta(value: float | None, centre: float) -> str:
-    return "— (bound)" if value is None else f"{value:+.4f} ({100 * value / max(centre, 1e-12):+.0f} %)"
+def _step(sens: Sensitivity, label: str, offset: float) -> str:
+    """"knob value: distance change (relative)" at `offset` from the fit, or a dash past a bound."""
+    row = next(((x, d) for o, x, d in sens.profiles[label] if o == offset), None)
+    if row is None:
+        return "— (bound)"
+    delta = row[1] - sens.centre
+    return f"{row[0]:.3f}: {delta:+.4f} ({100 * delta / max(sens.centre, 1e-12):+.0f} %)"
 
 
 def markdown(cfg, o: Outcome) -> str:
@@ -155,32 +161,35 @@ def markdown(cfg, o: Outcome) -> str:
     lines = [f"# Calibration of the sim's look to {cfg.real}", "",
              f"{len(o.names)} real start frames (frame 0 of each episode), compared with the sim's start view of the "
              f"same scene at {o.size[0]}x{o.size[1]} px. Fitted: {', '.join(cfg.fit)}. {o.evaluations} evaluations "
-             f"(budget {cfg.budget}) in {o.seconds:.0f} s.", "",
+             f"({len(o.trace)} in the search, budget {cfg.budget}; the rest for the sensitivity analysis) in "
+             f"{o.seconds:.0f} s.", "",
              "## Distance", "",
              "| look | distance | " + " | ".join(terms) + " |", "|---|---|" + "---|" * len(terms)]
     for name, e in (("before: the env config", o.before), (f"after: `{CONFIG_NAME}`", o.after)):
         lines.append(f"| {name} | **{e.distance:.4f}** | " + " | ".join(f"{e.terms[t]:.4f}" for t in terms) + " |")
-    lines += ["", f"distance = colour + texture + {cfg.feature_weight:g} x features, the mean over episodes; 0 is "
-              "identical statistics. A real scene never matches its sim scene exactly (box sizes and positions, "
-              "clutter, lens distortion), so the fitted distance stays above 0 with real data."]
+    lines += ["", f"distance = colour + {TEXTURE_WEIGHT:g} x texture + {cfg.feature_weight:g} x features, the mean "
+              "over episodes (`calibrate/distance.py`); 0 is identical statistics. A real scene never matches its "
+              "sim scene exactly (box sizes and positions, clutter, lens distortion), so the fitted distance stays "
+              "above 0 with real data."]
     lines += ["", "## Fitted knobs", "", "| knob | before | after | unit |", "|---|---|---|---|"]
     for key, value in o.fitted.items():
         lines.append(f"| {key} | {_fmt(o.start[key])} | {_fmt(value)} | {o.units.get(key, '')} |")
-    lines += ["", "`light` is the ambient share of the light (the total stays the env's: a brighter light and "
-              "brighter colours are the same picture, so the colours carry the level).", "",
-              "## Frames", "", "![real and sim start frames](frames.png)", "",
+    if "light" in o.fitted:
+        lines += ["", "`light` is the ambient share of the light (the total stays the env's: a brighter light and "
+                  "brighter colours are the same picture, so the colours carry the level)."]
+    lines += ["", "## Frames", "", "![real and sim start frames](frames.png)", "",
               "Real start frames (left), the sim's before (middle) and after (right) the fit.", "",
               "## Sensitivity", "",
-              f"Distance change when one knob moves {100 * TABLE_OFFSET:.0f} % of its range below or above the fit "
-              f"(the others fixed; the fit's distance is {o.sens.centre:.4f}). A knob whose changes are small is "
-              "not pinned down by these frames: its fitted value is a weak guess.", "",
-              f"| knob | fit | unit | −{100 * TABLE_OFFSET:.0f} % of range | +{100 * TABLE_OFFSET:.0f} % of range |",
-              "|---|---|---|---|---|"]
+              f"The distance when one knob moves {100 * TABLE_OFFSET:.0f} % of its search range below or above the "
+              "fit, the others fixed (a colour channel: 0.1; the pitch: 10 % of the horizon's range, so the step in "
+              f"degrees depends on the field of view). The fit's own distance is {o.sens.centre:.4f}. A knob whose "
+              "changes are small is not pinned down by these frames: its fitted value is a weak guess.", "",
+              f"| knob | unit | fit | −{100 * TABLE_OFFSET:.0f} %: value: change | +{100 * TABLE_OFFSET:.0f} %: "
+              "value: change |", "|---|---|---|---|---|"]
     for label, profile in o.sens.profiles.items():
         fit = next(x for off, x, _ in profile if off == 0.0)
-        lines.append(f"| {label} | {fit:.3f} | {o.sens.units[label]} | "
-                     f"{_delta(o.sens.delta(label, -TABLE_OFFSET), o.sens.centre)} | "
-                     f"{_delta(o.sens.delta(label, TABLE_OFFSET), o.sens.centre)} |")
+        lines.append(f"| {label} | {o.sens.units[label]} | {fit:.3f} | {_step(o.sens, label, -TABLE_OFFSET)} | "
+                     f"{_step(o.sens, label, TABLE_OFFSET)} |")
     if o.sens.options:
         lines += ["", "| texture | option | distance (other knobs at the fit) |", "|---|---|---|"]
         for knob, options in o.sens.options.items():

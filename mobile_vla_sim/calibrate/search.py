@@ -200,10 +200,6 @@ class Sensitivity:
     options: dict[str, dict[str, float]]                    # texture knob -> option -> distance
     units: dict[str, str]
 
-    def delta(self, label: str, offset: float) -> float | None:
-        """Distance change at `offset` from the fit; None where that is past a bound."""
-        return next((d - self.centre for o, _, d in self.profiles[label] if o == offset), None)
-
 
 def sensitivity(objective: Objective, point: Point, colours: dict[str, tuple[float, ...]]) -> Sensitivity:
     """Profiles of the distance along each fitted scalar (offsets `PROFILE` of its range), each channel of each
