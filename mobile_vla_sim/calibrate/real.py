@@ -42,7 +42,7 @@ def pick(paths: list[Path], n: int) -> list[Path]:
 
 
 def load_starts(folder: Path, episodes: int, color_order: str = "attr") -> tuple[list[RealStart], list[str]]:
-    """The start views of up to `episodes` files of `folder`, and notes on files left out (vert layouts)."""
+    """The start views of up to `episodes` files of `folder`, and notes on the files left out (vert layouts)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NoEpisodesError(f"real data folder {folder} does not exist; pass --real DIR, a folder of episode files "
@@ -55,7 +55,8 @@ def load_starts(folder: Path, episodes: int, color_order: str = "attr") -> tuple
     for path in paths:
         fields = parse_episode_name(path.name)  # one-line DatasetError naming the expected pattern
         if fields["layout"] != "hori":
-            notes.append(f"{path.name}: layout {fields['layout']} has no sim scene (the sim builds hori layouts)")
+            notes.append(f"left out {path.name}: layout {fields['layout']} has no sim scene (the sim builds hori "
+                         "layouts)")
             continue
         usable.append((path, fields))
     if not usable:

@@ -201,7 +201,7 @@ def markdown(cfg, o: Outcome) -> str:
               f"mvla-sim calibrate --score-only --real {cfg.real} --config {cfg.out / CONFIG_NAME}",
               "```", "", "In a study spec, put the file's `env:` block under `generate:`."]
     if o.notes:
-        lines += ["", "## Left out", ""] + [f"- {n}" for n in o.notes]
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in o.notes]
     return "\n".join(lines) + "\n"
 
 

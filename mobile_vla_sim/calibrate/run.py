@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from mobile_vla_sim.calibrate.distance import FeatureTower, FrameStats, combine, terms
+from mobile_vla_sim.calibrate.distance import FeatureTower, combine, terms
 from mobile_vla_sim.calibrate.evaluate import Evaluation, Evaluator, stats_of
 from mobile_vla_sim.calibrate.real import REAL_COLOR_ORDERS, RealStart, load_starts, resize
 from mobile_vla_sim.calibrate.scenes import check_env, start_scenes
@@ -73,7 +73,6 @@ class Problem:
     starts: list[RealStart]
     size: tuple[int, int]            # fit (width, height)
     reals: list[np.ndarray]          # real start frames resized to the fit size
-    stats: list[FrameStats]
     tower: FeatureTower | None       # the feature extractor (None when the feature term is off)
     evaluator: Evaluator
     notes: list[str]
@@ -101,6 +100,11 @@ def open_problem(cfg: CalibrateConfig, echo: Callable[[str], None] = lambda s: N
         raise DatasetError(f"the real frames have {len(shapes)} sizes ({sizes}); calibrate one camera at a time: put "
                            "each camera's episodes in a folder of their own")
     size = fit_size(shapes[0], cfg.fit_height)
+    width, height = cfg.env.resolution
+    if abs(width / height - shapes[0][1] / shapes[0][0]) > 0.02:
+        notes.append(f"the real frames are {shapes[0][1]}x{shapes[0][0]}, the env's camera renders {width}x{height}: "
+                     "the fit uses the real aspect, but an eval with this config sees another crop of the scene "
+                     "(use --camera real, or --image-width/--image-height with the real aspect)")
     echo(f"{len(starts)} real start frames of {cfg.real} ({shapes[0][1]}x{shapes[0][0]}), compared at "
          f"{size[0]}x{size[1]}")
     scenes = start_scenes(starts, cfg.env)
@@ -108,7 +112,7 @@ def open_problem(cfg: CalibrateConfig, echo: Callable[[str], None] = lambda s: N
     tower = FeatureTower() if cfg.feature_weight > 0 else None
     stats = stats_of(reals, tower)
     evaluator = Evaluator(scenes, stats, size, cfg.env, cfg.feature_weight, cfg.workers)
-    return Problem(starts, size, reals, stats, tower, evaluator, notes)
+    return Problem(starts, size, reals, tower, evaluator, notes)
 
 
 @dataclass
@@ -162,7 +166,7 @@ def calibrate(cfg: CalibrateConfig, echo: Callable[[str], None] = print, progres
     t0 = time.perf_counter()
     problem = open_problem(cfg, echo)
     for note in problem.notes:
-        echo(f"left out: {note}")
+        echo(f"note: {note}")
     space = Space(cfg.fit, cfg.env.look, CAMERAS[cfg.env.camera])
     log = EvalLog(cfg.out / LOG_NAME, problem.identity(cfg))
     if log.done:
