@@ -121,7 +121,7 @@ class LookConfig:
             changes["boxes"] = tuple(replace(b, rgb=_moved(b.rgb, BOX_RGB, v["box_rgb"])) for b in s.boxes)
         for name, base in (("light_ambient", LIGHT_AMBIENT), ("light_diffuse", LIGHT_DIFFUSE)):
             if v[name] is not None:
-                changes[name] = v[name] + (getattr(s, name) - base)
+                changes[name] = max(0.0, v[name] + (getattr(s, name) - base))
         for surface in TEXTURE_CHOICES:
             name = f"{surface}_texture"
             if v[name] is not None:
