@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks import (bench_env, bench_eval, bench_generate, bench_invariance, bench_memory, bench_renderer,
-                        bench_serve, bench_train)
+from benchmarks import (bench_env, bench_eval, bench_generate, bench_invariance, bench_look, bench_memory,
+                        bench_renderer, bench_serve, bench_train)
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="long memory runs (1,000-episode eval, 2,000-episode generate)")
     ap.add_argument("--json", help="also write the figures to this file")
     full = ap.parse_args()
-    results = [bench_env.run(), bench_renderer.run(), bench_generate.run(), bench_eval.run(), bench_invariance.run(),
+    results = [bench_env.run(), bench_renderer.run(), bench_look.run(), bench_generate.run(), bench_eval.run(), bench_invariance.run(),
                bench_serve.run(), bench_train.run(),
                bench_memory.run() if full.full else bench_memory.run(eval_episodes=120, generate_episodes=120)]
     if full.json:

@@ -336,5 +336,26 @@ def import_cmd(cfg: ImportConfig) -> None:
             from None
 
 
+# --- calibrate (issue 25): fit the sim's camera and look to a lab's real frames, or score a config against them ---
+from mobile_vla_sim.calibrate.run import CalibrateConfig  # noqa: E402
+
+
+@config_command(CalibrateConfig, "calibrate")
+def calibrate_cmd(cfg: CalibrateConfig) -> None:
+    """Fit the sim's camera (height, pitch, field of view), colours, textures and light to the start frames of real
+    episodes; writes calibrated.yaml (an env config for eval, generate, probe) and calibration.md. With --score-only,
+    print how far the real frames are from an env config (--config FILE)."""
+    from mobile_vla_sim.calibrate.run import calibrate, score
+
+    if cfg.score_only:
+        click.echo(score(cfg).describe())
+        return
+    result = calibrate(cfg, echo=click.echo)
+    o = result.outcome
+    click.echo(f"distance {o.before.distance:.4f} -> {o.after.distance:.4f} over {len(o.names)} episodes in "
+               f"{o.seconds:.0f} s\nconfig: {result.paths['calibrated.yaml']}\n"
+               f"report: {result.paths['calibration.md']}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

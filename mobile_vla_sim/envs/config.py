@@ -7,11 +7,12 @@ appears in their `--help`, in YAML config files and in every results file withou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from mobile_vla_sim.config import check_knobs, knob
 from mobile_vla_sim.envs.actions import ACTION_MODES, LAYOUT_DIMS
+from mobile_vla_sim.envs.look import LookConfig
 from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, FAMILIES, get_family
 from mobile_vla_sim.errors import ConfigError
 
@@ -123,6 +124,8 @@ class EnvConfig:
     stop_at_goal: bool = knob(False, "success needs a stop command inside the goal circle (the real task: stop in "
                               "front of the bottle); entering it no longer ends the episode, a stop elsewhere "
                               "does not either")
+    #: Camera mount, colours, textures, light: every default leaves the scene as sampled (`envs.look`).
+    look: LookConfig = field(default_factory=LookConfig)
 
     def __post_init__(self) -> None:
         check_knobs(self)
@@ -156,7 +159,8 @@ class EnvConfig:
 
     @property
     def camera_spec(self) -> CameraSpec:
-        return CAMERAS[self.camera or ENV_DEFAULTS["camera"]]
+        """The named camera with the look's mount and field of view."""
+        return self.look.camera(CAMERAS[self.camera or ENV_DEFAULTS["camera"]])
 
     @property
     def resolution(self) -> tuple[int, int]:

@@ -93,11 +93,13 @@ class NavEnv(gym.Env):
     camera_noise, instructions, ...). Robustness probes, each a no-op at its default: `light_scale` (multiplies the
     scene's ambient and diffuse light), `camera_height_shift` (m) and `camera_pitch_shift` (degrees) added to the
     camera mount, `extra_distractors` (clutter against the walls past the boxes or behind the bottle, from a random
-    stream of its own, so the rest of the scene is the seed's), and `stop_at_goal` (see Episode End). Keyword
-    overrides replace
-    single fields (`gymnasium.make("MobileVLA/Nav-v0", task="left", difficulty="hard")`). `render()` with
-    `render_mode="rgb_array"` returns a top-down view of the arena. `reset(seed=s, options={"task": ...,
-    "difficulty": ...})` picks the episode: the same seed gives bit-identical images and trajectories in any process.
+    stream of its own, so the rest of the scene is the seed's), and `stop_at_goal` (see Episode End). `look`
+    (`mobile_vla_sim.envs.look.LookConfig`: camera mount and field of view, colours, textures, light, the `lab`
+    preset; what `mvla-sim calibrate` fits) is applied to each sampled scene before the probes; its defaults change
+    no pixel. Keyword overrides replace single fields (`gymnasium.make("MobileVLA/Nav-v0", task="left",
+    difficulty="hard")`). `render()` with `render_mode="rgb_array"` returns a top-down view of the arena.
+    `reset(seed=s, options={"task": ..., "difficulty": ...})` picks the episode: the same seed gives bit-identical
+    images and trajectories in any process.
 
     ## Info
     Every `reset` and `step` returns: `instruction`, `task`, `difficulty`, `scenario` (real-data name, e.g.
@@ -241,9 +243,11 @@ class NavEnv(gym.Env):
 
     # ---- helpers -----------------------------------------------------------------------------
     def _probe_shifts(self, s: Scenario, scene_seed: int) -> Scenario:
-        """The sampled scene with the config's robustness-probe shifts (light, camera mount, extra clutter); the
-        defaults (x 1.0, + 0.0, no clutter) leave every value, and so every pixel, as sampled."""
+        """The sampled scene in the config's look (`envs.look`) with the robustness-probe shifts on top (light,
+        camera mount, extra clutter); the defaults (plain look, x 1.0, + 0.0, no clutter) leave every value, and so
+        every pixel, as sampled."""
         c = self.config
+        s = c.look.apply(s)
         if c.extra_distractors:
             rng = np.random.default_rng([scene_seed, _EXTRA_CLUTTER_STREAM])
             s = with_extra_distractors(s, c.extra_distractors, rng)

@@ -20,9 +20,13 @@ ARENA_MARGIN = 0.8
 
 FLOOR_TEXTURES = ("tile_grey.png", "tile_beige.png", "tile_small.png", "concrete.png")
 WALL_TEXTURES = (None, "plaster.png")
+#: The look of a scene without jitter (an easy scene); the difficulty's colour and light jitter is drawn around these
+#: (`envs.look` shifts them, jitter kept).
 BOX_RGB = np.array([0.62, 0.60, 0.56])       # grey cardboard
-_FLOOR_RGB = np.array([1.0, 1.0, 1.0])       # tint applied on top of the tile texture
-_WALL_RGB = np.array([0.95, 0.95, 0.93])
+FLOOR_RGB = np.array([1.0, 1.0, 1.0])        # tint applied on top of the tile texture
+WALL_RGB = np.array([0.95, 0.95, 0.93])
+BOTTLE_RGB = (0.12, 0.1, 0.08)               # dark PET
+LIGHT_AMBIENT, LIGHT_DIFFUSE = 0.6, 0.4
 _LIGHT_DIR = np.array([0.4, 0.3, 1.0])
 #: Extra wall clutter starts this far past the last box's far face (m), where the way around it already turns back
 #: towards the bottle, and stands at most this far from its wall (m).
@@ -98,6 +102,10 @@ class Scenario:
     decoys: tuple[Target, ...] = ()  # objects of the target's kind that are not the target
     via: tuple[float, float] | None = None  # a point the expert's demonstration passes on its way (m)
     path: str = ""                   # the demonstration's path type, when the family has them
+    # Set by a look (`envs.look`), never sampled: the plain look has none of them.
+    box_texture: str | None = None
+    bottle_rgb: tuple[float, float, float] = BOTTLE_RGB
+    bottle_texture: str | None = None
 
     @property
     def goal(self) -> np.ndarray:
@@ -135,11 +143,11 @@ def sample_look(rng: np.random.Generator, d: Difficulty) -> dict:
     return dict(
         floor_texture=str(rng.choice(FLOOR_TEXTURES)) if textured else FLOOR_TEXTURES[0],
         wall_texture=WALL_TEXTURES[rng.integers(len(WALL_TEXTURES))] if textured else None,
-        floor_rgb=jitter(rng, _FLOOR_RGB - d.color_jitter, d.color_jitter),
-        wall_rgb=jitter(rng, _WALL_RGB, d.color_jitter),
+        floor_rgb=jitter(rng, FLOOR_RGB - d.color_jitter, d.color_jitter),
+        wall_rgb=jitter(rng, WALL_RGB, d.color_jitter),
         light_direction=tuple(float(v) for v in light),
-        light_ambient=float(0.6 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
-        light_diffuse=float(0.4 + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        light_ambient=float(LIGHT_AMBIENT + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
+        light_diffuse=float(LIGHT_DIFFUSE + rng.uniform(-1, 1) * 0.25 * d.light_jitter),
         camera_height=float(rng.uniform(-d.camera_height_noise, d.camera_height_noise)),
         camera_pitch=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),
         camera_yaw=float(rng.uniform(-d.camera_angle_noise, d.camera_angle_noise)),

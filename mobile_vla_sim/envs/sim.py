@@ -14,6 +14,7 @@ import importlib.util
 import math
 import os
 import sys
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -83,6 +84,8 @@ BOTTLE_RADIUS, BOTTLE_HEIGHT = TARGET_RADIUS["bottle"], 0.22
 TARGET_SHAPES = {"basket": (0.3, (0.55, 0.55, 0.56), (0.38, 0.38, 0.4)),
                  "pot": (0.16, (0.42, 0.26, 0.14), (0.3, 0.18, 0.1)),
                  "cup": (0.1, (0.92, 0.92, 0.9), None)}
+#: Scenario fields that only change how the built world is rendered (`BulletWorld.restyle`).
+VIEW_FIELDS = ("light_direction", "light_ambient", "light_diffuse", "camera_height", "camera_pitch", "camera_yaw")
 _WALL_HALF_HEIGHT = 0.5
 
 
@@ -104,7 +107,7 @@ class BulletWorld:
             raise ValueError("only one renderer='egl' env can be open per process: close it first, "
                              "or run one env per worker process (AsyncVectorEnv)")
         self.width, self.height = (int(v) for v in resolution)
-        self.drive, self.camera = drive, camera
+        self.drive = drive
         with _quiet_c_output():
             self.client = bullet_client.BulletClient(connection_mode=p.DIRECT)
         self._renderer, self._egl = p.ER_TINY_RENDERER, False
@@ -118,12 +121,19 @@ class BulletWorld:
             self._renderer = p.ER_BULLET_HARDWARE_OPENGL
             self._egl = True
             BulletWorld._live_egl += 1
-        self.camera_projection = self.client.computeProjectionMatrixFOV(camera.vertical_fov, self.width / self.height,
-                                                                        0.03, 12.0)
+        self.set_camera(camera)
         self.scenario: Scenario | None = None
+        #: Body ids of the scene's surfaces a look colours (floor, wall, box, bottle), set by `build`.
+        self.parts: dict[str, list[int]] = {}
         self.robot = -1
         self.wheels: list[int] = []
         self._obstacles: frozenset[int] = frozenset()
+
+    def set_camera(self, camera: CameraSpec) -> None:
+        """Use camera model `camera` (mount, pitch, field of view) from the next frame on."""
+        self.camera = camera
+        self.camera_projection = self.client.computeProjectionMatrixFOV(camera.vertical_fov, self.width / self.height,
+                                                                        0.03, 12.0)
 
     # ---- scene -------------------------------------------------------------------------------
     def build(self, scenario: Scenario) -> None:
@@ -133,21 +143,22 @@ class BulletWorld:
         c.setPhysicsEngineParameter(fixedTimeStep=1.0 / PHYSICS_HZ, deterministicOverlappingPairs=1)
         c.setGravity(0, 0, -9.81)
         self.scenario = scenario
-        self._floor(scenario)
+        floor = self._floor(scenario)
         x0, x1 = scenario.x_bounds
         wall_tex = self._texture(scenario.wall_texture)
-        obstacles = []
+        walls = []
         length = (x1 - x0) / 2 + 0.6
         for side in (-1.0, 1.0):
-            obstacles.append(self._box((x0 + x1) / 2, side * (scenario.half_width + 0.025), _WALL_HALF_HEIGHT,
-                                       (length, 0.025, _WALL_HALF_HEIGHT), scenario.wall_rgb, wall_tex))
+            walls.append(self._box((x0 + x1) / 2, side * (scenario.half_width + 0.025), _WALL_HALF_HEIGHT,
+                                   (length, 0.025, _WALL_HALF_HEIGHT), scenario.wall_rgb, wall_tex))
         # The corridor's far end, just past the arena bound, so the camera never looks into the void.
-        obstacles.append(self._box(x1 + 0.3, 0.0, _WALL_HALF_HEIGHT, (0.025, scenario.half_width, _WALL_HALF_HEIGHT),
-                                   scenario.wall_rgb, wall_tex))
-        for b in scenario.boxes:
-            obstacles.append(self._box(b.x, b.y, b.hz, (b.hx, b.hy, b.hz), b.rgb))
-        obstacles.append(self._target(scenario.target))
-        obstacles.extend(self._target(decoy) for decoy in scenario.decoys)
+        walls.append(self._box(x1 + 0.3, 0.0, _WALL_HALF_HEIGHT, (0.025, scenario.half_width, _WALL_HALF_HEIGHT),
+                               scenario.wall_rgb, wall_tex))
+        box_tex = self._texture(scenario.box_texture)
+        boxes = [self._box(b.x, b.y, b.hz, (b.hx, b.hy, b.hz), b.rgb, box_tex) for b in scenario.boxes]
+        targets = [self._target(t, scenario) for t in (scenario.target, *scenario.decoys)]
+        self.parts = {"floor": [floor], "wall": walls, "box": boxes, "target": targets}
+        obstacles = [*walls, *boxes, *targets]
         for d in scenario.distractors:
             if d.shape == "cube":
                 obstacles.append(self._box(d.x, d.y, d.height / 2, (d.radius, d.radius, d.height / 2), d.rgb))
@@ -156,7 +167,7 @@ class BulletWorld:
         self._obstacles = frozenset(obstacles)
         self._spawn_robot(scenario.start)
 
-    def _floor(self, s: Scenario) -> None:
+    def _floor(self, s: Scenario) -> int:
         c = self.client
         # pybullet_data's 30 m quad repeats its texture every 2 m; an in-memory mesh would crash the EGL plugin.
         vis = c.createVisualShape(p.GEOM_MESH, fileName=str(Path(pybullet_data.getDataPath()) / "plane.obj"),
@@ -164,6 +175,7 @@ class BulletWorld:
         floor = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE), vis)
         c.changeVisualShape(floor, -1, textureUniqueId=self._texture(s.floor_texture))
         c.changeDynamics(floor, -1, lateralFriction=1.0)
+        return floor
 
     def _texture(self, name: str | None) -> int:
         return -1 if name is None else self.client.loadTexture(str(ASSETS / "textures" / name))
@@ -177,18 +189,23 @@ class BulletWorld:
             c.changeVisualShape(body, -1, textureUniqueId=texture)
         return body
 
-    def _cylinder(self, x, y, radius, height, rgb, collide: bool, z0: float = 0.0) -> int:
+    def _cylinder(self, x, y, radius, height, rgb, collide: bool, z0: float = 0.0, texture: int = -1) -> int:
         c = self.client
         col = c.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height) if collide else -1
         vis = c.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=[*rgb, 1])
-        return c.createMultiBody(0, col, vis, basePosition=[x, y, z0 + height / 2])
+        body = c.createMultiBody(0, col, vis, basePosition=[x, y, z0 + height / 2])
+        if texture >= 0:
+            c.changeVisualShape(body, -1, textureUniqueId=texture)
+        return body
 
-    def _target(self, target: Target) -> int:
-        """The target object of its kind (`scenario.TARGET_KINDS`); returns the body that collides."""
+    def _target(self, target: Target, s: Scenario) -> int:
+        """The target object of its kind (`scenario.TARGET_KINDS`); returns the body that collides. A bottle takes
+        the scene's bottle colour and texture (a look may give it a label)."""
         x, y = target.x, target.y
         if target.kind == "bottle":  # a dark PET bottle with a green cap (the cap is visual only)
             self._cylinder(x, y, 0.014, 0.025, (0.1, 0.6, 0.15), collide=False, z0=BOTTLE_HEIGHT)
-            return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, (0.12, 0.1, 0.08), collide=True)
+            return self._cylinder(x, y, BOTTLE_RADIUS, BOTTLE_HEIGHT, s.bottle_rgb, collide=True,
+                                  texture=self._texture(s.bottle_texture))
         radius, (height, rgb, rim) = TARGET_RADIUS[target.kind], TARGET_SHAPES[target.kind]
         if rim is not None:  # a darker rim ring on top (visual only), so the object reads as a container
             self._cylinder(x, y, radius * 1.04, 0.02, rim, collide=False, z0=height)
@@ -212,6 +229,16 @@ class BulletWorld:
                                     forces=[force, force])
         for _ in range(PHYSICS_HZ // 10):  # settle on the casters
             c.stepSimulation()
+
+    def restyle(self, scenario: Scenario) -> bool:
+        """Take `scenario`'s light and camera offsets without a rebuild if it equals the built scene in everything
+        else (they only change how frames are rendered); return whether it did (if not, `build` it)."""
+        if self.scenario is None:
+            return False
+        if replace(scenario, **{f: getattr(self.scenario, f) for f in VIEW_FIELDS}) != self.scenario:
+            return False
+        self.scenario = scenario
+        return True
 
     # ---- motion ------------------------------------------------------------------------------
     def drive_for(self, command: np.ndarray, duration: float, brake_time: float = 0.0) -> bool:
@@ -299,15 +326,25 @@ class BulletWorld:
         rgba = self.raw_render(width, height, view, proj)
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
-    def raw_render(self, width: int, height: int, view, proj):
-        """PyBullet's own getCameraImage call with the scene's lighting (RGBA as PyBullet returns it)."""
+    def camera_image_labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        """The forward camera's RGB image (as `camera_image`) and, per pixel, the id of the body seen there (-1:
+        none), e.g. to tell which pixels show a surface of `parts`."""
+        rgba, labels = self.raw_render(self.width, self.height, self.camera_view(), self.camera_projection,
+                                       labels=True)
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(self.height, self.width, 4)[:, :, :3].copy()
+        return rgb, np.asarray(labels, dtype=np.int32).reshape(self.height, self.width)
+
+    def raw_render(self, width: int, height: int, view, proj, labels: bool = False):
+        """PyBullet's own getCameraImage call with the scene's lighting (RGBA as PyBullet returns it; with `labels`,
+        also its segmentation mask of body ids)."""
         s = self.scenario
         # The EGL plugin prints its OpenGL vendor on renders after a scene change; TinyRenderer is silent.
         with _quiet_c_output() if self._egl else contextlib.nullcontext():
-            return self.client.getCameraImage(
+            out = self.client.getCameraImage(
                 width, height, view, proj, lightDirection=s.light_direction, lightAmbientCoeff=s.light_ambient,
                 lightDiffuseCoeff=s.light_diffuse, lightSpecularCoeff=0.05, shadow=0, renderer=self._renderer,
-                flags=p.ER_NO_SEGMENTATION_MASK)[2]
+                flags=0 if labels else p.ER_NO_SEGMENTATION_MASK)  # 0: the mask holds body ids
+        return (out[2], out[4]) if labels else out[2]
 
     def close(self) -> None:
         if self.client is not None:
