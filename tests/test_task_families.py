@@ -18,7 +18,7 @@ from mobile_vla_sim.envs import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
 from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.envs.tasks.reach import TRIAL_CX, lateral_at
-from mobile_vla_sim.errors import ConfigError
+from mobile_vla_sim.errors import ConfigError, EvalError
 from mobile_vla_sim.eval.episodes import episode_set
 from mobile_vla_sim.eval.run import EvalConfig, evaluate
 
@@ -117,7 +117,7 @@ def test_reach_trial_conditions_sit_beside_the_real_trials(tmp_path):
         for policy, successes in (("expert", real_ok), ("always-left", trials - real_ok))))
     agreement = agree([tmp_path / "trials", tmp_path / "left"], real)
     assert set(agreement["conditions"]) == set(TRIAL_CX)
-    with pytest.raises(ConfigError, match="unknown difficulty 'trials'"):
+    with pytest.raises(EvalError, match="unknown difficulty 'trials'"):
         episode_set(0, "trials", "all", 1, "detour")
 
 

@@ -129,7 +129,8 @@ class NavEnv(gym.Env):
             raise ConfigError(f"unknown render_mode {render_mode!r}: use None or 'rgb_array'")
         self.config, self.render_mode = cfg, render_mode
         self.family = get_family(cfg.task_family)
-        self.task, self.difficulty, self.drive = cfg.task, cfg.difficulty, cfg.drive
+        self.task, self.drive = cfg.task, cfg.drive
+        self.difficulty = self.family.difficulty(cfg.difficulty).name
         width, height = cfg.resolution
         self._direction = cfg.action_mode == "direction"
         self._limits = action_limits(self.drive, cfg.action_mode)

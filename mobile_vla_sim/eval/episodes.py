@@ -14,7 +14,7 @@ import numpy as np
 from mobile_vla_sim.config import parse_choices
 from mobile_vla_sim.envs.engine import EpisodeSpec
 from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, TaskFamily, get_family
-from mobile_vla_sim.errors import EvalError
+from mobile_vla_sim.errors import ConfigError, EvalError
 
 
 def scene_seed(base_seed: int, difficulty: str, index: int) -> int:
@@ -30,7 +30,10 @@ def episode_set(seed: int, difficulties: str = "all", tasks: str = "both", n: in
     if n < 1:
         raise EvalError(f"--episodes must be at least 1 (got {n})")
     fam = get_family(family) if isinstance(family, str) else family
-    diffs = fam.parse_difficulties(difficulties)
+    try:
+        diffs = fam.parse_difficulties(difficulties)
+    except ConfigError as err:
+        raise EvalError(str(err)) from None
     task_names = parse_choices(tasks, fam.tasks, "task", EvalError)
     return [EpisodeSpec(index=i, seed=scene_seed(seed, d, i), difficulty=d, task=t)
             for d in diffs for i in range(n) for t in task_names if t in fam.tasks_for(d)]
