@@ -101,8 +101,8 @@ def test_deploy_adapter_sends_the_sides_instructions():
         DeployedPolicy(heard, DeployConfig(swap_sides=True)).reset("something else")
     with pytest.raises(ConfigError, match="cannot be combined"):
         DeployConfig(instruction="go", swap_sides=True)
-    with pytest.raises(ConfigError, match="neither a set name"):
-        DeployConfig(instructions="no side here")
+    with pytest.raises(ConfigError, match="neither a set name"):  # set names belong to the task family
+        DeployedPolicy(heard, DeployConfig(instructions="no side here"))
 
 
 # --- the four policies of the issue ----------------------------------------------------------------------------

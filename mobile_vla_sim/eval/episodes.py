@@ -8,6 +8,7 @@ files pair episode by episode.
 from __future__ import annotations
 
 import zlib
+from typing import Iterable
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def scene_seed(base_seed: int, difficulty: str, index: int) -> int:
     return int(np.random.SeedSequence([int(base_seed), difficulty_id, int(index)]).generate_state(1)[0])
 
 
-def episode_set(seed: int, difficulties: str = "all", tasks: str = "both", n: int = 10,
+def episode_set(seed: int, difficulties: str | Iterable[str] = "all", tasks: str | Iterable[str] = "both", n: int = 10,
                 family: str | TaskFamily = DEFAULT_FAMILY) -> list[EpisodeSpec]:
     """`n` episodes per (difficulty, task) of the task family, ordered difficulty → index → task so the tasks of one
     scene run side by side; a level that is a condition with one task runs only that task."""

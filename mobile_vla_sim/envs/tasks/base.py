@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 
@@ -74,10 +74,11 @@ class TaskFamily:
     #: Names that stand for several levels on the command line (`--difficulty all`).
     difficulty_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {"all": DIFFICULTIES}
 
-    def parse_difficulties(self, spec: str) -> tuple[str, ...]:
-        """Levels named by a comma list of level and group names, in order, each once; a one-line error else."""
+    def parse_difficulties(self, spec: str | Iterable[str]) -> tuple[str, ...]:
+        """Levels named by a comma list (or a sequence) of level and group names, in order, each once; a one-line
+        error else."""
         names: list[str] = []
-        for item in str(spec).split(","):
+        for item in (str(spec).split(",") if isinstance(spec, str) else spec):
             item = item.strip().lower()
             if item in self.difficulty_groups:
                 names.extend(self.difficulty_groups[item])
