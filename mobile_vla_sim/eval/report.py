@@ -44,13 +44,12 @@ def adjustment_name(method: str) -> str:
 def detectable_sentence(d: dict) -> str:
     """A `stats.detectable_difference` in words: what a paired McNemar comparison on these episodes detects."""
     diff = d["difference"]
-    size = (f"{100 * diff:.0f} percentage points or more" if diff is not None and math.isfinite(diff)
-            else "no difference at all (too few episodes)")
+    found = (f"detect a success difference of {100 * diff:.0f} percentage points or more"
+             if diff is not None and math.isfinite(diff) else "are too few to detect any difference")
     source = ("observed" if d["discordance_source"] == "observed"
               else "assumed: none was measured (`eval.stats.DEFAULT_DISCORDANCE`)")
-    return (f"{d['pairs']} paired episodes detect a success difference of {size} with {100 * d['power']:.0f}% power "
-            f"in an exact McNemar test at alpha = {d['alpha']:.3g} (discordance {d['discordance']:.2f}, {source}; "
-            "`mvla-sim plan` sizes a run).")
+    return (f"{d['pairs']} paired episodes {found} with {100 * d['power']:.0f}% power in an exact McNemar test at "
+            f"alpha = {d['alpha']:.3g} (discordance {d['discordance']:.2f}, {source}; `mvla-sim plan` sizes a run).")
 
 
 def success_cell(stats: dict) -> str:

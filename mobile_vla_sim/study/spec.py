@@ -28,9 +28,9 @@ STUDY_SET = {"generate": ("out", "workers", "envs_per_worker"),
              "train": ("data", "mode", "backbone", "seed", "out", "device", "resume")}
 #: Eval options of the spec: the episode set. The env is the generated data's, so policies are scored as trained.
 EVAL_KEYS = ("difficulty", "task", "episodes", "seed")
-COMPARE_KEYS = ("max_windows", "seed", "alpha")
+COMPARE_KEYS = ("max_windows", "seed", "alpha", "adjust")
 #: Probe options of the spec; the probe's episode set defaults to the cells' evaluation, its env to the data's.
-PROBE_KEYS = ("suite", "difficulty", "episodes", "seed", "text_episodes", "alpha")
+PROBE_KEYS = ("suite", "difficulty", "episodes", "seed", "text_episodes", "alpha", "adjust")
 
 
 @dataclass
@@ -56,7 +56,8 @@ class StudySpec:
                        "`lora:` blocks for one mode")
     eval: dict = knob(default_factory=dict, help=f"closed-loop episode set: {', '.join(EVAL_KEYS)} (as "
                       "`mvla-sim eval`)")
-    compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}")
+    compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}; "
+                         "alpha and adjust also decide the study's own family of method-level tests")
     probe: dict = knob(default_factory=dict, help="optional: `mvla-sim probe` of every cell's policy with these "
                        f"options ({', '.join(PROBE_KEYS)}); without it no probe runs")
 
