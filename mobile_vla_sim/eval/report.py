@@ -149,7 +149,8 @@ def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None,
         change = found["rate"]
         parts += ["", "What these episodes can detect (80% power, alpha 0.05): a change of the success rate from "
                   f"its observed {pct(found['success'])} by "
-                  + (f"{100 * change:.0f} percentage points or more" if math.isfinite(change) else "any amount (too few episodes)")
+                  + (f"{100 * change:.0f} percentage points or more" if math.isfinite(change)
+                     else "no amount (too few episodes)")
                   + f"; against another policy on the same episodes: {detectable_sentence(found['paired'])}"]
     failures = failure_table(aggregates)
     if failures:

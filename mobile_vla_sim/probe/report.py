@@ -64,7 +64,8 @@ def verdict(summary: dict) -> str:
         parts.append(f"No perturbation that a robust policy should withstand lowers success significantly "
                      f"({_family(summary)}).")
     if chance:
-        parts.append(f"Unadjusted p < {alpha:g} but not significant once the whole family is counted: {listed(chance)}.")
+        parts.append(f"Unadjusted p < {alpha:g} but not significant once the whole family is counted: "
+                     f"{listed(chance)}.")
     if rises:
         parts.append(f"Success rises significantly under {listed(rises)}: the baseline itself is broken in a way "
                      "these perturbations undo.")
@@ -118,7 +119,8 @@ def _table(summary: dict) -> list[str]:
         lo, hi = o["difference"]["ci95"]
         mark = " *" if o["significant"] else ""
         rows.append(f"| {name} | {p['kind']} | {p['what']} | {_ci(o['perturbed'])} | "
-                    f"{_pp(o['difference']['value'])} [{_pp(lo)}, {_pp(hi)}]{mark} | {p_cell(o['mcnemar']['p_value'])} | "
+                    f"{_pp(o['difference']['value'])} [{_pp(lo)}, {_pp(hi)}]{mark} | "
+                    f"{p_cell(o['mcnemar']['p_value'])} | "
                     f"{p_cell(o['mcnemar']['p_adjusted'])} | "
                     f"{_ci(p['side_flip'])} | {_ci(p['stayed'])} |")
     return rows

@@ -10,10 +10,10 @@
   never moves a pair between train and val, and the subset's `dataset.json` records that split, which every reader
   (`datasets.splits`) then uses: training's val loss, offline RMSE and `compare` all see the same val episodes.
 * **A cell** (mode × size × seed) is the folder `cells/<key>/`: `policy.ckpt`, `eval/` and, written atomically
-  last, `cell.json`, whose presence alone marks the cell finished. The noise floor evaluates one cell per mode again
-  on a second, disjoint episode set, into `cells/<key>/eval-seed<S>/` (`noise_tasks`). The key hashes everything that can change the
+  last, `cell.json`, whose presence alone marks the cell finished. The key hashes everything that can change the
   cell's numbers (`cell_identity`); an interrupted cell resumes where it stopped (training from
-  `policy.ckpt.resume.pt`, evaluation from its finished episodes).
+  `policy.ckpt.resume.pt`, evaluation from its finished episodes). The noise floor evaluates one cell per mode again
+  on a second, disjoint episode set, into `cells/<key>/eval-seed<S>/` (`noise_tasks`).
 """
 
 from __future__ import annotations

@@ -269,7 +269,8 @@ def _seed_lines(spec: StudySpec, table: dict) -> list[str]:
     for mode in spec.modes:
         for n in spec.sizes:
             t = table[mode][n]
-            per = ", ".join(f"s{seed} {pct(r['rate'])} ({r['k']}/{r['n']})" for seed, r in zip(t["seeds"], t["per_seed"]))
+            per = ", ".join(f"s{seed} {pct(r['rate'])} ({r['k']}/{r['n']})"
+                            for seed, r in zip(t["seeds"], t["per_seed"]))
             spread = t["seed_rates"]
             lines.append(f"| {mode} | {n} | {per} | {pct(spread['mean'])} | {_fmt(spread['spread'], 3)} | "
                          f"{_fmt(spread['episode_noise'], 3)} | {', '.join(_fmt(v) for v in t['val_loss_per_seed'])} |")
@@ -282,8 +283,8 @@ def _method_lines(spec: StudySpec, table: dict, compared: dict, family: dict, hy
     method = adjustment_name(family["method"])
     seeds = len(spec.seeds)
     lines = ["## Frozen vs LoRA per size (training runs as the unit)", "",
-             f"Difference in mean success, LoRA − frozen, over {seeds} training seed(s) per method: two-stage cluster "
-             "bootstrap over training seeds, then episodes (Davison & Hinkley 1997; Field & Welsh 2007), with seed s "
+             f"Difference in mean success, LoRA − frozen, over {seeds} training seed(s) per method: two-stage "
+             "cluster bootstrap over training seeds, then episodes (Davison & Hinkley 1997; Field & Welsh 2007), with seed s "
              "of frozen paired with seed s of LoRA (same head initialisation, same data), and a Student-t interval "
              "on the seeds' degrees of freedom (`eval.stats.compare_methods`). A verdict needs "
              f"{method}-adjusted p < {family['alpha']:g} over every size x difficulty test of this study "
@@ -294,8 +295,8 @@ def _method_lines(spec: StudySpec, table: dict, compared: dict, family: dict, hy
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, c in compared.items():
         m = c["methods"]["all"]
-        per_mode = [f"{pct(table[mode][n]['seed_rates']['mean'])} ({', '.join(pct(r) for r in table[mode][n]['seed_rates']['rates'])})"
-                    for mode in ("frozen", "lora")]
+        per_mode = [f"{pct(r['mean'])} ({', '.join(pct(x) for x in r['rates'])})"
+                    for r in (table[mode][n]["seed_rates"] for mode in ("frozen", "lora"))]
         per_group = ", ".join(f"{g} {_pp(d['difference'])} ({p_cell(d['p_adjusted'])})"
                               for g, d in c["methods"].items() if g != "all")
         hyp = [f"{h['holds']}/{h['seeds']} ({h['value']:.3f} {h['op']} {h['threshold']})"
@@ -306,7 +307,7 @@ def _method_lines(spec: StudySpec, table: dict, compared: dict, family: dict, hy
     lines += ["", "**Smallest size at which LoRA wins** (method level, adjusted): "
               + (f"{smallest} training episodes." if smallest is not None else "not within the sizes run."), ""]
     if seeds < 2:
-        lines += [f"**One training seed per method cannot support a method-level claim.** With one run of each "
+        lines += ["**One training seed per method cannot support a method-level claim.** With one run of each "
                   "method the spread between training runs is unknown, so any difference between the two checkpoints "
                   "may be the luck of those runs. Run at least 2 seeds (3 or more to detect differences of the size "
                   "training runs differ by); the checkpoint-level tests of the single runs are in "
@@ -326,7 +327,8 @@ def _noise_lines(floors: dict[str, dict]) -> list[str]:
              "One checkpoint evaluated on two disjoint episode sets (the study's and a second episode seed): how far "
              "two evaluations differ when only the episodes do (Newcombe's interval for independent proportions). "
              "Beside it, the spread between training seeds of that mode and size.", "",
-             "| cell | episode seeds | success on each set | difference [95% CI] | seed spread (SD) | episode noise (SD) |",
+             "| cell | episode seeds | success on each set | difference [95% CI] | seed spread (SD) | "
+             "episode noise (SD) |",
              "|---|---|---|---|---|---|"]
     for name, f in floors.items():
         k1, k2 = round(f["first"] * f["n_first"]), round(f["second"] * f["n_second"])
@@ -385,7 +387,8 @@ def _markdown(spec: StudySpec, data: dict, study: dict, cells: list[CellTask], r
             t = table[mode][n]
             lines.append(f"| {mode} | {n} | {_fmt(t['val_loss'])} | {_fmt(t['train_loss'])} | {_fmt(t['rmse'], 3)} | "
                          f"{_fmt(t['train_seconds'], 0)} | {_fmt(t['eval_seconds'], 0)} |")
-    lines += ["", "## Does offline RMSE predict closed-loop success?", "", f"![RMSE vs success]({PLOTS['scatter']})", "",
+    lines += ["", "## Does offline RMSE predict closed-loop success?", "",
+              f"![RMSE vs success]({PLOTS['scatter']})", "",
               (f"Spearman rank correlation of offline RMSE and overall success over {corr['cells']} cells: "
                f"rho = {corr['rho']:.2f} (p = {corr['p_value']:.3g}); -1 would mean a lower RMSE always comes with "
                "a higher success." if corr["rho"] is not None else f"Spearman rank correlation: {corr['note']}."), ""]
@@ -445,9 +448,9 @@ def probe_summary(probe: dict) -> dict:
 
 def _probe_lines(cells: list[CellTask], probes: dict[str, dict], probe_dirs: dict[str, str]) -> list[str]:
     lines = ["## Robustness probe", "", "Per cell: the perturbations whose paired success change is significant "
-             "(exact McNemar, adjusted over that probe's family of tests), the share of episodes that changed side when told the other side, and the share of "
-             "recorded frames whose lateral command flips between the left and the right instruction (0: "
-             "instruction-blind). Full reports: `probe/<key>/probe.md`.", "",
+             "(exact McNemar, adjusted over that probe's family of tests), the share of episodes that changed side "
+             "when told the other side, and the share of recorded frames whose lateral command flips between the "
+             "left and the right instruction (0: instruction-blind). Full reports: `probe/<key>/probe.md`.", "",
              "| cell | clean success | significant changes (pp) | side flipped under swap | text: lateral flips | "
              "probe |", "|---|---|---|---|---|---|"]
     for c in cells:
