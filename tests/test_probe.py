@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,6 +168,9 @@ def test_expert_told_the_opposite_side_is_restored_by_the_swap(tmp_path, tiny_da
     assert swap["overall"]["mcnemar"]["p_value"] == pytest.approx(2 * 0.5 ** 8)
     assert swap["overall"]["mcnemar"]["p_adjusted"] == pytest.approx(4 * 0.5 ** 8)
     assert swap["by_difficulty"]["easy"]["mcnemar"]["p_adjusted"] == swap["overall"]["mcnemar"]["p_adjusted"]
+    saved = json.loads((tmp_path / "probe" / "probe.json").read_text())["perturbations"]["swap_sides"]["overall"]
+    assert saved["mcnemar"]["p_adjusted"] == pytest.approx(4 * 0.5 ** 8) and saved["significant"]
+    assert "Holm p" in (tmp_path / "probe" / "probe.md").read_text()
     assert swap["labels"]["left_right_confusion"]["change"] == -1.0 and swap["side_flip"]["rate"] == 1.0
     assert summary["perturbations"]["stop"]["stayed"]["rate"] == 1.0
     text = summary["text_sensitivity"]["left_vs_right"]
