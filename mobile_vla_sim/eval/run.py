@@ -136,7 +136,7 @@ def _resumed(cfg: EvalConfig) -> dict[str, EpisodeRecord]:
         config = dict(config)
         if "deployment" in config:  # results written before the stack was a config field: its path, then content
             config["deploy"] = config.pop("deployment")
-        flat = {"deploy": to_dict(DeployConfig()), **config, **config.get("env", {})}
+        flat = {"deploy": to_dict(DeployConfig()), "target_halfwidth": None, **config, **config.get("env", {})}
         return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
     if outcome_knobs(results.config) != outcome_knobs(to_dict(cfg)):
         raise OutputError(f"--out {cfg.out} holds results of another evaluation ({results.policy}); choose "
