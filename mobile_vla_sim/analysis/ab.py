@@ -227,10 +227,12 @@ def ab_markdown(summary: dict) -> str:
     else:
         d = (t["only_b"] - t["only_a"]) / n
         lines.append(f"Fixed-size design: an exact McNemar test at the same alpha with {100 * summary['power']:.0f}% "
-                     f"power would need {fixed} pairs to detect the observed difference (B − A {100 * d:+.0f} pp, "
-                     f"discordance {summary['discordance']:.2f}); the test used {n}. The difference seen when a "
-                     "sequential test stops early tends to be larger than the true one, which flatters the fixed "
-                     "design: the comparison is conservative.")
+                     f"power would need {fixed} pairs to detect the observed difference (B − A {100 * d:+.1f} pp, "
+                     f"discordance {summary['discordance']:.2f}); "
+                     + (f"the sequential test used {n}. The difference seen when a sequential test stops early tends "
+                        "to be larger than the true one, which flatters the fixed design: the comparison is "
+                        "conservative." if summary["decision"] != "undecided"
+                        else f"the sequential test ran its budget of {n} without deciding."))
     if summary["detectable"]:
         lines += ["", f"What the pairs run could have found: {detectable_sentence(summary['detectable'])}"]
     lines += ["", f"Each policy's episodes: `{summary['episodes']['A']}`, `{summary['episodes']['B']}` (results.json, "
