@@ -153,6 +153,8 @@ def config_command(cls: type, name: str) -> Callable[[Callable[[Any], None]], cl
 
 # --- commands: each a config dataclass and one library call -------------------------------------------------------
 from mobile_vla_sim.datasets.generate import GenerateConfig  # noqa: E402  (after the helpers they use)
+from mobile_vla_sim.analysis.ab import ABConfig  # noqa: E402
+from mobile_vla_sim.analysis.plan import PlanConfig  # noqa: E402
 from mobile_vla_sim.analysis.agree import AgreeConfig  # noqa: E402
 from mobile_vla_sim.analysis.compare import CompareConfig  # noqa: E402
 from mobile_vla_sim.probe import ProbeConfig  # noqa: E402
@@ -241,6 +243,27 @@ def compare(cfg: CompareConfig) -> None:
         click.echo(f"{name} {h['measure']}: {h['value']:.4f} {h['op']} {h['threshold']} -> "
                    f"{'holds' if h['holds'] else 'does not hold'}")
     click.echo(f"report: {cfg.out / 'report.md'}")
+
+
+@config_command(PlanConfig, "plan")
+def plan(cfg: PlanConfig) -> None:
+    """How many episodes a question needs: a success rate to +-W, a paired difference D between two policies (with
+    the discordance assumed), and what N episodes can detect."""
+    from mobile_vla_sim.analysis.plan import plan as make_plan, plan_markdown
+
+    click.echo(plan_markdown(make_plan(cfg)), nl=False)
+
+
+@config_command(ABConfig, "ab")
+def ab(cfg: ABConfig) -> None:
+    """Sequential A/B test of two policies on the same episode stream: stops as soon as one is better (valid under
+    optional stopping) or after --max-episodes pairs; resumable; writes ab.md, ab.json and each policy's episodes."""
+    from mobile_vla_sim.analysis.ab import run_ab
+
+    result = run_ab(cfg, echo=click.echo)
+    if result.interrupted:
+        raise Interrupted(f"the finished episode pairs are kept in {cfg.out}; run the same command again to resume")
+    click.echo(result.paths["ab.md"].read_text())
 
 
 @config_command(ServeConfig, "serve")

@@ -67,6 +67,15 @@ def test_closed_loop_pairs_shared_episodes_and_runs_exact_mcnemar(tmp_path):
     assert (easy["only_a"], easy["only_b"], easy["both_success"]) == (9, 0, 1)
     assert easy["p_value"] == pytest.approx(stats.binomtest(0, 9, 0.5).pvalue) and easy["significant"]
     assert res["mcnemar"]["hard"]["p_value"] == 1.0 and not res["mcnemar"]["hard"]["significant"]
+    # easy, hard and all are one family: Holm (3 tests) triples the smallest p-value; significance is decided on it
+    assert res["adjustment"]["tests"] == 3 and res["adjustment"]["method"] == "holm"
+    assert easy["p_adjusted"] == pytest.approx(3 * easy["p_value"])
+    assert res["mcnemar"]["all"]["p_adjusted"] == pytest.approx(3 * easy["p_value"])  # its raw p is easy's
+    assert res["detectable"]["pairs"] == 14 and res["detectable"]["discordance_source"] == "observed"
+    bh = closed_loop_comparison((tmp_path / "a", tmp_path / "b"), alpha=0.01, adjust="bh")["mcnemar"]
+    assert bh["easy"]["p_adjusted"] == pytest.approx(1.5 * easy["p_value"]) and bh["easy"]["significant"]
+    held = closed_loop_comparison((tmp_path / "a", tmp_path / "b"), alpha=0.01)["mcnemar"]["easy"]
+    assert held["p_value"] < 0.01 < held["p_adjusted"] and not held["significant"]  # raw would star it
     assert res["success_a"]["easy"]["success"]["k"] == 10 and res["success_b"]["easy"]["success"]["k"] == 1
     medium = res["success_b"]["medium"]["success"]
     assert medium["rate"] == 1.0 and 0.3 < medium["ci95"][0] < medium["ci95"][1] == 1.0
@@ -105,6 +114,9 @@ def test_write_comparison_report_and_json(tmp_path, base_features):
     assert hyp["H3"]["holds"] and hyp["H3"]["value"] == pytest.approx(0.005)
     assert result["representations"]["h_n"]["linear_cka"] > 0.9
     assert result["closed_loop"]["mcnemar"]["all"]["only_a"] == 3
+    assert "Holm p" in report and "over the 1 tests of this table" in report
+    tests = result["closed_loop"]["mcnemar"]
+    assert tests["all"]["p_adjusted"] == tests["easy"]["p_adjusted"]  # one difficulty: the same test
     assert "holds" in report and "does not hold" in report and "0.0300" in report
 
     far = synthetic_probe("lora", base_features, 10.0, 0.0500, seed=3)

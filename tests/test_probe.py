@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from mobile_vla_sim.envs.tasks.detour import INSTRUCTION_SETS
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.eval.report import read_results
 from mobile_vla_sim.probe import PERTURBATIONS, SUITES, ProbeConfig, load_suite, perturbation_table_markdown, probe
+from mobile_vla_sim.eval.stats import ADJUSTMENTS, adjust_pvalues
+from mobile_vla_sim.probe.paired import adjust_family
 from mobile_vla_sim.probe.perturbations import conditions
 from mobile_vla_sim.policy import Policy
 from mobile_vla_sim.policies.deploy import DeployConfig, DeployedPolicy
@@ -77,6 +80,35 @@ def test_not_applicable_perturbations_say_why(tmp_path):
     assert "changes nothing" in conds(cfg, window=None, chunks=False)["korean"].reason
 
 
+def _tested(p: float, n: int = 30) -> dict:
+    return {"n": n, "mcnemar": {"p_value": p, "only_clean": 6, "only_perturbed": 0}}
+
+
+def test_the_family_is_every_perturbation_by_difficulty_test_decided_adjusted():
+    """Three run perturbations x (overall + 3 difficulties) = 12 tests, one n/a perturbation outside the family, a
+    difficulty without pairs untested; stars follow the adjusted p-values, never the raw ones."""
+    raw = {"a": [0.001, 0.02, 0.03, 0.5], "b": [0.004, 0.2, float("nan"), 0.011], "c": [0.04, 0.9, 0.8, 0.7]}
+    perturbations = {name: {"status": "run", "overall": _tested(p[0]),
+                            "by_difficulty": {d: _tested(x, 0 if x != x else 10)
+                                              for d, x in zip(("easy", "medium", "hard"), p[1:])}}
+                     for name, p in raw.items()}
+    perturbations["window"] = {"status": "n/a", "reason": "no frame window"}
+    for method in ("holm", "bh"):
+        family = adjust_family(perturbations, method, 0.05)
+        expected = adjust_pvalues([x for p in raw.values() for x in p], method)
+        got = [s["mcnemar"]["p_adjusted"] for p in list(perturbations.values())[:3]
+               for s in (p["overall"], *p["by_difficulty"].values())]
+        np.testing.assert_allclose(got, expected)
+        assert family["tests"] == 11 and family["method"] == method
+        for p in list(perturbations.values())[:3]:
+            for s in (p["overall"], *p["by_difficulty"].values()):
+                assert s["significant"] == (s["mcnemar"]["p_adjusted"] < 0.05)  # NaN: not significant
+    adjust_family(perturbations, "holm", 0.05)
+    assert perturbations["a"]["by_difficulty"]["easy"]["mcnemar"]["p_value"] < 0.05  # raw: a star without Holm
+    assert not perturbations["a"]["by_difficulty"]["easy"]["significant"]
+    assert perturbations["a"]["overall"]["significant"]
+
+
 class _Heard(Policy):
     def __init__(self):
         self.heard = []
@@ -125,12 +157,20 @@ def test_expert_told_the_opposite_side_is_restored_by_the_swap(tmp_path, tiny_da
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     deploy = tmp_path / "opposite.yaml"
     deploy.write_text("swap_sides: true\n")
-    summary = _probe(tmp_path, "probe_policies:instructed", _suite(tmp_path, "swap_sides:\nstop:\n"),
+    summary = _probe(tmp_path, "probe_policies:instructed", _suite(tmp_path, "swap_sides:\nstop:\n"), episodes=4,
                      deploy=str(deploy), text_data=str(tiny_dataset))
     clean = summary["clean"]
     assert clean["success"]["k"] == 0 and clean["failures"]["rates"]["left_right_confusion"] == 1.0
     swap = summary["perturbations"]["swap_sides"]
     assert swap["overall"]["perturbed"]["rate"] == 1.0 and swap["overall"]["significant"]
+    # One difficulty: the family is the two perturbations' overall tests; Holm doubles the smaller p (stop: p = 1).
+    assert summary["adjustment"] == {"method": "holm", "name": ADJUSTMENTS["holm"][1], "tests": 2, "alpha": 0.05}
+    assert swap["overall"]["mcnemar"]["p_value"] == pytest.approx(2 * 0.5 ** 8)
+    assert swap["overall"]["mcnemar"]["p_adjusted"] == pytest.approx(4 * 0.5 ** 8)
+    assert swap["by_difficulty"]["easy"]["mcnemar"]["p_adjusted"] == swap["overall"]["mcnemar"]["p_adjusted"]
+    saved = json.loads((tmp_path / "probe" / "probe.json").read_text())["perturbations"]["swap_sides"]["overall"]
+    assert saved["mcnemar"]["p_adjusted"] == pytest.approx(4 * 0.5 ** 8) and saved["significant"]
+    assert "Holm p" in (tmp_path / "probe" / "probe.md").read_text()
     assert swap["labels"]["left_right_confusion"]["change"] == -1.0 and swap["side_flip"]["rate"] == 1.0
     assert summary["perturbations"]["stop"]["stayed"]["rate"] == 1.0
     text = summary["text_sensitivity"]["left_vs_right"]

@@ -420,6 +420,9 @@ def test_sequential_ab_state_resumes_and_ignores_pairs_after_the_decision():
     assert record["decision"] == "B" and record["pairs_used"] == whole.pairs_used
     assert record["fixed_sample_pairs"] == paired_episodes_for_difference(
         (whole.only_b - whole.only_a) / whole.pairs_used, (whole.only_a + whole.only_b) / whole.pairs_used)
+    # An exact McNemar test needs 6 discordant pairs to reject at 0.05 (2 * 0.5^5 = 0.0625): Connor's 4 is floored.
+    assert sequential_ab(np.ones(8, bool), np.zeros(8, bool)).fixed_sample_pairs() == 6
+    assert mcnemar_pvalue(6, 0) < 0.05 < mcnemar_pvalue(5, 0)
 
 
 # --- the documentation page -------------------------------------------------------------------------------------

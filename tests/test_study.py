@@ -8,12 +8,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from mobile_vla_sim.backends import BackendConfig, Resources, run_tasks
 from mobile_vla_sim.errors import ConfigError
-from mobile_vla_sim.study.cells import CELL_FILE, balanced_pairs, plan_data, scene_pairs
+from mobile_vla_sim.eval.stats import adjust_pvalues, compare_methods
+from mobile_vla_sim.study.cells import CELL_FILE, CellTask, balanced_pairs, cell_name, plan_data, scene_pairs
+from mobile_vla_sim.study.report import method_comparisons, outcome_matrix
 from mobile_vla_sim.study.run import StudyConfig, run_study
 from mobile_vla_sim.study.spec import load_spec
 
@@ -132,11 +135,20 @@ def test_study_writes_report_with_every_part(local_study):
     assert len(study["cells"]) == 4 and {c["val_episodes"] for c in study["cells"]} == {2}
     assert [row["train"] for row in study["data"]["sizes"]] == [4, 8]
     assert set(study["comparisons"]) == {"4", "8"}
-    assert set(study["comparisons"]["4"]["hypotheses"]) == {"H1", "H2", "H3"}
+    assert set(study["hypotheses"]["4"]["hypotheses"]) == {"H1", "H2", "H3"}
     assert study["real_project_table"]["real"]["frozen"]["val_loss"] == 0.027
     md = (out / "study.md").read_text()
-    for part in ("Smallest size at which LoRA significantly beats frozen", "Spearman", "real Case 3", "McNemar"):
+    for part in ("Smallest size at which LoRA wins", "Spearman", "real Case 3", "noise floor", "Holm p",
+                 "One training seed per method cannot support a method-level claim", "per-seed results"):
         assert part in md
+    # one seed: no method-level claim at any size, but the family and the per-seed checkpoint tests are reported
+    assert {c["decision"] for c in study["comparisons"].values()} == {"unsupported"}
+    assert study["smallest_size_lora_better"] is None and study["adjustment"]["method"] == "holm"
+    assert set(study["hypotheses"]["4"]["per_seed"][0]) == {"seed", "only_a", "only_b", "p_value", "p_adjusted"}
+    # the noise floor: the largest size's seed-0 cell of each mode, on a second episode set sharing no scene
+    floors = study["noise_floor"]
+    assert set(floors) == {"frozen-n8-s0", "lora-n8-s0"}
+    assert all(f["n_first"] == f["n_second"] == 2 and f["episode_seeds"] == [0, 1] for f in floors.values())
     for plot in study["plots"].values():
         assert (out / plot).stat().st_size > 1000
     subsets = sorted((out / "data").glob("gen-*/split-*/n*"))
@@ -196,6 +208,58 @@ def test_probe_block_probes_every_cell_without_retraining(local_study, tmp_path,
     lines.clear()
     run_study(StudyConfig(spec=probed, out=copy), progress=False, echo=lines.append)
     assert not any("robustness probes" in line for line in lines)
+
+
+def _synthetic(spec, rates: dict, seed: int = 0) -> tuple[list[CellTask], dict]:
+    """Fake cells of `spec` and their outcomes: each seed's success probability from `rates[mode, size]`."""
+    from mobile_vla_sim.eval.episodes import episode_set
+
+    cells = [CellTask(f"{mode}{size}s{s}", cell_name(mode, size, s), mode, size, s, Path("."), Path("."), {}, {}, {},
+                      1, 2) for size in spec.sizes for s in spec.seeds for mode in ("frozen", "lora")]
+    rng = np.random.default_rng(seed)
+    specs = episode_set(0, spec.eval["difficulty"], "both", spec.eval["episodes"])
+    return cells, {c.key: {e.key: (e.difficulty, bool(rng.random() < rates[c.mode, c.size][c.seed])) for e in specs}
+                   for c in cells}
+
+
+def test_method_level_verdicts_count_training_runs_and_one_family(tmp_path):
+    """LoRA runs beat frozen runs by ~50 points at size 100 and are alike at 50 (synthetic outcomes). The verdict
+    is `compare_methods` with paired seeds, every size x group test adjusted as one family: with 3 seeds and 8
+    tests even 50 points is not a method-level win (its raw p is below 0.05); with 4 seeds and one difficulty it
+    is. One seed makes no claim."""
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", sizes=[50, 100], seeds=[0, 1, 2],
+                                eval={"difficulty": "all", "episodes": 10}))
+    rates = {("frozen", 50): (0.3, 0.5, 0.4, 0.35), ("lora", 50): (0.4, 0.35, 0.45, 0.4),
+             ("frozen", 100): (0.4, 0.45, 0.35, 0.3), ("lora", 100): (0.9, 0.85, 0.88, 0.9)}
+    cells, outcomes = _synthetic(spec, rates)
+    compared, family = method_comparisons(spec, cells, outcomes, 0.05, "holm")
+    assert family["tests"] == 8 and family["method"] == "holm"  # 2 sizes x (all + 3 difficulties)
+    m = compared[100]["methods"]["all"]
+    a, b = (outcome_matrix(_runs_of(cells, mode, 100), outcomes) for mode in ("frozen", "lora"))
+    expected = compare_methods(a, b, seeds_paired=True)
+    assert m["difference"] == pytest.approx(expected.difference) and m["p_value"] == pytest.approx(expected.p_value)
+    groups = ("all", "easy", "medium", "hard")
+    raw = [compared[n]["methods"][g]["p_value"] for n in (50, 100) for g in groups]
+    np.testing.assert_allclose([compared[n]["methods"][g]["p_adjusted"] for n in (50, 100) for g in groups],
+                               adjust_pvalues(raw, "holm"))
+    assert m["p_value"] < 0.05 < m["p_adjusted"] and compared[100]["decision"] == "none"
+    assert m["detectable"] > 0 and compared[100]["checkpoint_detectable"]["discordance_source"] == "observed"
+
+    four = load_spec(write_spec(tmp_path / "four.yaml", sizes=[50, 100], seeds=[0, 1, 2, 3],
+                                eval={"difficulty": "easy", "episodes": 30}))
+    cells, outcomes = _synthetic(four, rates)
+    compared, family = method_comparisons(four, cells, outcomes, 0.05, "holm")
+    assert family["tests"] == 2  # one difficulty: its test is the overall one, counted once
+    assert compared[100]["decision"] == "B" and compared[100]["lora_better"] and compared[50]["decision"] == "none"
+    assert compared[100]["methods"]["easy"]["p_adjusted"] == compared[100]["methods"]["all"]["p_adjusted"]
+
+    one = load_spec(write_spec(tmp_path / "one.yaml", sizes=[100], seeds=[0], eval={"difficulty": "easy"}))
+    lone, _ = method_comparisons(one, [c for c in cells if c.seed == 0 and c.size == 100], outcomes, 0.05, "holm")
+    assert lone[100]["decision"] == "unsupported" and not lone[100]["lora_better"]
+
+
+def _runs_of(cells: list[CellTask], mode: str, size: int) -> list[CellTask]:
+    return sorted((c for c in cells if c.mode == mode and c.size == size), key=lambda c: c.seed)
 
 
 # --- Ray (the `ray_instance` fixture: conftest.py) ---------------------------------------------------------------

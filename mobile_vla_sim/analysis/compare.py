@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mobile_vla_sim.config import knob, to_dict
+from mobile_vla_sim.config import check_knobs, knob, to_dict
 from mobile_vla_sim.envs.difficulty import DIFFICULTIES
 from mobile_vla_sim.errors import EvalError, OutputError
 from mobile_vla_sim.io import atomic_write
@@ -32,10 +32,10 @@ from mobile_vla_sim.paths import check_output_dir
 from mobile_vla_sim.progress import bar as progress_bar
 from mobile_vla_sim.eval.metrics import summarize as summarize_records
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.report import read_results, success_cell
+from mobile_vla_sim.eval.report import adjustment_name, detectable_sentence, read_results, success_cell
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.analysis.similarity import RepresentationComparison, compare_representations
-from mobile_vla_sim.eval.stats import mcnemar_exact
+from mobile_vla_sim.eval.stats import ADJUSTMENTS, adjust_pvalues, detectable_difference, mcnemar_exact
 
 H1_MIN_CONTEXT_COSINE = 0.8
 H2_MIN_LATENT_DIFFERENCE = 0.3
@@ -62,9 +62,14 @@ class CompareConfig:
     out: Path = knob(Path("runs/compare"), "folder for report.md, compare.json and plots")
     max_windows: int = knob(64, "validation windows probed (the same for both policies)", min=2)
     seed: int = knob(0, "window sampling and t-SNE seed", min=0)
-    alpha: float = knob(0.05, "significance level of the McNemar test", min=0.0, max=1.0)
+    alpha: float = knob(0.05, "significance level of the McNemar tests, after the adjustment for multiplicity",
+                        min=0.0, max=1.0)
+    adjust: str = knob("holm", "multiplicity adjustment over the closed-loop tests (each difficulty and all): holm "
+                       "(family-wise error) or bh (Benjamini-Hochberg: false discovery rate)",
+                       choices=tuple(ADJUSTMENTS))
 
     def __post_init__(self) -> None:
+        check_knobs(self)
         self.checkpoint_a, self.checkpoint_b = Path(self.checkpoint_a), Path(self.checkpoint_b)
         self.data, self.out = Path(self.data), Path(self.out)
         if self.eval_dirs is not None:
@@ -139,8 +144,10 @@ def _success_table(records: Sequence[EpisodeRecord]) -> dict[str, dict]:
     return table
 
 
-def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0.05) -> dict:
-    """Success per difficulty for A and B, and the exact McNemar test on the episodes both ran."""
+def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0.05, adjust: str = "holm") -> dict:
+    """Success per difficulty for A and B, and the exact McNemar test on the episodes both ran, per difficulty and
+    overall: one family of tests, significance decided on p-values adjusted over it (with one difficulty, its test
+    is the overall one, counted once). Also what the overall test could detect (`stats.detectable_difference`)."""
     if eval_dirs is None:
         return {"status": "not run"}
     recs_a, recs_b = (read_results(d).episodes for d in eval_dirs)
@@ -150,12 +157,24 @@ def closed_loop_comparison(eval_dirs: tuple[Path, Path] | None, alpha: float = 0
     groups: dict[str, list] = defaultdict(list)
     for pair in shared:
         groups[pair[0].difficulty].append(pair)
-    for name, pairs in [*((d, groups[d]) for d in DIFFICULTIES if d in groups), ("all", shared)]:
+    tests = {}
+    for name, pairs in [*groups.items(), ("all", shared)]:  # levels in the episode set's order
         if pairs:
-            test = mcnemar_exact(np.array([a.success for a, _ in pairs]), np.array([b.success for _, b in pairs]))
-            paired[name] = test.to_dict(alpha)
+            tests[name] = mcnemar_exact(np.array([a.success for a, _ in pairs]),
+                                        np.array([b.success for _, b in pairs]))
+    single = len(tests) == 2  # one difficulty: its test is the overall one, counted once
+    family = [g for g in tests if not (single and g == "all")]
+    adjusted = dict(zip(family, adjust_pvalues([tests[g].p_value for g in family], adjust))) if family else {}
+    if single:
+        adjusted["all"] = adjusted[family[0]]
+    for name, test in tests.items():
+        p_adjusted = float(adjusted[name])
+        paired[name] = {**test.to_dict(alpha), "p_adjusted": p_adjusted, "significant": bool(p_adjusted < alpha)}
+    overall = tests.get("all")
     return {"status": "run", "episodes_a": len(recs_a), "episodes_b": len(recs_b), "shared_episodes": len(shared),
-            "success_a": _success_table(recs_a), "success_b": _success_table(recs_b), "mcnemar": paired}
+            "success_a": _success_table(recs_a), "success_b": _success_table(recs_b), "mcnemar": paired,
+            "adjustment": {"method": adjust, "name": ADJUSTMENTS[adjust][1], "tests": len(family), "alpha": alpha},
+            "detectable": detectable_difference(len(shared), overall.discordance if overall else None, alpha)}
 
 
 # --- hypotheses ----------------------------------------------------------------------------------
@@ -328,19 +347,23 @@ def render_report(result: dict) -> str:
         rows = [[d, success_cell(closed["success_a"][d]) if d in closed["success_a"] else "-",
                  success_cell(closed["success_b"][d]) if d in closed["success_b"] else "-"]
                 for d in dict.fromkeys([*closed["success_a"], *closed["success_b"]])]
+        family = closed["adjustment"]
+        method = adjustment_name(family["method"])
         out += [_table(["difficulty", f"A: {a} success [95% Wilson CI] (k/n)", f"B: {b} success [95% Wilson CI] (k/n)"],
                        rows), "",
                 f"Exact McNemar test on the {closed['shared_episodes']} episodes both policies ran "
-                "(matched by seed, difficulty, task, index):", ""]
+                f"(matched by seed, difficulty, task, index); significant: {method}-adjusted p < {family['alpha']:g} "
+                f"over the {family['tests']} tests of this table ({family['name']}).", ""]
         if not closed["mcnemar"]:
             out.append("No episode appears in both result files: evaluate both policies with the same "
                        "`--seed`, difficulties and episode count to pair them.")
         else:
             out.append(_table(["difficulty", "pairs", "both succeed", "only A", "only B", "both fail", "p-value",
-                               "significant"],
+                               f"{method} p", "significant"],
                               [[d, t["n"], t["both_success"], t["only_a"], t["only_b"], t["both_fail"], t["p_value"],
-                                f"{'yes' if t['significant'] else 'no'} (alpha {t['alpha']})"]
+                                t["p_adjusted"], "yes" if t["significant"] else "no"]
                                for d, t in closed["mcnemar"].items()]))
+            out += ["", f"What the overall test could detect: {detectable_sentence(closed['detectable'])}"]
     out += ["", "## Representations", "",
             "Cosine, Euclidean and KL are per feature vector (per latent token for context vectors), then averaged; "
             "'pooled' averages the tokens of a frame first. KL: softmax over the feature dimension, symmetric "
@@ -400,7 +423,7 @@ def write_comparison(probe_a: PolicyProbe, probe_b: PolicyProbe, cfg: CompareCon
 
     `val_episodes` / `val_note`: the episodes probed and why they are not the hash split, recorded in the outputs.
     """
-    closed_loop = closed_loop_comparison(cfg.eval_dirs, cfg.alpha)
+    closed_loop = closed_loop_comparison(cfg.eval_dirs, cfg.alpha, cfg.adjust)
     fa, fb = probe_a.features, probe_b.features
     _check_same_windows(fa, fb)
     labels = (probe_a.label, probe_b.label)
@@ -464,7 +487,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> dict:
 
     check_compare_out(cfg)
     _check_inputs(cfg)
-    closed_loop_comparison(cfg.eval_dirs, cfg.alpha)  # fail on bad result files before the slow part
+    closed_loop_comparison(cfg.eval_dirs, cfg.alpha, cfg.adjust)  # fail on bad result files before the slow part
     episodes = EpisodeDataset(cfg.data, split="val")
     paths = progress_bar([cfg.checkpoint_a, cfg.checkpoint_b], desc="probing checkpoints", unit="checkpoint",
                          enabled=progress)

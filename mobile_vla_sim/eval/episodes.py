@@ -38,3 +38,10 @@ def episode_set(seed: int, difficulties: str | Iterable[str] = "all", tasks: str
     task_names = parse_choices(tasks, fam.tasks, "task", EvalError)
     return [EpisodeSpec(index=i, seed=scene_seed(seed, d, i), difficulty=d, task=t)
             for d in diffs for i in range(n) for t in task_names if t in fam.tasks_for(d)]
+
+
+def interleaved(specs: list[EpisodeSpec]) -> list[EpisodeSpec]:
+    """`specs` index by index (each index's difficulties and tasks in the set's order), so every prefix covers every
+    difficulty and side alike: the run order of evaluations that may stop early (`eval --target-halfwidth`,
+    `mvla-sim ab`), where a difficulty-major order would judge a policy on its easy episodes alone."""
+    return sorted(specs, key=lambda s: s.index)  # stable: keeps difficulty -> task within an index

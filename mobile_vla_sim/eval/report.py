@@ -29,6 +29,29 @@ def rate_cell(r: dict) -> str:
     return f"{pct(r['rate'])} [{pct(lo)}, {pct(hi)}] ({r['k']}/{r['n']})"
 
 
+def p_cell(p: float | None) -> str:
+    """A p-value for tables: "< 0.001" below that, 3 decimals otherwise, "–" when not tested."""
+    return "–" if p is None or not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def adjustment_name(method: str) -> str:
+    """The multiplicity adjustment's name for reports ("Holm", "Benjamini-Hochberg")."""
+    from mobile_vla_sim.eval.stats import ADJUSTMENTS
+
+    return ADJUSTMENTS[method][1].split(" (")[0]
+
+
+def detectable_sentence(d: dict) -> str:
+    """A `stats.detectable_difference` in words: what a paired McNemar comparison on these episodes detects."""
+    diff = d["difference"]
+    found = (f"detect a success difference of {100 * diff:.0f} percentage points or more"
+             if diff is not None and math.isfinite(diff) else "are too few to detect any difference")
+    source = ("observed" if d["discordance_source"] == "observed"
+              else "assumed: none was measured (`eval.stats.DEFAULT_DISCORDANCE`)")
+    return (f"{d['pairs']} paired episodes {found} with {100 * d['power']:.0f}% power in an exact McNemar test at "
+            f"alpha = {d['alpha']:.3g} (discordance {d['discordance']:.2f}, {source}; `mvla-sim plan` sizes a run).")
+
+
 def success_cell(stats: dict) -> str:
     return rate_cell(stats["success"])
 
@@ -105,15 +128,45 @@ def real_trials_table(aggregates: dict, real_trials: dict[str, tuple[int, int]])
     return "\n".join(rows)
 
 
+def detectable(records: Sequence[EpisodeRecord]) -> dict:
+    """What an evaluation's episodes could detect (`schema.Results.detectable`)."""
+    from mobile_vla_sim.eval.stats import detectable_difference, minimum_detectable_effect
+
+    n = len(records)
+    rate = sum(r.success for r in records) / n if n else float("nan")
+    return {"episodes": n, "success": rate, "alpha": 0.05, "power": 0.8,
+            "rate": minimum_detectable_effect(n, rate) if n else float("nan"), "paired": detectable_difference(n)}
+
+
+def _stopping_note(stopping: dict) -> str:
+    lo, hi = stopping["confidence_sequence"]
+    how = (f"its anytime-valid 95% interval was at most +-{stopping['target_halfwidth']:g}" if stopping["reached"]
+           else f"the budget ran out before its anytime-valid 95% interval reached +-{stopping['target_halfwidth']:g}")
+    return (f"**Stopped after {stopping['episodes']} of {stopping['budget']} episodes** (run index by index, every "
+            f"difficulty and side in turn), when {how}: success {pct(stopping['rate'])} [{pct(lo)}, {pct(hi)}], a "
+            "confidence sequence valid at whatever episode the run stops (Robbins 1970; Howard et al. 2021). The "
+            "Wilson intervals below assume the number of episodes was fixed in advance; report this one.")
+
+
 def summary_markdown(policy: str, aggregates: dict, offline: dict | None = None, note: str = "",
+                     found: dict | None = None, stopping: dict | None = None,
                      real_trials: dict[str, tuple[int, int]] | None = None) -> str:
-    """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given, and the real
-    trials of the task family's real conditions beside their sim scores."""
-    parts = [f"# Evaluation of `{policy}`", "", *([note, ""] if note else []), SUMMARY_HEADER, *summary_rows(policy, aggregates), "",
-             "Success: Wilson 95% interval. SPL: success weighted by path length (Anderson et al. 2018). "
+    """summary.md: a closed-loop table a person can paste into a paper, plus offline metrics when given, what the
+    run could detect (`found`: `detectable`), where a `--target-halfwidth` run stopped, and the real trials of the
+    task family's real conditions beside their sim scores."""
+    parts = [f"# Evaluation of `{policy}`", "", *([note, ""] if note else []),
+             *([_stopping_note(stopping), ""] if stopping else []), SUMMARY_HEADER, *summary_rows(policy, aggregates),
+             "", "Success: Wilson 95% interval. SPL: success weighted by path length (Anderson et al. 2018). "
              "Grounding: on scenes run with both instructions, how often both succeed / the robot goes around the "
              "same side whatever the instruction / the left and right runs follow the same path (the instruction "
              "is ignored)."]
+    if found and found["episodes"]:
+        change = found["rate"]
+        parts += ["", "What these episodes can detect (80% power, alpha 0.05): a change of the success rate from "
+                  f"its observed {pct(found['success'])} by "
+                  + (f"{100 * change:.0f} percentage points or more" if math.isfinite(change)
+                     else "no amount (too few episodes)")
+                  + f"; against another policy on the same episodes: {detectable_sentence(found['paired'])}"]
     failures = failure_table(aggregates)
     if failures:
         parts += ["", "## Failure labels", "", failures, "",
@@ -173,22 +226,32 @@ def plot_trajectories(path: Path, records: Sequence[EpisodeRecord], title: str =
         fig.savefig(tmp, dpi=110)
 
 
+def results_file(*, policy: str, config: dict, records: Sequence[EpisodeRecord], aggregates: Aggregates,
+                 offline: dict | None = None, interrupted: bool = False, throughput: Throughput | None = None,
+                 stopping: dict | None = None) -> Results:
+    """The `schema.Results` of an evaluation (what results.json holds); `offline` is `OfflineMetrics.to_dict()`."""
+    return Results(policy=policy, config=config, aggregates=aggregates, episodes=list(records),
+                   offline=OfflineMetrics(**offline) if offline else None, interrupted=interrupted,
+                   throughput=throughput or {}, detectable=detectable(records), stopping=stopping)
+
+
 def write_results(out_dir: Path, *, policy: str, config: dict, records: Sequence[EpisodeRecord],
                   aggregates: Aggregates, offline: dict | None = None, interrupted: bool = False,
-                  throughput: Throughput | None = None, real_trials: dict[str, tuple[int, int]] | None = None) -> dict:
-    """Write results.json (`schema.Results`), episodes.csv, summary.md and trajectories.png into `out_dir`; return
+                  throughput: Throughput | None = None, stopping: dict | None = None,
+                  real_trials: dict[str, tuple[int, int]] | None = None) -> dict:
+    """Write results.json (`results_file`), episodes.csv, summary.md and trajectories.png into `out_dir`; return
     the paths. `offline` is `OfflineMetrics.to_dict()`; `real_trials` the task family's (summary.md sets them beside
     the sim scores)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("results.json", "episodes.csv", "summary.md", "trajectories.png")}
-    results = Results(policy=policy, config=config, aggregates=aggregates, episodes=list(records),
-                      offline=OfflineMetrics(**offline) if offline else None, interrupted=interrupted,
-                      throughput=throughput or {})
+    results = results_file(policy=policy, config=config, records=records, aggregates=aggregates, offline=offline,
+                           interrupted=interrupted, throughput=throughput, stopping=stopping)
     atomic_write(paths["results.json"], results.to_json())
     write_csv(paths["episodes.csv"], records)
     note = "**Interrupted: only the finished episodes are counted.**" if interrupted else ""
-    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note, real_trials))
+    atomic_write(paths["summary.md"], summary_markdown(policy, aggregates, offline, note, results.detectable,
+                                                       stopping, real_trials))
     plot_trajectories(paths["trajectories.png"], records, title=f"{policy}: trajectories by outcome")
     return paths
 

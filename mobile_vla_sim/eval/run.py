@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.config import check_knobs, knob, to_dict
@@ -15,7 +18,7 @@ from mobile_vla_sim.envs.config import ENV_DEFAULTS, EnvConfig
 from mobile_vla_sim.envs.engine import EpisodeSpec, PoolConfig, RolloutResult
 from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import ConfigError, EvalError, MvlaError, OutputError
-from mobile_vla_sim.eval.episodes import episode_set
+from mobile_vla_sim.eval.episodes import episode_set, interleaved
 from mobile_vla_sim.eval.metrics import aggregate
 from mobile_vla_sim.eval.records import EpisodeRecord
 from mobile_vla_sim.eval.recording import RecordPlan, label_recordings
@@ -69,6 +72,11 @@ class EvalConfig:
                                 "normalisation, window, chunk execution, action post-processing, instruction; "
                                 "DeployConfig in mobile_vla_sim/policies/deploy.py; examples/deploy_jan2026.yaml)",
                                 file=True, default_factory=DeployConfig)
+    target_halfwidth: float | None = knob(None, "stop once the anytime-valid 95% interval of the success rate is at "
+                                          "most +-W; --episodes is then the budget per (difficulty, task), run "
+                                          "index by index, and only the finished prefix of that order up to the "
+                                          "stop is counted, so results do not depend on --workers",
+                                          min=0.005, max=0.5)
     ray_shard: int = knob(20, "with --backend ray: episodes per Ray task (each task loads the policy once and runs "
                           "its episodes in one process)", min=1)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -84,6 +92,15 @@ class EvalConfig:
                               "DeployConfig.from_yaml(path)")
         if self.env.task_family is not None:  # else checked once the family is resolved (the policy's, or detour)
             episode_set(self.seed, self.difficulty, self.task, self.episodes, self.env.task_family)
+
+
+def eval_knob(name: str, **changes: Any) -> Any:
+    """EvalConfig's declaration of knob `name` (its help, bounds and default, `changes` applied): jobs that run
+    evaluations (the probe, `mvla-sim ab`) share the evaluation's knobs without restating them."""
+    f = EvalConfig.__dataclass_fields__[name]
+    meta = {**f.metadata, **{k: v for k, v in changes.items() if k != "default"}}
+    return dataclasses.field(default=changes.get("default", f.default), default_factory=f.default_factory,
+                             metadata=meta)
 
 
 @dataclass
@@ -117,7 +134,7 @@ def _outcome_knobs(config: dict) -> dict:
     config = dict(config)
     if "deployment" in config:  # results written before the stack was a config field: its path, then content
         config["deploy"] = config.pop("deployment")
-    flat = {"deploy": to_dict(DeployConfig()), **config, **config.get("env", {})}
+    flat = {"deploy": to_dict(DeployConfig()), "target_halfwidth": None, **config, **config.get("env", {})}
     return {k: v for k, v in flat.items() if k not in (*_RESUMABLE, "env", "pool", "cluster")}
 
 
@@ -260,6 +277,55 @@ def _rollouts_on_ray(cfg: EvalConfig, specs: list[EpisodeSpec], videos: dict[str
     return RolloutResult(records, interrupted, time.perf_counter() - start, error)
 
 
+@functools.lru_cache(maxsize=8192)
+def _confidence_sequence(successes: int, trials: int) -> tuple[float, float]:
+    """`stats.rate_confidence_sequence` at 95%, remembered: a run re-reads its growing prefix after every batch."""
+    from mobile_vla_sim.eval.stats import rate_confidence_sequence
+
+    return rate_confidence_sequence(successes, trials)
+
+
+def stopping_record(order: list[EpisodeSpec], records: dict[str, EpisodeRecord], halfwidth: float) -> dict:
+    """Where an evaluation run in `order` stops: the shortest finished prefix whose anytime-valid 95% interval of the
+    success rate (`stats.rate_confidence_sequence`) is at most +-`halfwidth`, else the whole finished prefix.
+    Only the prefix counts (never an episode that happened to finish early past it), so the stop does not depend
+    on how many workers ran the episodes."""
+    k = n = 0
+    interval = (0.0, 1.0)
+    for spec in order:
+        if spec.key not in records:
+            break
+        k, n = k + bool(records[spec.key].success), n + 1
+        interval = _confidence_sequence(k, n)
+        if (interval[1] - interval[0]) / 2 <= halfwidth:
+            break
+    reached = n > 0 and (interval[1] - interval[0]) / 2 <= halfwidth
+    return {"target_halfwidth": halfwidth, "reached": reached, "episodes": n, "budget": len(order), "successes": k,
+            "rate": k / n if n else float("nan"), "confidence_sequence": list(interval), "confidence": 0.95,
+            "counted": [s.key for s in order[:n]]}
+
+
+def _until_narrow(order: list[EpisodeSpec], done: dict[str, EpisodeRecord], halfwidth: float, batch: int,
+                  rollout) -> tuple[RolloutResult, dict]:
+    """Roll out `order` in batches until `stopping_record` stops (or the budget is spent); episodes finished in an
+    earlier run are not run again. Returns every rollout made and the stopping record."""
+    records, made, seconds = dict(done), [], 0.0
+    for start in range(0, len(order) + 1, batch):
+        stop = stopping_record(order, records, halfwidth)
+        if stop["reached"] or stop["episodes"] == len(order):
+            break
+        todo = [s for s in order[start:start + batch] if s.key not in records]
+        if not todo:
+            continue
+        result = rollout(todo)
+        made += result.results
+        seconds += result.seconds
+        records.update({r.key: r for r in result.results})
+        if result.interrupted:
+            return RolloutResult(made, True, seconds, result.error), stopping_record(order, records, halfwidth)
+    return RolloutResult(made, False, seconds), stopping_record(order, records, halfwidth)
+
+
 def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = True) -> EvalResult:
     """Score the policy closed-loop on the fixed episode set (and offline when `offline_data` is given).
 
@@ -301,12 +367,22 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
             claim_videos(cfg.video_dir, videos.values(), evaluation_id(cfg))
         journal = None if cfg.out is None else EpisodeJournal(cfg.out, label, to_dict(cfg), journaled)
         on_record = None if journal is None else journal.append
-        try:
+
+        def rollout(batch: list[EpisodeSpec]) -> RolloutResult:
+            shown = {s.key: videos[s.key] for s in batch if s.key in videos}
             if cfg.cluster.backend == "ray":
-                result = _rollouts_on_ray(cfg, todo, videos, record, progress, on_record)
-            else:
-                result = eval_policy(policy, todo, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=videos,
-                                     record=record, progress=progress, on_record=on_record)
+                return _rollouts_on_ray(cfg, batch, shown, record, progress, on_record)
+            return eval_policy(policy, batch, cfg.env, deploy=cfg.deploy, pool=cfg.pool, videos=shown,
+                               record=record, progress=progress, on_record=on_record)
+
+        stopping = None
+        try:
+            if cfg.target_halfwidth is None:
+                result = rollout(todo)
+            else:  # batches of twice the concurrent episodes: few wasted past the stop, workers kept busy
+                slots = (cfg.pool.workers or os.cpu_count() or 1) * cfg.pool.envs_per_worker
+                result, stopping = _until_narrow(interleaved(specs), done, cfg.target_halfwidth, max(8, 2 * slots),
+                                                 rollout)
         finally:
             if journal is not None:
                 journal.close()
@@ -315,6 +391,9 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
         if owned:
             policy.close()
     records = sorted([*done.values(), *result.results], key=lambda r: order.get(r.key, len(order)))
+    if stopping is not None:  # only the prefix up to the stop counts
+        counted = set(stopping.pop("counted"))
+        records = [r for r in records if r.key in counted]
     family = get_family(cfg.env.task_family)
     aggregates = aggregate(records, family)
     paths: dict[str, Path] = {}
@@ -322,11 +401,11 @@ def evaluate(cfg: EvalConfig, policy: Policy | None = None, progress: bool = Tru
         paths["recordings"] = cfg.record
         label_recordings(cfg.record, records, order)
     rate = 60.0 * len(result.results) / max(result.seconds, 1e-9)
-    interrupted = len(records) < len(specs)
+    interrupted = result.interrupted if stopping is not None else len(records) < len(specs)
     if cfg.out is not None:
         try:
             paths |= write_results(cfg.out, policy=label, config=to_dict(cfg), records=records,
-                                   aggregates=aggregates, offline=offline, interrupted=interrupted,
+                                   aggregates=aggregates, offline=offline, interrupted=interrupted, stopping=stopping,
                                    throughput={"episodes": len(result.results), "seconds": result.seconds,
                                                "episodes_per_min": rate, "policy": stats},
                                    real_trials=family.real_trials)

@@ -159,6 +159,16 @@ class Results:
     """Closed-loop summaries overall, per difficulty, per task, and grounding."""
     offline: OfflineMetrics | None = None
     """Offline metrics when the run was given `--offline-data`, else null."""
+    detectable: dict[str, Any] = field(default_factory=dict)
+    """What these episodes could detect with 80% power at alpha 0.05 (`report.detectable`): `rate`, the smallest
+    change of the success rate from its observed value a test on them finds (`stats.minimum_detectable_effect`);
+    `paired`, the smallest difference to another policy on the same episodes an exact McNemar test finds
+    (`stats.detectable_difference`, at the assumed discordance: one policy alone measures none)."""
+    stopping: dict[str, Any] | None = None
+    """With `--target-halfwidth W`: where the evaluation stopped (`run.stopping_record`): the target, whether the
+    anytime-valid interval got that narrow (`reached`), the episodes counted (the finished prefix of the run order
+    up to the stop) of the budget, and that interval (`confidence_sequence`, valid at whatever episode one stops,
+    unlike the Wilson interval of the aggregates); null otherwise."""
     episodes: list[EpisodeRecord]
     """One record per finished episode (`records.EpisodeRecord`), in episode-set order."""
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, special, stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.power import NormalIndPower, TTestPower
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from mobile_vla_sim.errors import EvalError
@@ -419,6 +419,32 @@ def minimum_detectable_effect(n: int, p: float = 0.5, alpha: float = 0.05, power
     return float(max(changes)) if changes else float("nan")
 
 
+def detectable_difference(n: int, discordance: float | None = None, alpha: float = 0.05,
+                          power: float = 0.8) -> dict:
+    """What a paired comparison on n episodes could detect (`minimum_detectable_difference`), as reports state it:
+    at the observed discordance when one was measured and is above 0, else at `DEFAULT_DISCORDANCE`; the dict says
+    which (``discordance_source``: "observed" or "assumed")."""
+    observed = discordance is not None and math.isfinite(discordance) and discordance > 0
+    psi = float(discordance) if observed else DEFAULT_DISCORDANCE
+    return {"pairs": int(n), "discordance": psi, "discordance_source": "observed" if observed else "assumed",
+            "alpha": alpha, "power": power,
+            "difference": minimum_detectable_difference(n, psi, alpha, power) if n >= 1 else float("nan")}
+
+
+def minimum_detectable_method_difference(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest difference in mean success between two training methods that `compare_methods` detects with the
+    given power, when its standard error is ``se`` with ``df`` degrees of freedom: the t-test's detectable effect
+    (statsmodels' `TTestPower`, n = df + 1 so that its degrees of freedom match) times se * sqrt(n). NaN without a
+    standard error (fewer than 2 seeds)."""
+    _check_level(alpha, "alpha")
+    _check_level(power, "power")
+    if not (math.isfinite(se) and math.isfinite(df) and df >= 1):
+        return float("nan")
+    n = df + 1
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
+    return float(effect * se * math.sqrt(n))
+
+
 # --- sequential tests valid under optional stopping -------------------------------------------------------------
 def _log_mixture_ratio(successes: np.ndarray | int, failures: np.ndarray | int, p: float) -> np.ndarray | float:
     """Log of the uniform-prior (Beta(1, 1)) mixture likelihood ratio against a success probability p.
@@ -507,11 +533,15 @@ class SequentialAB:
         difference with the given power (`paired_episodes_for_difference`); None with no observed difference.
 
         The difference observed when a sequential test stops early tends to be larger than the true one, so this
-        flatters the fixed design: a conservative yardstick for the episodes the sequential test saved."""
+        flatters the fixed design: a conservative yardstick for the episodes the sequential test saved. Connor's
+        normal approximation is floored where it breaks down, at the pairs that hold, at the observed discordance,
+        the fewest discordant pairs an exact McNemar test can reject with (all on one side: 2 * 0.5^m < alpha)."""
         d = (self.only_b - self.only_a) / self.pairs_used if self.pairs_used else 0.0
         if d == 0:
             return None
-        return paired_episodes_for_difference(d, (self.only_a + self.only_b) / self.pairs_used, self.alpha, power)
+        discordance = (self.only_a + self.only_b) / self.pairs_used
+        fewest = math.floor(math.log2(2 / self.alpha)) + 1
+        return max(paired_episodes_for_difference(d, discordance, self.alpha, power), math.ceil(fewest / discordance))
 
     def to_dict(self, power: float = 0.8) -> dict:
         return {**asdict(self), "pairs_used": self.pairs_used, "decision": self.decision,

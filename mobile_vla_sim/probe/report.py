@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_vla_sim.eval.report import pct, rate_cell
+from mobile_vla_sim.eval.report import adjustment_name, detectable_sentence, p_cell, pct, rate_cell
 from mobile_vla_sim.eval.schema import json_safe
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.plotting import colormap, subplots
@@ -26,36 +26,45 @@ def _pp(x: float) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.0f}"
 
 
-def _p(p: float) -> str:
-    return "–" if p is None or not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
 def _ci(share: dict) -> str:
     return rate_cell(share) if share["n"] else "– (0/0)"
 
 
+def _family(summary: dict) -> str:
+    """How significance was decided, for sentences and captions."""
+    family = summary["adjustment"]
+    return (f"exact McNemar, {adjustment_name(family['method'])}-adjusted p < {family['alpha']:g} over the "
+            f"{family['tests']} tests of this probe")
+
+
 # --- verdict -----------------------------------------------------------------------------------------------------
 def verdict(summary: dict) -> str:
-    """One paragraph: where success drops significantly, whether the policy obeys side and Stop, its text
-    sensitivity, and what was not applicable."""
+    """One paragraph: where success drops significantly (on p-values adjusted over the probe's family), whether the
+    policy obeys side and Stop, its text sensitivity, what the probe could detect, and what was not applicable."""
     run, alpha = _run(summary), summary["alpha"]
     clean = summary["clean"]["success"]
     parts = [f"`{summary['policy']}` succeeds in {_ci(clean)} of the clean episodes."]
 
     def listed(names: list[str]) -> str:
-        return "; ".join(f"{n} ({_pp(run[n]['overall']['difference']['value'])} pp "
-                         f"[{_pp(run[n]['overall']['difference']['ci95'][0])}, "
-                         f"{_pp(run[n]['overall']['difference']['ci95'][1])}], p {_p(run[n]['overall']['mcnemar']['p_value'])})"
-                         for n in names)
+        def one(o: dict) -> str:
+            lo, hi = o["difference"]["ci95"]
+            return (f"{_pp(o['difference']['value'])} pp [{_pp(lo)}, {_pp(hi)}], p {p_cell(o['mcnemar']['p_value'])}, "
+                    f"adjusted {p_cell(o['mcnemar']['p_adjusted'])}")
+        return "; ".join(f"{n} ({one(run[n]['overall'])})" for n in names)
     robust = {n: p for n, p in run.items() if p["expect"] == "robust"}
     drops = [n for n, p in robust.items() if p["overall"]["significant"] and p["overall"]["difference"]["value"] < 0]
     rises = [n for n, p in run.items() if p["overall"]["significant"] and p["overall"]["difference"]["value"] > 0]
     steady = [n for n in robust if n not in drops and n not in rises]
+    chance = [n for n, p in run.items() if not p["overall"]["significant"] and p["overall"]["mcnemar"]["p_value"]
+              is not None and p["overall"]["mcnemar"]["p_value"] < alpha]
     if drops:
-        parts.append(f"Success drops significantly (exact McNemar p < {alpha:g}) under {listed(drops)}.")
+        parts.append(f"Success drops significantly ({_family(summary)}) under {listed(drops)}.")
     elif robust:
         parts.append(f"No perturbation that a robust policy should withstand lowers success significantly "
-                     f"(exact McNemar, p < {alpha:g}).")
+                     f"({_family(summary)}).")
+    if chance:
+        parts.append(f"Unadjusted p < {alpha:g} but not significant once the whole family is counted: "
+                     f"{listed(chance)}.")
     if rises:
         parts.append(f"Success rises significantly under {listed(rises)}: the baseline itself is broken in a way "
                      "these perturbations undo.")
@@ -81,6 +90,13 @@ def verdict(summary: dict) -> str:
                      f"its lateral command by {lateral:.3g} on average and flips its direction in "
                      f"{pct(lr['lateral_flip'])} of the frames"
                      f"{' (instruction-blind)' if lr['lateral_flip'] < 0.05 and lateral < 1e-3 else ''}.")
+    if run:
+        d = summary["detectable"]
+        strictest = d["difference_strictest"]
+        parts.append(f"What this probe could see: {detectable_sentence(d)} The strictest step of the adjustment "
+                     f"(alpha / {summary['adjustment']['tests']}) needs "
+                     + (f"{100 * strictest:.0f} pp." if strictest is not None and math.isfinite(strictest)
+                        else "more episodes than were run to detect any change."))
     na = [f"{n} ({p['reason']})" for n, p in summary["perturbations"].items() if p["status"] != "run"]
     if na:
         parts.append(f"Not applicable or not run: {'; '.join(na)}.")
@@ -89,19 +105,22 @@ def verdict(summary: dict) -> str:
 
 # --- markdown ----------------------------------------------------------------------------------------------------
 def _table(summary: dict) -> list[str]:
-    rows = ["| perturbation | kind | what | success [95% CI] | change (pp) [95% CI] | McNemar p | side flipped | "
-            "stayed |", "|---|---|---|---|---|---|---|---|"]
+    method = adjustment_name(summary["adjustment"]["method"])
+    rows = [f"| perturbation | kind | what | success [95% CI] | change (pp) [95% CI] | McNemar p | {method} p | "
+            "side flipped | stayed |", "|---|---|---|---|---|---|---|---|---|"]
     clean = summary["clean"]["success"]
-    rows.append(f"| clean | | the baseline | {_ci(clean)} | | | | |")
+    rows.append(f"| clean | | the baseline | {_ci(clean)} | | | | | |")
     for name, p in summary["perturbations"].items():
         if p["status"] != "run":
-            rows.append(f"| {name} | {p['kind']} | {p['what']} | {p['status']}: {p['reason']} | | | | |")
+            rows.append(f"| {name} | {p['kind']} | {p['what']} | {p['status']}: {p['reason']} | | | | | |")
             continue
         o = p["overall"]
         lo, hi = o["difference"]["ci95"]
         mark = " *" if o["significant"] else ""
         rows.append(f"| {name} | {p['kind']} | {p['what']} | {_ci(o['perturbed'])} | "
-                    f"{_pp(o['difference']['value'])} [{_pp(lo)}, {_pp(hi)}]{mark} | {_p(o['mcnemar']['p_value'])} | "
+                    f"{_pp(o['difference']['value'])} [{_pp(lo)}, {_pp(hi)}]{mark} | "
+                    f"{p_cell(o['mcnemar']['p_value'])} | "
+                    f"{p_cell(o['mcnemar']['p_adjusted'])} | "
                     f"{_ci(p['side_flip'])} | {_ci(p['stayed'])} |")
     return rows
 
@@ -145,8 +164,10 @@ def probe_markdown(summary: dict, figures: dict[str, str]) -> str:
         out += ["**Interrupted: only the conditions and episodes that finished are counted.**", ""]
     out += ["## Verdict", "", summary["verdict"], "", "## Success under each perturbation", "",
             "Every condition ran on the same seeded scenes as the clean run; differences are paired (perturbed − "
-            "clean, percentage points) with Newcombe's hybrid score interval for paired proportions; `*`: exact "
-            f"McNemar p < {summary['alpha']:g}. Side flipped: share of episodes passing the first box on the other "
+            "clean, percentage points) with Newcombe's hybrid score interval for paired proportions; `*`: "
+            f"{_family(summary)} (every perturbation overall and per difficulty: "
+            f"{summary['adjustment']['name']}); the per-difficulty tests are in the heatmap and probe.json. "
+            "Side flipped: share of episodes passing the first box on the other "
             "side than in the clean run (a grounded policy flips under swap_sides). Stayed: moved less than "
             f"{summary['stop_obeyed_m']:g} m in the whole episode (a grounded policy stays when told \"Stop\").", "", *_table(summary), ""]
     if "heatmap" in figures:
@@ -191,7 +212,9 @@ def plot_heatmap(summary: dict, path: Path) -> None:
     ax.set_yticks(range(len(names)), [f"{n} ({p['kind']}{', drop expected' if p['expect'] == 'obey' else ''})"
                                       for n, p in summary["perturbations"].items()])
     fig.colorbar(image, ax=ax, label="success change vs clean (pp)")
-    ax.set_title(f"{summary['policy']}: paired success change (* McNemar p < {summary['alpha']:g})")
+    family = summary["adjustment"]
+    ax.set_title(f"{summary['policy']}: paired success change (* {adjustment_name(family['method'])}-adjusted "
+                 f"p < {family['alpha']:g}, {family['tests']} tests)")
     fig.savefig(path, dpi=110)
 
 

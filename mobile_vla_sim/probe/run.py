@@ -13,7 +13,6 @@ probed; each perturbation is applied on top of that baseline.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -25,37 +24,29 @@ from mobile_vla_sim.envs.tasks import get_family
 from mobile_vla_sim.errors import EvalError, MvlaError
 from mobile_vla_sim.eval.metrics import share
 from mobile_vla_sim.eval.records import EpisodeRecord
-from mobile_vla_sim.eval.run import EvalConfig, as_trained, evaluate, load_eval_policy
+from mobile_vla_sim.eval.run import EvalConfig, as_trained, eval_knob, evaluate, load_eval_policy
+from mobile_vla_sim.eval.stats import ADJUSTMENTS
 from mobile_vla_sim.eval.taxonomy import failure_summary
 from mobile_vla_sim.policies.deploy import DeployConfig, deploy_policy
 from mobile_vla_sim.policy import Policy
-from mobile_vla_sim.probe.paired import STOP_OBEYED_M, compare_condition
+from mobile_vla_sim.probe.paired import STOP_OBEYED_M, adjust_family, compare_condition, probe_detectable
 from mobile_vla_sim.probe.perturbations import STOP_SENTENCE, SUITES, conditions, load_suite
 from mobile_vla_sim.probe.text import text_sensitivity
-
-
-def _eval_knob(name: str, **changes: Any) -> Any:
-    """EvalConfig's declaration of knob `name` (its help, bounds and default, `changes` applied): the probe shares
-    the evaluation's knobs without restating them."""
-    f = EvalConfig.__dataclass_fields__[name]
-    meta = {**f.metadata, **{k: v for k, v in changes.items() if k != "default"}}
-    return dataclasses.field(default=changes.get("default", f.default), default_factory=f.default_factory,
-                             metadata=meta)
 
 
 @dataclass
 class ProbeConfig:
     """What to probe: the policy under its deployment (the clean baseline), the episode set, and the suite."""
 
-    policy: str = _eval_knob("policy")
-    policy_args: tuple[str, ...] = _eval_knob("policy_args")
-    deploy: DeployConfig = _eval_knob("deploy", help="YAML deployment stack of the clean baseline (DeployConfig); "
+    policy: str = eval_knob("policy")
+    policy_args: tuple[str, ...] = eval_knob("policy_args")
+    deploy: DeployConfig = eval_knob("deploy", help="YAML deployment stack of the clean baseline (DeployConfig); "
                                       "every perturbation is applied on top of it")
-    device: str = _eval_knob("device")
-    difficulty: str = _eval_knob("difficulty")
-    episodes: int = _eval_knob("episodes", help="episodes per (difficulty, task) for the clean run and every "
+    device: str = eval_knob("device")
+    difficulty: str = eval_knob("difficulty")
+    episodes: int = eval_knob("episodes", help="episodes per (difficulty, task) for the clean run and every "
                                "perturbation (the same scenes)")
-    seed: int = _eval_knob("seed")
+    seed: int = eval_knob("seed")
     out: Path = knob(Path("runs/probe"), "folder for probe.md, probe.json, figures and one eval folder per "
                      "condition (clean/, <perturbation>/); re-running the same command resumes")
     suite: str = knob("default", f"perturbations: a built-in suite ({', '.join(SUITES)}) or a YAML file of "
@@ -64,7 +55,11 @@ class ProbeConfig:
                                   "[default: a few expert episodes generated into OUT/text_data]")
     text_episodes: int = knob(4, "episodes generated (or read from --text-data) for text sensitivity; 0 skips it",
                               min=0)
-    alpha: float = knob(0.05, "significance level of the McNemar tests", min=1e-6, max=0.5)
+    alpha: float = knob(0.05, "significance level of the McNemar tests, after the adjustment for multiplicity",
+                        min=1e-6, max=0.5)
+    adjust: str = knob("holm", "multiplicity adjustment over every perturbation x difficulty test of the probe: holm "
+                       "(chance of any false star <= alpha) or bh (Benjamini-Hochberg: expected share of false stars "
+                       "<= alpha)", choices=tuple(ADJUSTMENTS))
     env: EnvConfig = field(default_factory=EnvConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
 
@@ -186,7 +181,9 @@ def probe(cfg: ProbeConfig, progress: bool = True, echo: Callable[[str], None] =
             entry.update(status="not run", reason="interrupted")
         else:
             entry.update(status="run", out=str(c.eval.out), deployment=to_dict(c.eval.deploy),
-                         **compare_condition(results["clean"], results[c.name], cfg.alpha, family.labels))
+                         **compare_condition(results["clean"], results[c.name], family.labels))
         summary["perturbations"][c.name] = entry
+    summary["adjustment"] = adjust_family(summary["perturbations"], cfg.adjust, cfg.alpha)
+    summary["detectable"] = probe_detectable(summary["perturbations"], len(results["clean"]), summary["adjustment"])
     paths = write_probe(cfg.out, summary)
     return ProbeResult(summary, paths, interrupted)

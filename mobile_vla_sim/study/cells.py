@@ -12,7 +12,8 @@
 * **A cell** (mode × size × seed) is the folder `cells/<key>/`: `policy.ckpt`, `eval/` and, written atomically
   last, `cell.json`, whose presence alone marks the cell finished. The key hashes everything that can change the
   cell's numbers (`cell_identity`); an interrupted cell resumes where it stopped (training from
-  `policy.ckpt.resume.pt`, evaluation from its finished episodes).
+  `policy.ckpt.resume.pt`, evaluation from its finished episodes). The noise floor evaluates one cell per mode again
+  on a second, disjoint episode set, into `cells/<key>/eval-seed<S>/` (`noise_tasks`).
 """
 
 from __future__ import annotations
@@ -315,6 +316,67 @@ def run_compare(task: CompareTask) -> dict:
     shutil.rmtree(task.dir, ignore_errors=True)
     os.replace(tmp, task.dir)
     return result
+
+
+# --- the harness's noise floor: one checkpoint on two disjoint episode sets -------------------------------------------
+@dataclass(frozen=True)
+class NoiseTask:
+    """A finished cell's policy evaluated on a second episode set that shares no scene with the first."""
+
+    name: str  # the cell's
+    dir: Path
+    cell: Path
+    eval: dict  # flat EvalConfig values but policy/out/pool
+    threads: int
+
+
+def disjoint_seed(eval_values: dict) -> int:
+    """The first episode-set seed after the spec's whose scenes share none with the spec's episode set."""
+    from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY
+    from mobile_vla_sim.eval.episodes import episode_set
+
+    family = eval_values.get("task_family") or DEFAULT_FAMILY
+
+    def scenes(seed: int) -> set[int]:
+        return {s.seed for s in episode_set(seed, eval_values["difficulty"], eval_values["task"],
+                                            eval_values["episodes"], family)}
+
+    first, seed = scenes(eval_values["seed"]), eval_values["seed"] + 1
+    while scenes(seed) & first:
+        seed += 1
+    return seed
+
+
+def noise_tasks(spec: StudySpec, cells: list[CellTask]) -> list[NoiseTask]:
+    """One per mode: its first seed's cell at the largest size, evaluated again on a disjoint episode set."""
+    values = spec.eval_values()
+    seed = disjoint_seed(values)
+    chosen = [c for c in cells if c.size == max(spec.sizes) and c.seed == spec.seeds[0]]
+    return [NoiseTask(c.name, c.dir / f"eval-seed{seed}", c.dir, {**values, "seed": seed}, c.threads) for c in chosen]
+
+
+def finished_noise(folder: Path) -> list | None:
+    """The episode records of a noise-floor evaluation that ran to its end, else None."""
+    from mobile_vla_sim.eval.report import read_results
+
+    if not (folder / "results.json").is_file():
+        return None
+    results = read_results(folder)
+    return None if results.interrupted else results.episodes
+
+
+def run_noise(task: NoiseTask) -> dict:
+    """Evaluate the cell's policy on the second episode set (resumes like any evaluation); its overall success."""
+    import torch
+
+    from mobile_vla_sim.eval.run import EvalConfig, evaluate
+
+    torch.set_num_threads(task.threads)
+    result = evaluate(build(EvalConfig, {**task.eval, "policy": str(task.cell / "policy.ckpt"), "out": task.dir,
+                                         "workers": task.threads}), progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt  # the finished episodes are kept in task.dir; the next run resumes them
+    return {"noise_floor_success": result.aggregates["overall"]["success"]}
 
 
 # --- robustness probes (optional: the spec's `probe` block, one per cell) ------------------------------------------

@@ -1,8 +1,14 @@
 """The study's report: `study.md`, `study.json` and plots, from the finished cells and comparisons.
 
-Seeds are pooled: a (mode, size) success rate counts every (seed, episode) trial, with its Wilson 95% interval
-(which leaves out seed-to-seed variance; the per-seed spread is in `study.json`), and the frozen-vs-LoRA McNemar test
-at a size sums the paired outcomes of all seeds (seed s of frozen against seed s of LoRA, on the same episodes).
+Frozen vs LoRA is a question about training methods, so the unit of replication is the training run. Each size's
+verdict comes from `eval.stats.compare_methods` on the per-episode outcomes of every seed: a two-stage cluster
+bootstrap (training seeds, then episodes) with a Student-t interval. Seed s of frozen is paired with seed s of LoRA
+(`seeds_paired`): both start from the same head and action-token initialisation (drawn from the seed before LoRA is
+added) and train on the same data subset, so a lucky initialisation is shared. The tests of every size x difficulty
+are one family, adjusted (Holm by default) before any verdict, and "the smallest size at which LoRA wins" is read
+from the adjusted decisions. With one seed no method-level claim is made. Success rates with Wilson intervals that
+pool the seeds' episodes are a description (they leave the seed spread out); the per-seed table shows the spread,
+and the noise floor (one checkpoint on two disjoint episode sets) stands beside it.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from mobile_vla_sim.eval.metrics import rate
-from mobile_vla_sim.eval.report import pct, rate_cell
+from mobile_vla_sim.eval.records import EpisodeRecord
+from mobile_vla_sim.eval.report import (adjustment_name, detectable_sentence, p_cell, pct, rate_cell,
+                                        read_results)
 from mobile_vla_sim.eval.schema import json_safe
-from mobile_vla_sim.eval.stats import mcnemar_exact
+from mobile_vla_sim.eval.stats import (ADJUSTMENTS, adjust_pvalues, compare_methods, detectable_difference,
+                                       minimum_detectable_method_difference, noise_floor, seed_rates)
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.study.cells import CellTask, CompareTask, DataPlan
 from mobile_vla_sim.study.spec import StudySpec
@@ -31,6 +40,11 @@ REAL_NOTE = {"frozen": "not measured", "lora": "not finished"}
 REAL_EPISODES = 500
 PLOTS = {"success": "success_vs_size.png", "offline": "offline_vs_size.png", "scatter": "rmse_vs_success.png"}
 MODE_COLOURS = {"frozen": "tab:blue", "lora": "tab:orange"}
+#: A method-level decision in words (A = frozen, B = LoRA).
+VERDICTS = {"B": "LoRA better", "A": "frozen better", "none": "no difference supported",
+            "unsupported": "no claim: one seed"}
+#: Outcomes of one cell's evaluation: episode key -> (difficulty, success).
+Outcomes = dict[str, tuple[str, bool]]
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -38,55 +52,121 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def mode_size_table(spec: StudySpec, cells: list[CellTask], results: dict[str, dict]) -> dict[str, dict[int, dict]]:
-    """Per mode and size: pooled success (all + per difficulty) with Wilson CIs, and mean / range over seeds of the
-    offline numbers."""
+def cell_outcomes(cells: list[CellTask]) -> dict[str, Outcomes]:
+    """Per cell key: every evaluated episode's difficulty and success, from the cell's results.json."""
+    return {c.key: {r.key: (r.difficulty, bool(r.success)) for r in read_results(c.dir / "eval").episodes}
+            for c in cells}
+
+
+def outcome_matrix(runs: list[CellTask], outcomes: dict[str, Outcomes], group: str = "all") -> np.ndarray:
+    """(seeds, episodes) successes of `runs` (one mode and size, in seed order) on the episodes of `group`, in the
+    first run's episode order (every cell ran the same episode set)."""
+    keys = [k for k, (d, _) in outcomes[runs[0].key].items() if group in ("all", d)]
+    return np.array([[outcomes[c.key][k][1] for k in keys] for c in runs], dtype=bool)
+
+
+def _runs(cells: list[CellTask], mode: str, size: int) -> list[CellTask]:
+    return sorted((c for c in cells if c.mode == mode and c.size == size), key=lambda c: c.seed)
+
+
+def mode_size_table(spec: StudySpec, cells: list[CellTask], results: dict[str, dict],
+                    outcomes: dict[str, Outcomes]) -> dict[str, dict[int, dict]]:
+    """Per mode and size: success (all + per difficulty) pooled over seeds with Wilson CIs and per seed, the spread
+    of the per-seed success between training runs (`seed_rates`), and the offline numbers per seed and their mean."""
     table: dict[str, dict[int, dict]] = {}
     for mode in spec.modes:
         for size in spec.sizes:
-            runs = [results[c.key] for c in cells if c.mode == mode and c.size == size]
+            runs = _runs(cells, mode, size)
+            found = [results[c.key] for c in runs]
             success = {}
             for group in ("all", *spec.difficulties):
-                k = sum(r["success"][group]["k"] for r in runs)
-                n = sum(r["success"][group]["n"] for r in runs)
-                success[group] = {**rate(k, n), "per_seed": [r["success"][group]["rate"] for r in runs]}
+                k = sum(r["success"][group]["k"] for r in found)
+                n = sum(r["success"][group]["n"] for r in found)
+                success[group] = {**rate(k, n), "per_seed": [r["success"][group]["rate"] for r in found]}
             table.setdefault(mode, {})[size] = {
-                "success": success, "seeds": [r["seed"] for r in runs],
-                **{m: _mean([r[m] for r in runs]) for m in ("val_loss", "train_loss", "rmse")},
-                **{f"{m}_per_seed": [r[m] for r in runs] for m in ("val_loss", "train_loss", "rmse")},
-                "train_seconds": _mean([r["seconds"]["train"] for r in runs]),
-                "eval_seconds": _mean([r["seconds"]["eval"] for r in runs]),
+                "success": success, "seeds": [r["seed"] for r in found],
+                "per_seed": [r["success"]["all"] for r in found],
+                "seed_rates": seed_rates(outcome_matrix(runs, outcomes)).to_dict(),
+                **{m: _mean([r[m] for r in found]) for m in ("val_loss", "train_loss", "rmse")},
+                **{f"{m}_per_seed": [r[m] for r in found] for m in ("val_loss", "train_loss", "rmse")},
+                "train_seconds": _mean([r["seconds"]["train"] for r in found]),
+                "eval_seconds": _mean([r["seconds"]["eval"] for r in found]),
             }
     return table
 
 
-def _pooled_mcnemar(per_seed: list[dict], alpha: float) -> dict:
-    """Exact McNemar over the paired outcomes of every seed: the four counts summed, then the one test."""
-    counts = {k: sum(m[k] for m in per_seed) for k in ("both_success", "only_a", "only_b", "both_fail")}
-    a = np.repeat([1, 1, 0, 0], [counts["both_success"], counts["only_a"], counts["only_b"], counts["both_fail"]])
-    b = np.repeat([1, 0, 1, 0], [counts["both_success"], counts["only_a"], counts["only_b"], counts["both_fail"]])
-    return mcnemar_exact(a, b).to_dict(alpha)
-
-
-def comparisons(spec: StudySpec, compares: list[CompareTask]) -> dict[int, dict]:
-    """Per size: frozen (A) vs LoRA (B) McNemar pooled over seeds, overall and per difficulty, and H1-H3 per seed."""
-    alpha = float(spec.compare.get("alpha", 0.05))
+def method_comparisons(spec: StudySpec, cells: list[CellTask], outcomes: dict[str, Outcomes], alpha: float,
+                       adjust: str) -> tuple[dict[int, dict], dict]:
+    """Per size and group (all, each difficulty): LoRA (B) against frozen (A) with training seeds as the unit
+    (`compare_methods`, seed s of one paired with seed s of the other), every size x group test adjusted as one
+    family (one `adjust_pvalues` call) and decided on its adjusted p-value; with one difficulty its test is the
+    overall one, counted once. Also the smallest difference each comparison could detect, at the method level
+    (`minimum_detectable_method_difference`) and for one pair of checkpoints on these episodes (observed
+    discordance). Returns (per size, the family's description)."""
+    groups = ["all", *spec.difficulties]
+    family_groups = groups if len(spec.difficulties) > 1 else ["all"]
+    found: dict[tuple[int, str], Any] = {}
+    checkpoint: dict[int, dict] = {}
+    for size in spec.sizes:
+        frozen, lora = _runs(cells, "frozen", size), _runs(cells, "lora", size)
+        for group in groups:
+            found[size, group] = compare_methods(outcome_matrix(frozen, outcomes, group),
+                                                 outcome_matrix(lora, outcomes, group), seeds_paired=True,
+                                                 confidence=1 - alpha)
+        a, b = outcome_matrix(frozen, outcomes), outcome_matrix(lora, outcomes)
+        checkpoint[size] = detectable_difference(a.shape[1], float(np.mean(a != b)), alpha)
+    tested = [(size, g) for size in spec.sizes for g in family_groups]
+    adjusted = dict(zip(tested, adjust_pvalues([found[t].p_value for t in tested], adjust)))
     out: dict[int, dict] = {}
     for size in spec.sizes:
-        runs = [json.loads((t.dir / "compare.json").read_text()) for t in compares if t.size == size]
+        methods = {}
+        for group in groups:
+            c, q = found[size, group], float(adjusted[size, group if group in family_groups else "all"])
+            methods[group] = {**c.to_dict(), "p_adjusted": q, "decision": c.decide(p_value=q),
+                              "detectable": minimum_detectable_method_difference(c.se, c.df, alpha)}
+        out[size] = {"methods": methods, "decision": methods["all"]["decision"],
+                     "lora_better": methods["all"]["decision"] == "B", "checkpoint_detectable": checkpoint[size]}
+    family = {"method": adjust, "name": ADJUSTMENTS[adjust][1], "alpha": alpha,
+              "tests": int(np.isfinite([found[t].p_value for t in tested]).sum())}
+    return out, family
+
+
+def hypotheses(spec: StudySpec, compares: list[CompareTask]) -> dict[int, dict]:
+    """Per size: H1-H3 of the real project over the seeds' `compare` runs (how many seeds each holds in, mean
+    value), and each seed's checkpoint-level McNemar test (frozen checkpoint vs LoRA checkpoint, adjusted within
+    its own `compare`)."""
+    out: dict[int, dict] = {}
+    for size in spec.sizes:
+        tasks = [t for t in compares if t.size == size]
+        runs = [json.loads((t.dir / "compare.json").read_text()) for t in tasks]
         if not runs:
             continue
-        groups = [g for g in ("all", *spec.difficulties) if all(g in r["closed_loop"]["mcnemar"] for r in runs)]
-        mcnemar = {g: _pooled_mcnemar([r["closed_loop"]["mcnemar"][g] for r in runs], alpha) for g in groups}
-        hypotheses = {h: {"holds": sum(r["hypotheses"][h]["holds"] for r in runs), "seeds": len(runs),
-                          "value": _mean([r["hypotheses"][h]["value"] for r in runs]),
-                          "op": runs[0]["hypotheses"][h]["op"], "threshold": runs[0]["hypotheses"][h]["threshold"],
-                          "measure": runs[0]["hypotheses"][h]["measure"]}
-                      for h in runs[0]["hypotheses"]}
-        lora_wins = mcnemar["all"]["significant"] and mcnemar["all"]["only_b"] > mcnemar["all"]["only_a"]
-        out[size] = {"mcnemar": mcnemar, "hypotheses": hypotheses, "lora_significantly_better": bool(lora_wins),
-                     "per_seed_p": [r["closed_loop"]["mcnemar"]["all"]["p_value"] for r in runs],
-                     "reports": [str(t.dir / "report.md") for t in compares if t.size == size]}
+        out[size] = {
+            "hypotheses": {h: {"holds": sum(r["hypotheses"][h]["holds"] for r in runs), "seeds": len(runs),
+                               "value": _mean([r["hypotheses"][h]["value"] for r in runs]),
+                               "op": runs[0]["hypotheses"][h]["op"], "threshold": runs[0]["hypotheses"][h]["threshold"],
+                               "measure": runs[0]["hypotheses"][h]["measure"]} for h in runs[0]["hypotheses"]},
+            "per_seed": [{"seed": t.seed, **{k: r["closed_loop"]["mcnemar"]["all"][k]
+                                             for k in ("only_a", "only_b", "p_value", "p_adjusted")}}
+                         for t, r in zip(tasks, runs)],
+            "reports": [str(t.dir / "report.md") for t in tasks]}
+    return out
+
+
+def noise_floors(cells: list[CellTask], outcomes: dict[str, Outcomes], table: dict, eval_seed: int,
+                 floors: dict[str, tuple[int, list[EpisodeRecord] | None]]) -> dict[str, dict]:
+    """Per evaluated cell: its success on the study's episode set and on a disjoint one (`noise_floor`), beside the
+    spread between the training seeds of its mode and size."""
+    by_name = {c.name: c for c in cells}
+    out = {}
+    for name, (seed, records) in floors.items():
+        if records is None:
+            continue
+        cell = by_name[name]
+        first = [success for _, success in outcomes[cell.key].values()]
+        floor = noise_floor(first, [r.success for r in records])
+        out[name] = {**floor.to_dict(), "episode_seeds": [eval_seed, seed], "mode": cell.mode, "size": cell.size,
+                     "seed_rates": table[cell.mode][cell.size]["seed_rates"]}
     return out
 
 
@@ -177,16 +257,103 @@ def real_project_table(spec: StudySpec, table: dict) -> dict:
     return {"size": size, "real": REAL_PROJECT, "ours": ours}
 
 
-def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest: int | None, corr: dict,
-              real: dict, cells: list[CellTask], results: dict) -> str:
+def _seed_lines(spec: StudySpec, table: dict) -> list[str]:
+    """Every training run's success and val loss, and the spread between the runs of one mode and size."""
+    lines = ["## Training runs: per-seed results and their spread", "",
+             "Each seed is one training run scored on the same closed-loop episodes. SD between seeds: standard "
+             "deviation of the per-seed success; episode noise: the binomial SD one run's success has from the "
+             "episodes alone. A seed spread well above the episode noise means the training runs themselves differ, "
+             "so only several seeds say something about a training method.", "",
+             "| mode | size | success per seed (k/n) | mean | SD between seeds | episode noise | val loss per seed |",
+             "|---|---|---|---|---|---|---|"]
+    for mode in spec.modes:
+        for n in spec.sizes:
+            t = table[mode][n]
+            per = ", ".join(f"s{seed} {pct(r['rate'])} ({r['k']}/{r['n']})"
+                            for seed, r in zip(t["seeds"], t["per_seed"]))
+            spread = t["seed_rates"]
+            lines.append(f"| {mode} | {n} | {per} | {pct(spread['mean'])} | {_fmt(spread['spread'], 3)} | "
+                         f"{_fmt(spread['episode_noise'], 3)} | {', '.join(_fmt(v) for v in t['val_loss_per_seed'])} |")
+    return lines + [""]
+
+
+def _method_lines(spec: StudySpec, table: dict, compared: dict, family: dict, hyps: dict,
+                  smallest: int | None) -> list[str]:
+    """Frozen vs LoRA per size with training runs as the unit, the smallest size at which LoRA wins, H1-H3."""
+    method = adjustment_name(family["method"])
+    seeds = len(spec.seeds)
+    lines = ["## Frozen vs LoRA per size (training runs as the unit)", "",
+             f"Difference in mean success, LoRA − frozen, over {seeds} training seed(s) per method: two-stage "
+             "cluster bootstrap over training seeds, then episodes (Davison & Hinkley 1997; Field & Welsh 2007), with seed s "
+             "of frozen paired with seed s of LoRA (same head initialisation, same data), and a Student-t interval "
+             "on the seeds' degrees of freedom (`eval.stats.compare_methods`). A verdict needs "
+             f"{method}-adjusted p < {family['alpha']:g} over every size x difficulty test of this study "
+             f"({family['tests']} tests; {family['name']}). Detectable: the smallest difference this comparison "
+             "finds with 80% power, given the spread it measured.", "",
+             f"| size | frozen mean (per seed) | LoRA mean (per seed) | LoRA − frozen [95% CI] | p | {method} p | "
+             f"verdict | per difficulty: Δ ({method} p) | detectable | H1 | H2 | H3 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, c in compared.items():
+        m = c["methods"]["all"]
+        per_mode = [f"{pct(r['mean'])} ({', '.join(pct(x) for x in r['rates'])})"
+                    for r in (table[mode][n]["seed_rates"] for mode in ("frozen", "lora"))]
+        per_group = ", ".join(f"{g} {_pp(d['difference'])} ({p_cell(d['p_adjusted'])})"
+                              for g, d in c["methods"].items() if g != "all")
+        hyp = [f"{h['holds']}/{h['seeds']} ({h['value']:.3f} {h['op']} {h['threshold']})"
+               for h in hyps.get(n, {}).get("hypotheses", {}).values()] or ["–"] * 3
+        lines.append(f"| {n} | {per_mode[0]} | {per_mode[1]} | {_pp(m['difference'])} [{_pp(m['ci'][0])}, "
+                     f"{_pp(m['ci'][1])}] | {p_cell(m['p_value'])} | {p_cell(m['p_adjusted'])} | "
+                     f"{VERDICTS[m['decision']]} | {per_group or '–'} | {_pp(m['detectable'])} | {' | '.join(hyp)} |")
+    lines += ["", "**Smallest size at which LoRA wins** (method level, adjusted): "
+              + (f"{smallest} training episodes." if smallest is not None else "not within the sizes run."), ""]
+    if seeds < 2:
+        lines += ["**One training seed per method cannot support a method-level claim.** With one run of each "
+                  "method the spread between training runs is unknown, so any difference between the two checkpoints "
+                  "may be the luck of those runs. Run at least 2 seeds (3 or more to detect differences of the size "
+                  "training runs differ by); the checkpoint-level tests of the single runs are in "
+                  "`compare/<key>/report.md`.", ""]
+    first = next(iter(compared.values()), None)
+    if first is not None:
+        lines += [f"One pair of checkpoints on these episodes: {detectable_sentence(first['checkpoint_detectable'])} "
+                  "(at the smallest size; per size in study.json).", ""]
+    lines += ["H1: context similarity (mean per-token cosine of the Kosmos-2 context vectors) > 0.8; H2: latent "
+              "difference (1 - mean cosine of the LSTM h_n) > 0.3; H3: |val loss frozen - val loss LoRA| < 0.01; "
+              "each: in how many seeds it holds (mean value). Per-seed reports: `compare/<key>/report.md`.", ""]
+    return lines
+
+
+def _noise_lines(floors: dict[str, dict]) -> list[str]:
+    lines = ["## The harness's noise floor", "",
+             "One checkpoint evaluated on two disjoint episode sets (the study's and a second episode seed): how far "
+             "two evaluations differ when only the episodes do (Newcombe's interval for independent proportions). "
+             "Beside it, the spread between training seeds of that mode and size.", "",
+             "| cell | episode seeds | success on each set | difference [95% CI] | seed spread (SD) | "
+             "episode noise (SD) |",
+             "|---|---|---|---|---|---|"]
+    for name, f in floors.items():
+        k1, k2 = round(f["first"] * f["n_first"]), round(f["second"] * f["n_second"])
+        lines.append(f"| {name} | {f['episode_seeds'][0]} / {f['episode_seeds'][1]} | {pct(f['first'])} "
+                     f"({k1}/{f['n_first']}) / {pct(f['second'])} ({k2}/{f['n_second']}) | {_pp(f['difference'])} "
+                     f"[{_pp(f['low'])}, {_pp(f['high'])}] | {_fmt(f['seed_rates']['spread'], 3)} | "
+                     f"{_fmt(f['seed_rates']['episode_noise'], 3)} |")
+    return lines + [""]
+
+
+def _pp(x: float | None) -> str:
+    """A difference of rates in signed percentage points."""
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.0f} pp"
+
+
+def _markdown(spec: StudySpec, data: dict, study: dict, cells: list[CellTask], results: dict) -> str:
     sizes, groups = list(spec.sizes), ["all", *spec.difficulties]
+    table, corr, real = study["by_mode_size"], study["rmse_success_spearman"], study["real_project_table"]
     eval_n = results[cells[0].key]["success"]
     lines = [f"# Study: {spec.name}", "",
              f"Backbone `{spec.backbone}`; modes {', '.join(spec.modes)}; sizes {', '.join(map(str, sizes))} "
              f"training episodes; seeds {', '.join(map(str, spec.seeds))}. Every cell is scored on the same "
              f"closed-loop episodes ({eval_n['all']['n']} per cell: "
              + ", ".join(f"{eval_n[d]['n']} {d}" for d in spec.difficulties)
-             + ") and the same validation episodes. Success: Wilson 95% CI, seeds pooled.", "",
+             + ") and the same validation episodes.", "",
              "## Data", "",
              f"Generated once ({data['generated']} episodes in `{data['root']}`); each size is the same "
              f"{data['val']} validation episodes plus a prefix of one side- and difficulty-balanced order of the "
@@ -196,7 +363,18 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
     for row in data["sizes"]:
         lines.append(f"| {row['size']} | {row['train']} ({row['left']} / {row['right']}) | {row['val']} | "
                      f"{' / '.join(str(row['mix'].get(d, 0)) for d in ('easy', 'medium', 'hard'))} |")
-    lines += ["", "## Closed-loop success vs dataset size", "", f"![success vs size]({PLOTS['success']})", "",
+    lines += [""]
+    if study["comparisons"]:
+        lines += _method_lines(spec, table, study["comparisons"], study["adjustment"], study["hypotheses"],
+                               study["smallest_size_lora_better"])
+    else:
+        lines += ["## Frozen vs LoRA per size", "", "Not compared: the spec's modes are not frozen and lora.", ""]
+    lines += _seed_lines(spec, table)
+    if study["noise_floor"]:
+        lines += _noise_lines(study["noise_floor"])
+    lines += ["## Closed-loop success vs dataset size", "", f"![success vs size]({PLOTS['success']})", "",
+              "Episodes of every seed pooled, with Wilson 95% intervals: a description of what the cells did, not a "
+              "test (the intervals leave the spread between training runs out; see the per-seed table).", "",
               "| mode | size | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
     for mode in spec.modes:
         for n in sizes:
@@ -209,28 +387,8 @@ def _markdown(spec: StudySpec, data: dict, table: dict, compared: dict, smallest
             t = table[mode][n]
             lines.append(f"| {mode} | {n} | {_fmt(t['val_loss'])} | {_fmt(t['train_loss'])} | {_fmt(t['rmse'], 3)} | "
                          f"{_fmt(t['train_seconds'], 0)} | {_fmt(t['eval_seconds'], 0)} |")
-    lines += ["", "## Frozen vs LoRA per size", ""]
-    if not compared:
-        lines += ["Not compared: the spec's modes are not frozen and lora.", ""]
-    else:
-        lines += ["Exact McNemar test on paired episodes (A = frozen, B = LoRA; seeds pooled); H1-H3 of the real "
-                  "project from `mvla-sim compare` (how many seeds it holds in, mean value).", "",
-                  "| size | frozen | LoRA | only frozen / only LoRA | McNemar p (all) | p per difficulty | H1 | H2 | H3 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for n, c in compared.items():
-            m = c["mcnemar"]["all"]
-            per = ", ".join(f"{g} {c['mcnemar'][g]['p_value']:.3g}" for g in c["mcnemar"] if g != "all")
-            hyp = [f"{h['holds']}/{h['seeds']} ({h['value']:.3f} {h['op']} {h['threshold']})"
-                   for h in c["hypotheses"].values()]
-            lines.append(f"| {n} | {pct(table['frozen'][n]['success']['all']['rate'])} | "
-                         f"{pct(table['lora'][n]['success']['all']['rate'])} | {m['only_a']} / {m['only_b']} | "
-                         f"{m['p_value']:.3g}{' *' if m['significant'] else ''} | {per} | {' | '.join(hyp)} |")
-        lines += ["", "**Smallest size at which LoRA significantly beats frozen**: "
-                  + (f"{smallest} training episodes." if smallest is not None else "not within the sizes run."), "",
-                  "H1: context similarity (mean per-token cosine of the Kosmos-2 context vectors) > 0.8; H2: latent "
-                  "difference (1 - mean cosine of the LSTM h_n) > 0.3; H3: |val loss frozen - val loss LoRA| < "
-                  "0.01. Per-seed reports: `compare/<key>/report.md`.", ""]
-    lines += ["## Does offline RMSE predict closed-loop success?", "", f"![RMSE vs success]({PLOTS['scatter']})", "",
+    lines += ["", "## Does offline RMSE predict closed-loop success?", "",
+              f"![RMSE vs success]({PLOTS['scatter']})", "",
               (f"Spearman rank correlation of offline RMSE and overall success over {corr['cells']} cells: "
                f"rho = {corr['rho']:.2f} (p = {corr['p_value']:.3g}); -1 would mean a lower RMSE always comes with "
                "a higher success." if corr["rho"] is not None else f"Spearman rank correlation: {corr['note']}."), ""]
@@ -290,9 +448,9 @@ def probe_summary(probe: dict) -> dict:
 
 def _probe_lines(cells: list[CellTask], probes: dict[str, dict], probe_dirs: dict[str, str]) -> list[str]:
     lines = ["## Robustness probe", "", "Per cell: the perturbations whose paired success change is significant "
-             "(exact McNemar), the share of episodes that changed side when told the other side, and the share of "
-             "recorded frames whose lateral command flips between the left and the right instruction (0: "
-             "instruction-blind). Full reports: `probe/<key>/probe.md`.", "",
+             "(exact McNemar, adjusted over that probe's family of tests), the share of episodes that changed side "
+             "when told the other side, and the share of recorded frames whose lateral command flips between the "
+             "left and the right instruction (0: instruction-blind). Full reports: `probe/<key>/probe.md`.", "",
              "| cell | clean success | significant changes (pp) | side flipped under swap | text: lateral flips | "
              "probe |", "|---|---|---|---|---|---|"]
     for c in cells:
@@ -308,25 +466,30 @@ def _probe_lines(cells: list[CellTask], probes: dict[str, dict], probe_dirs: dic
 
 
 def write_report(spec: StudySpec, cells: list[CellTask], results: dict[str, dict], compares: list[CompareTask],
-                 plan: DataPlan, out: Path, probed: dict[str, dict | None] | None = None) -> dict[str, Path]:
-    """Write `study.md`, `study.json` and the plots into `out`; return their paths."""
+                 plan: DataPlan, out: Path, probed: dict[str, dict | None] | None = None,
+                 floors: dict[str, tuple[int, list[EpisodeRecord] | None]] | None = None) -> dict[str, Path]:
+    """Write `study.md`, `study.json` and the plots into `out`; return their paths. `floors`: per noise-floor cell,
+    the second episode set's seed and its records (None while not finished)."""
     from mobile_vla_sim.config import to_dict
 
-    table = mode_size_table(spec, cells, results)
-    compared = comparisons(spec, compares)
-    smallest = next((n for n, c in compared.items() if c["lora_significantly_better"]), None)
-    corr = rank_correlation(cells, results)
-    real = real_project_table(spec, table)
+    outcomes = cell_outcomes(cells)
+    table = mode_size_table(spec, cells, results, outcomes)
+    alpha, adjust = float(spec.compare.get("alpha", 0.05)), str(spec.compare.get("adjust", "holm"))
+    compared, family = (method_comparisons(spec, cells, outcomes, alpha, adjust)
+                        if set(spec.modes) == {"frozen", "lora"} else ({}, None))
     data = data_summary(spec, plan)
     _plot(spec, table, cells, results, out)
     study: dict[str, Any] = {
-        "spec": to_dict(spec), "data": data, "by_mode_size": table, "comparisons": compared,
-        "smallest_size_lora_significantly_better": smallest, "rmse_success_spearman": corr,
-        "real_project_table": real, "plots": PLOTS,
+        "spec": to_dict(spec), "data": data, "comparisons": compared, "adjustment": family,
+        "smallest_size_lora_better": next((n for n, c in compared.items() if c["lora_better"]), None),
+        "hypotheses": hypotheses(spec, compares),
+        "noise_floor": noise_floors(cells, outcomes, table, spec.eval_values()["seed"], floors or {}),
+        "by_mode_size": table, "rmse_success_spearman": rank_correlation(cells, results),
+        "real_project_table": real_project_table(spec, table), "plots": PLOTS,
         "cells": [{k: v for k, v in results[c.key].items() if k != "identity"} for c in cells],
     }
     probes = {name: probe_summary(p) for name, p in (probed or {}).items() if p is not None}
-    markdown = _markdown(spec, data, table, compared, smallest, corr, real, cells, results)
+    markdown = _markdown(spec, data, study, cells, results)
     if probes:
         study["probes"] = probes
         dirs = {name: Path(p["config"]["out"]).name for name, p in probed.items() if p is not None}

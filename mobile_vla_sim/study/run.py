@@ -1,7 +1,8 @@
 """`run_study`: the whole frozen-vs-LoRA × size × seed study as one resumable call (`mvla-sim study`).
 
 Order: generate the data once (driver) → the cells not finished yet, through a backend (`mobile_vla_sim.backends`:
-in this process, or as Ray tasks) → one `compare` per size and seed (same backend) → the report (driver).
+in this process, or as Ray tasks) → one `compare` per size and seed, and the noise-floor evaluations (same backend)
+→ the report (driver).
 Every step is an artifact under `out` keyed by a hash of what it depends on, so a re-run does only what is missing
 or what a changed spec changes. With Ray on a cluster, `out` must be a shared file system mounted at the same path
 on every node: cells read their data and write their artifacts there, and the driver reads them back.
@@ -20,8 +21,9 @@ from mobile_vla_sim.config import check_knobs, knob, to_yaml
 from mobile_vla_sim.errors import Interrupted, MvlaError
 from mobile_vla_sim.io import atomic_write
 from mobile_vla_sim.paths import check_output_dir
-from mobile_vla_sim.study.cells import (cell_tasks, compare_tasks, digest, finished_cell, finished_probe,
-                                        prepare_data, probe_tasks, run_cell, run_compare, run_probe, write_subset)
+from mobile_vla_sim.study.cells import (cell_tasks, compare_tasks, digest, finished_cell, finished_noise,
+                                        finished_probe, noise_tasks, prepare_data, probe_tasks, run_cell, run_compare,
+                                        run_noise, run_probe, write_subset)
 from mobile_vla_sim.study.spec import StudySpec, load_spec
 
 
@@ -104,10 +106,12 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
          + (f" ({', '.join(c.name for c in todo)})" if todo else ""))
     compares = compare_tasks(spec, out, cells)
     todo_compare = [t for t in compares if not (t.dir / "compare.json").is_file()]
+    noise = noise_tasks(spec, cells)
+    todo_noise = [t for t in noise if finished_noise(t.dir) is None]
     probes = probe_tasks(spec, out, cells)
     todo_probe = [t for t in probes if finished_probe(t.dir) is None]
     resources = Resources(num_cpus=threads, num_gpus=1.0 if spec.device.startswith("cuda") else 0.0)
-    busy = todo or todo_compare or todo_probe
+    busy = todo or todo_compare or todo_noise or todo_probe
     with session(cfg.cluster.backend, cfg.cluster.ray_address) if busy else contextlib.nullcontext():
         if todo:
             _run_grid(run_cell, todo, cfg, resources, "cell", echo, lambda c: c.name)
@@ -115,9 +119,13 @@ def run_study(cfg: StudyConfig, progress: bool = True, echo: Callable[[str], Non
             echo(f"{len(todo_compare)} frozen-vs-LoRA comparisons to run")
             _run_grid(run_compare, todo_compare, cfg, resources, "comparison", echo,
                       lambda t: f"n{t.size}-s{t.seed}")
+        if todo_noise:
+            echo(f"{len(todo_noise)} noise-floor evaluations to run (a second, disjoint episode set)")
+            _run_grid(run_noise, todo_noise, cfg, resources, "noise-floor evaluation", echo, lambda t: t.name)
         if todo_probe:
             echo(f"{len(todo_probe)} robustness probes to run (suite {spec.probe.get('suite', 'default')})")
             _run_grid(run_probe, todo_probe, cfg, resources, "probe", echo, lambda t: t.name)
     results = {c.key: finished_cell(c.dir, c.key) for c in cells}
     probed = {t.name: finished_probe(t.dir) for t in probes}
-    return write_report(spec, cells, results, compares, plan, out, probed)
+    floors = {t.name: (t.eval["seed"], finished_noise(t.dir)) for t in noise}
+    return write_report(spec, cells, results, compares, plan, out, probed, floors)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mobile_vla_sim.config import build, check_knobs, flat_fields, flatten, knob, read_yaml, to_dict
 from mobile_vla_sim.datasets.generate import GenerateConfig
-from mobile_vla_sim.envs.difficulty import DIFFICULTIES
+from mobile_vla_sim.envs.tasks import DEFAULT_FAMILY, get_family
 from mobile_vla_sim.errors import ConfigError
 from mobile_vla_sim.analysis.compare import CompareConfig
 from mobile_vla_sim.probe import ProbeConfig, load_suite
@@ -28,9 +28,9 @@ STUDY_SET = {"generate": ("out", "workers", "envs_per_worker"),
              "train": ("data", "mode", "backbone", "seed", "out", "device", "resume")}
 #: Eval options of the spec: the episode set. The env is the generated data's, so policies are scored as trained.
 EVAL_KEYS = ("difficulty", "task", "episodes", "seed")
-COMPARE_KEYS = ("max_windows", "seed", "alpha")
+COMPARE_KEYS = ("max_windows", "seed", "alpha", "adjust")
 #: Probe options of the spec; the probe's episode set defaults to the cells' evaluation, its env to the data's.
-PROBE_KEYS = ("suite", "difficulty", "episodes", "seed", "text_episodes", "alpha")
+PROBE_KEYS = ("suite", "difficulty", "episodes", "seed", "text_episodes", "alpha", "adjust")
 
 
 @dataclass
@@ -56,7 +56,8 @@ class StudySpec:
                        "`lora:` blocks for one mode")
     eval: dict = knob(default_factory=dict, help=f"closed-loop episode set: {', '.join(EVAL_KEYS)} (as "
                       "`mvla-sim eval`)")
-    compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}")
+    compare: dict = knob(default_factory=dict, help=f"options of `mvla-sim compare`: {', '.join(COMPARE_KEYS)}; "
+                         "alpha and adjust also decide the study's own family of method-level tests")
     probe: dict = knob(default_factory=dict, help="optional: `mvla-sim probe` of every cell's policy with these "
                        f"options ({', '.join(PROBE_KEYS)}); without it no probe runs")
 
@@ -129,9 +130,8 @@ class StudySpec:
 
     @property
     def difficulties(self) -> tuple[str, ...]:
-        from mobile_vla_sim.config import parse_choices
-
-        return parse_choices(self.eval.get("difficulty", "all"), tuple(DIFFICULTIES), "difficulty")
+        family = get_family(self.generate_config(Path("data")).env.task_family or DEFAULT_FAMILY)
+        return family.parse_difficulties(self.eval.get("difficulty", "all"))
 
 
 def _block(values: Any, cls: type, name: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
