@@ -8,6 +8,7 @@ finished work.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
     from mobile_vla_sim.policies.config import TrainConfig
     from mobile_vla_sim.policies.train import train
 
+    start = time.perf_counter()
+    say = echo
+
+    def echo(line: str) -> None:  # stage lines carry the time since the start, so a log shows where time went
+        clock = time.perf_counter() - start
+        say(f"{int(clock // 60)}:{int(clock % 60):02d} {line}" if line.startswith("[") else line)
+
     out = Path(cfg.out)
     data = out / "data"
     echo(f"[1/5] generating {cfg.episodes} expert demonstrations → {data}")
@@ -126,4 +134,5 @@ def run_quickstart(cfg: QuickstartConfig, progress: bool = True, echo=print) -> 
                        progress=progress, echo=lambda line: echo(f"      {line}"))
         echo(f"      {probed.summary['verdict']}")
         paths["probe"] = probed.paths["probe.md"]
+    echo("[done]")
     return paths

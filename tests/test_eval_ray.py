@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mobile_vla_sim.backends import BackendConfig
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.envs.engine import PoolConfig
@@ -14,6 +16,7 @@ def _run(policy, out, **changes):
     return evaluate(cfg, progress=False)
 
 
+@pytest.mark.slow  # ~1 min with Ray's start
 def test_ray_shards_equal_the_local_run(tiny_checkpoints, ray_instance, tmp_path):
     local = _run(tiny_checkpoints["frozen"], tmp_path / "local")
     remote = _run(tiny_checkpoints["frozen"], tmp_path / "ray", ray_shard=3, cluster=BackendConfig(backend="ray"))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from mobile_vla_sim.cli import main
 
 
+@pytest.mark.slow  # ~3 min; CI runs it (.ci/run runs the slow tests)
 def test_quickstart_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "qs"
     args = ["quickstart", "--out", str(out), "--episodes", "8", "--frozen-epochs", "1", "--lora-epochs", "1",

@@ -83,7 +83,8 @@ def test_tiny_dataset_has_a_hash_val_split(tiny_dataset):
     assert EpisodeDataset(tiny_dataset, "val").note is None
 
 
-@pytest.mark.parametrize("dataset", ["tiny_dataset", "no_val_dataset", "failed_demo_dataset"])
+@pytest.mark.parametrize("dataset", ["tiny_dataset", pytest.param("no_val_dataset", marks=pytest.mark.slow),
+                                     pytest.param("failed_demo_dataset", marks=pytest.mark.slow)])
 def test_train_compare_and_offline_metrics_use_the_same_val_episodes(dataset, request, tiny_checkpoints, tmp_path):
     from mobile_vla_sim.analysis.compare import CompareConfig, compare
     from mobile_vla_sim.eval.offline import offline_metrics

@@ -169,6 +169,7 @@ def test_second_run_trains_nothing(local_study, monkeypatch):
     assert "4 finished, 0 to run" in lines[0]
 
 
+@pytest.mark.slow  # ~1 min each on 2 cores
 def test_changed_option_reruns_only_the_cells_it_changes(local_study, tmp_path):
     spec, out, _ = local_study
     copy = tmp_path / "out"
@@ -184,6 +185,7 @@ def test_changed_option_reruns_only_the_cells_it_changes(local_study, tmp_path):
         {n: k for n, k in after.items() if n.startswith("frozen")}
 
 
+@pytest.mark.slow  # ~1 min each on 2 cores
 def test_probe_block_probes_every_cell_without_retraining(local_study, tmp_path, monkeypatch):
     """A spec's `probe` block probes each finished cell (here: the swap on 2 episodes) and reports a row per cell;
     adding it re-runs no cell, and a second run re-runs no probe."""
@@ -276,6 +278,7 @@ def _shipped_by_value():
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+@pytest.mark.slow  # ~1 min each on 2 cores
 def test_local_and_ray_give_identical_cells(local_study, ray_instance, tmp_path):
     spec, out, _ = local_study
     ray_out = tmp_path / "ray"

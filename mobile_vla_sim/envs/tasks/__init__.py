@@ -21,8 +21,10 @@ _PLUGIN_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 @functools.lru_cache(maxsize=None)
-def get_family(spec: str = DEFAULT_FAMILY) -> TaskFamily:
-    """The family named by `spec`: a built-in name, or `package.module:ClassName` (a `TaskFamily` subclass)."""
+def get_family(spec: str | None = DEFAULT_FAMILY) -> TaskFamily:
+    """The family named by `spec`: a built-in name, or `package.module:ClassName` (a `TaskFamily` subclass); None:
+    the default family."""
+    spec = spec or DEFAULT_FAMILY
     if spec in FAMILIES:
         return FAMILIES[spec]()
     if not _PLUGIN_RE.match(spec):
