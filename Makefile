@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CORE := $(VENV)/.core
 DEV := $(VENV)/.dev
 
-.PHONY: setup quickstart test test-formats bench
+.PHONY: setup quickstart test test-slow test-formats bench
 
 $(CORE): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ quickstart: $(CORE)
 # Tests run torch beside spawned env workers, one thread each; pytest-xdist spreads them over every core.
 test: $(DEV)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
+
+# The end-to-end runs left out of `make test` (marked slow: the quickstart, the study, Ray, ...); CI runs them too.
+test-slow: $(DEV)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m slow
 
 # LeRobot's own dataset reader checks what `mvla-sim export` writes (tests/test_lerobot.py). It imports torchvision,
 # whose wheels match only their own torch build, so it lives in a venv of its own (docs/formats.md); its video

@@ -65,6 +65,7 @@ def test_bfloat16_step_on_cpu_is_finite_with_float32_head_and_adapters(tiny_data
     assert {p.dtype for n, p in model.backbone.named_parameters() if "lora_" not in n} == {torch.bfloat16}
 
 
+@pytest.mark.slow  # slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_checkpoint_records_its_dtype_and_loads_in_it(tiny_dataset, tiny_checkpoints, tmp_path):
     path = tmp_path / "bf16.ckpt"
     result = train(TrainConfig(data=tiny_dataset, mode="lora", backbone="tiny", epochs=1, out=path,

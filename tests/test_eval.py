@@ -47,6 +47,7 @@ def test_expert_succeeds_and_constant_fails():
     assert aggregate(expert)["grounding"]["overall"]["same_path"]["rate"] == 0.0
 
 
+@pytest.mark.slow  # test_invariance covers workers x envs per worker; slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_one_and_two_workers_give_identical_episodes():
     one = _run("expert", n=2, workers=1)
     two = _run("expert", n=2, workers=2)

@@ -179,6 +179,7 @@ def test_config_errors_are_value_errors_for_library_users():
     assert issubclass(ConfigError, ValueError)
 
 
+@pytest.mark.slow  # test_python_and_cli_evaluate_a_checkpoint_alike covers as-trained; slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_eval_defaults_to_what_the_checkpoint_was_trained_on(tiny_checkpoints, tmp_path):
     import json
 

@@ -151,6 +151,7 @@ def test_always_left_ignores_the_swap_and_the_text(tmp_path, tiny_dataset):
     assert "barely steers it" in summary["verdict"] and "instruction-blind" in summary["verdict"]
 
 
+@pytest.mark.slow  # slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_expert_told_the_opposite_side_is_restored_by_the_swap(tmp_path, tiny_dataset, monkeypatch):
     """A grounded policy deployed with the sides swapped: every episode is left_right_confusion, and the probe's
     swap perturbation (swapping back) restores success significantly."""

@@ -177,7 +177,7 @@ def _outcomes(records):
     return [(r.key, r.success, r.collision, r.wrong_side, r.steps, r.side_taken, r.trajectory) for r in records]
 
 
-@pytest.mark.parametrize("spec", ["expert", "random"])
+@pytest.mark.parametrize("spec", ["expert", pytest.param("random", marks=pytest.mark.slow)])
 def test_eval_through_the_server_matches_in_process(spec, tmp_path):
     local = evaluate(EvalConfig(policy=spec, difficulty="easy", episodes=2, pool=PoolConfig(workers=1), out=None,
                                 env=ENV), progress=False)

@@ -129,6 +129,7 @@ def local_study(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     return spec, out, lines
 
 
+@pytest.mark.slow  # the tiny study takes ~1 min; slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_study_writes_report_with_every_part(local_study):
     _, out, _ = local_study
     study = json.loads((out / "study.json").read_text())
@@ -157,6 +158,7 @@ def test_study_writes_report_with_every_part(local_study):
     assert len(subsets) == 2 and val_sets[0] == val_sets[1]  # one val split for every size
 
 
+@pytest.mark.slow  # the tiny study takes ~1 min; slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_second_run_trains_nothing(local_study, monkeypatch):
     import mobile_vla_sim.policies.train as train_module
 

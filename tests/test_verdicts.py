@@ -53,6 +53,7 @@ def test_ab_of_a_policy_against_itself_never_declares_a_difference(tmp_path):
     assert summary["detectable"]["discordance_source"] == "assumed"
 
 
+@pytest.mark.slow  # slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_ab_resumes_after_an_interruption_with_the_same_decision(tmp_path, monkeypatch):
     """Expert against the constant policy (it drives into the box): an uninterrupted run, then one whose second
     batch of B is cut short by Ctrl-C and re-run; the same decision, and no finished episode runs twice."""
