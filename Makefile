@@ -1,6 +1,7 @@
 # Two entry points for a newcomer: `make quickstart` and `make test`.
-# Both create .venv on first use; CPU torch is installed first so pip never pulls a CUDA build. The quickstart needs
-# only the package; the tests add the dev and optional extras they check.
+# Both create .venv on first use; CPU torch is installed first so pip never pulls a CUDA build. --no-compile: Python
+# compiles what is imported on first use instead of every file of torch at install (halves the setup). The
+# quickstart needs only the package; the tests add the dev and optional extras they check.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.core
@@ -11,16 +12,16 @@ DEV := $(VENV)/.dev
 $(CORE): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-compile torch==2.13.0
+	$(PY) -m pip install -q --no-compile -e .
 	touch $(CORE)
 
 # openpi-client (the openpi wire-compatibility test) comes without its dependencies: its metadata caps numpy < 2,
 # which its websocket client does not need; as a dev extra it would downgrade numpy. The ray extra lets the test suite
 # check that `--backend ray` gives the local backend's results (a local Ray instance, no cluster).
 $(DEV): $(CORE)
-	$(PY) -m pip install -q -e ".[dev,ray,lerobot,vlaeval]"
-	$(PY) -m pip install -q --no-deps "openpi-client>=0.1.2"
+	$(PY) -m pip install -q --no-compile -e ".[dev,ray,lerobot,vlaeval]"
+	$(PY) -m pip install -q --no-compile --no-deps "openpi-client>=0.1.2"
 	touch $(DEV)
 
 setup: $(DEV)
