@@ -1,19 +1,21 @@
 # Two entry points for a newcomer: `make quickstart` and `make test`.
 # Both create .venv on first use; CPU torch is installed first so pip never pulls a CUDA build. --no-compile: Python
-# compiles what is imported on first use instead of every file of torch at install (halves the setup). The
-# quickstart needs only the package; the tests add the dev and optional extras they check.
+# compiles what is imported on first use instead of every file of torch at install (halves the setup), which needs
+# bytecode writing on (unexport: a PYTHONDONTWRITEBYTECODE in the environment would recompile torch in every
+# process). The quickstart needs only the package; the tests add the dev and optional extras they check.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.core
 DEV := $(VENV)/.dev
 
 .PHONY: setup quickstart test test-slow test-formats bench
+unexport PYTHONDONTWRITEBYTECODE
 
 $(CORE): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile torch==2.13.0
-	$(PY) -m pip install -q --no-compile -e .
+	$(PY) -m pip install -q --no-compile --no-build-isolation -e .
 	touch $(CORE)
 
 # openpi-client (the openpi wire-compatibility test) comes without its dependencies: its metadata caps numpy < 2,

@@ -22,7 +22,8 @@ from mobile_vla_sim.errors import EvalError
 class QuickstartConfig:
     """Sizes chosen so that the whole run, setup included, takes under 6 minutes on 2 CPU cores, while the two
     policies still separate: clearly above random, below the expert (measured in docs/measured.md; more episodes
-    and epochs give better policies: `--episodes 200 --lora-epochs 6 --eval-episodes 10`).
+    and epochs give better policies: `--episodes 200 --frozen-epochs 10 --lora-epochs 6
+    --eval-episodes 10`).
 
     The backbone is `tiny-pretrained`, the tiny Kosmos-2 pretrained in the sim without action labels, so that the
     frozen policy reads features that carry scene information (a random-init backbone frozen says nothing about the
@@ -37,12 +38,12 @@ class QuickstartConfig:
     episodes: int = knob(80, "demonstrations to generate (easy:medium:hard 2:3:2, balanced left/right)", min=8)
     image_size: int = knob(112, "camera side for demos and eval (the tiny backbone's input size)", min=16)
     noise_std: float = knob(0.2, "executed-action noise in the demos (labels stay clean)", min=0.0)
-    frozen_epochs: int = knob(10, "epochs of the frozen policy", min=1)
-    lora_epochs: int = knob(5, "epochs of the LoRA policy (an epoch recomputes the backbone: ~2.5x a cached frozen "
+    frozen_epochs: int = knob(8, "epochs of the frozen policy", min=1)
+    lora_epochs: int = knob(4, "epochs of the LoRA policy (an epoch recomputes the backbone: ~2.5x a cached frozen "
                             "epoch)", min=1)
     lr_head: float = knob(1e-3, "head learning rate", min=0.0, max=1.0)
     lr_lora: float = knob(1e-4, "LoRA learning rate", min=0.0, max=1.0)
-    eval_episodes: int = knob(5, "closed-loop episodes per (difficulty, task)", min=1)
+    eval_episodes: int = knob(4, "closed-loop episodes per (difficulty, task)", min=1)
     baselines: tuple[str, ...] = knob(("expert", "random", "constant", "always-left"), "baselines evaluated beside "
                                       "the two policies")
     probe_episodes: int = knob(1, "episodes per (difficulty, task) of the final robustness probe of the frozen "

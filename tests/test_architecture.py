@@ -97,3 +97,18 @@ def test_old_import_paths_keep_working_or_name_the_new_place():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 assert getattr(importlib.import_module(module), name) is getattr(importlib.import_module(where), name)
+
+
+def test_no_library_module_touches_the_matplotlib_backend():
+    """pyplot selects a process-wide backend (and `matplotlib.use` switches it): reports draw on bare figures
+    (`mobile_vla_sim.plotting`), so a notebook user's backend stays theirs."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            called = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and node.func.attr == "use" and getattr(node.func.value, "id", "") == "matplotlib")
+            if called or any(n.startswith("matplotlib.pyplot") for n in names):
+                offenders.append(_module(path))
+    assert not offenders, f"modules that select a matplotlib backend: {', '.join(sorted(set(offenders)))}"

@@ -21,6 +21,7 @@ from mobile_vla_sim.calibrate.search import Sensitivity
 from mobile_vla_sim.config import flat_fields, to_dict
 from mobile_vla_sim.envs.config import EnvConfig
 from mobile_vla_sim.io import AtomicFile, atomic_write
+from mobile_vla_sim.plotting import subplots
 
 #: Episodes shown in frames.png.
 SHOWN = 4
@@ -56,26 +57,15 @@ def env_config_yaml(env: EnvConfig) -> dict[str, Any]:
     return values
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> None:
     with AtomicFile(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
 
 
 def plot_frames(path: Path, o: Outcome) -> None:
-    plt = _pyplot()
     n = min(SHOWN, len(o.names))
     aspect = o.size[0] / o.size[1]
-    fig, axes = plt.subplots(n, 3, figsize=(3 * 2.2 * aspect, 2.2 * n + 0.3), squeeze=False)
+    fig, axes = subplots(n, 3, figsize=(3 * 2.2 * aspect, 2.2 * n + 0.3), squeeze=False)
     for row in range(n):
         for col, (title, key) in enumerate((("real", "real"), ("sim before", "before"), ("sim after", "after"))):
             ax = axes[row][col]
@@ -91,14 +81,13 @@ def plot_frames(path: Path, o: Outcome) -> None:
 
 
 def plot_sensitivity(path: Path, o: Outcome) -> None:
-    plt = _pyplot()
     groups: dict[str, list[str]] = {}
     for label in o.sens.profiles:
         groups.setdefault(label.split("[")[0], []).append(label)
     panels = len(groups) + bool(o.sens.options)
     cols = min(4, panels)
     rows = -(-panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     colours = {"[r]": "tab:red", "[g]": "tab:green", "[b]": "tab:blue"}
     for ax, (group, labels) in zip(flat, groups.items()):
@@ -127,8 +116,7 @@ def plot_sensitivity(path: Path, o: Outcome) -> None:
 
 
 def plot_trace(path: Path, trace: list[float]) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 2.8))
+    fig, ax = subplots(figsize=(5, 2.8))
     ax.plot(range(len(trace)), trace, color="k", lw=1)
     ax.set_xlabel("evaluation")
     ax.set_ylabel("best distance so far")

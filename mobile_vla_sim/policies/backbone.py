@@ -15,6 +15,8 @@ float32, so the head and the loss never see the backbone's dtype.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +175,7 @@ class Backbone(nn.Module):
         ids, attn, img_mask = self.encode_text(instructions, length)
         out = self.model.text_model(input_ids=ids, attention_mask=attn, image_embeds=image_embeds,
                                     image_embeds_position_mask=img_mask, use_cache=True)
-        layers = out.past_key_values.layers
+        layers = (out["cache"] if "cache" in out else out["past_key_values"]).layers
         kv = torch.stack([torch.stack([layer.keys, layer.values], dim=1) for layer in layers], dim=1)
         return Prefix(kv, attn)
 
@@ -188,8 +190,8 @@ class Backbone(nn.Module):
         pad = self.model.config.text_config.pad_token_id
         positions = prefix.mask.sum(dim=1, keepdim=True) + pad + 1
         embeds = action_embed.to(self.dtype).view(1, 1, -1).expand(n, 1, -1)
-        out = self.model.text_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
-                                    position_ids=positions, use_cache=True)
+        out = self.model.text_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                                    **{_cache_argument(type(self.model.text_model)): cache})
         return out.last_hidden_state[:, 0].float()
 
     def sequence_features(self, image_embeds: torch.Tensor, instructions: list[str], action_embed: torch.Tensor,
@@ -284,3 +286,10 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cp
             raise BackboneNotFoundError(f"cannot load Kosmos-2 backbone {spec!r} ({type(exc).__name__}: "
                                         f"{str(exc).splitlines()[0][:100]}); {_NO_HUB_FIX}") from exc
     return Backbone(model, processor, spec).to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(text_model: type[nn.Module]) -> str:
+    """The decoder's KV-cache keyword: `cache` from transformers 5.x on (`past_key_values` still works there, with a
+    deprecation warning in every log), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(text_model.forward).parameters else "past_key_values"
