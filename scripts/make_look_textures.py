@@ -2,7 +2,7 @@
 
     python scripts/make_look_textures.py [--out mobile_vla_sim/assets/textures]
 
-Drawn in NumPy from the real corridor as reported (SPEC section 2), so no third-party images or licences are involved:
+Drawn in NumPy from the real corridor as the real project describes it, so no third-party images or licences are involved:
 grey floor tiles, white painted walls with a grey skirting board, grey cardboard, a PET bottle's label. Textures are
 near-white where a surface's colour knob should decide the colour (walls, cardboard): PyBullet multiplies a texture
 by the body's colour, so `--box-rgb` and `--wall-rgb` still set the colour of a textured surface.

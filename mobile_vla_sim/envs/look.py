@@ -35,8 +35,8 @@ TEXTURE_CHOICES: dict[str, tuple[str, ...]] = {
     "box": (NONE, "cardboard"),
     "bottle": (NONE, "bottle_label"),
 }
-#: Named looks (`--look-preset`); explicit knobs override a preset's values. `lab`: the real corridor as reported
-#: (SPEC section 2): tiled grey floor, white walls with a skirting board, a cardboard box, a labelled dark bottle
+#: Named looks (`--look-preset`); explicit knobs override a preset's values. `lab`: the real corridor as the real
+#: project describes it: tiled grey floor, white walls with a skirting board, a cardboard box, a labelled dark bottle
 #: (PyBullet multiplies a texture by the body's colour, so the bottle is white and its texture brings the dark PET).
 PRESETS: dict[str, dict[str, Any]] = {
     "plain": {},
