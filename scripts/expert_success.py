@@ -39,8 +39,8 @@ def measure(episodes: int, cfg: EnvConfig, expert_actions: str, difficulties, se
 
 
 def _cells(env, cfg: EnvConfig, expert_actions: str, difficulty: str, episodes: int, seed: int):
-    """Left and right rows of one difficulty; both tasks run the same seeds, hence the same scenes."""
-    for task in get_family(cfg.task_family).tasks:
+    """One row per task the difficulty runs (a trial condition runs one); the tasks run the same seeds."""
+    for task in get_family(cfg.task_family).tasks_for(difficulty):
         expert = (KeysExpert.for_env(cfg) if expert_actions == "keys"
                   else ScriptedExpert(drive=cfg.drive, family=get_family(cfg.task_family)))
         infos, start = [], time.perf_counter()
