@@ -69,6 +69,17 @@ def test_reach_generates_the_v5_layout_with_every_expert_episode_a_success(tmp_p
     assert first.frame_convention == MOVES and first.actions[0].any()  # frame 0 is a move: no episode_start frame
     assert all(read_episode(p, load_images=False).success for p in files)
 
+    # V5 data trains (frames under observations/images), and the policy is evaluated on the family it was trained on
+    from mobile_vla_sim.policies.config import TrainConfig
+    from mobile_vla_sim.policies.train import train
+
+    ckpt = tmp_path / "reach.ckpt"
+    train(TrainConfig(data=out, mode="frozen", backbone="tiny", epochs=1, out=ckpt), progress=False)
+    result = evaluate(EvalConfig(policy=str(ckpt), difficulty="easy", episodes=1, out=tmp_path / "eval",
+                                 pool=PoolConfig(workers=1)),
+                      progress=False)
+    assert result.config.env.task_family == "reach" and {r.task for r in result.records} == {"left", "center", "right"}
+
 
 def test_reach_expert_succeeds_and_always_left_misses_right_targets(tmp_path):
     env = EnvConfig(task_family="reach", image_size=32)

@@ -43,6 +43,12 @@ FRAME_CONVENTIONS = (CAPTURE, MOVES, AFTER_MOVE)
 #: Where the camera frames are: the real layout's, and the later "V5" layout's.
 IMAGE_KEYS = ("images", "observations/images")
 
+
+def images_key(f: h5py.File) -> str:
+    """Where an open episode file keeps its frames (`IMAGE_KEYS`: the real layout's `images`, V5's
+    `observations/images`); "images" when neither exists, so that reading it names what is missing."""
+    return next((key for key in IMAGE_KEYS if key in f), "images")
+
 _CORE_DATASETS = ("actions", "language_instruction")
 #: Optional float32 extras: name -> expected trailing shape (None = any).
 _EXTRA_DATASETS = {"robot_poses": (3,), "states": None, "action_labels": (3,)}
@@ -237,15 +243,15 @@ def read_episode(path: str | os.PathLike, *, load_images: bool = True) -> Episod
         raise FileNotFoundError(f"episode file {path} does not exist; check the path or regenerate the dataset")
     try:
         with h5py.File(path, "r") as f:
-            images_key = next((key for key in IMAGE_KEYS if key in f), None)
-            missing = [key for key in _CORE_DATASETS if key not in f] + ([] if images_key else ["images"])
+            where = images_key(f)
+            missing = [key for key in _CORE_DATASETS if key not in f] + ([] if where in f else ["images"])
             if missing:
                 raise CorruptEpisodeError(f"{path} lacks dataset(s) {', '.join(missing)}: not an episode file of the "
                                           "real layout; delete it and re-run `mvla-sim generate`")
             attrs = {key: _attr(value) for key, value in f.attrs.items()}
-            attrs["frame_convention"] = frame_convention(attrs, images_key)
+            attrs["frame_convention"] = frame_convention(attrs, where)
             actions = f["actions"][()].astype(np.float32)
-            images = f[images_key][()] if load_images else np.empty((len(actions), 0, 0, 3), np.uint8)
+            images = f[where][()] if load_images else np.empty((len(actions), 0, 0, 3), np.uint8)
             extras = {key: f[key][()].astype(np.float32) if key in f else None for key in _EXTRA_DATASETS}
             events = ([_attr(e) for e in f["action_event_types"][()]] if "action_event_types" in f
                       else default_event_types(len(actions), attrs["frame_convention"]))

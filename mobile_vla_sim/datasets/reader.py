@@ -9,8 +9,8 @@ from typing import Any
 import h5py
 
 from mobile_vla_sim.errors import DatasetError, NoEpisodesError
-from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, IMAGE_KEYS, Episode, corrupt_episode_error,
-                                                 frame_convention, read_episode, targeted_frames)
+from mobile_vla_sim.datasets.hdf5_format import (AFTER_MOVE, Episode, corrupt_episode_error,
+                                                 frame_convention, images_key, read_episode, targeted_frames)
 from mobile_vla_sim.datasets.manifest import SPLITS, assign_split, load_manifest
 from mobile_vla_sim.datasets.splits import scene_key, split_entries
 
@@ -21,7 +21,7 @@ def scan_episode(path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
             num_frames = int(attrs.get("num_frames", len(f["actions"])))
-            images_key = next((key for key in IMAGE_KEYS if key in f), "images")
+            where = images_key(f)
     except (OSError, KeyError) as err:
         raise corrupt_episode_error(path, err) from err
     seed = attrs.get("seed")
@@ -30,7 +30,7 @@ def scan_episode(path: Path) -> dict[str, Any]:
     return {"file": path.name, "seed": seed, "num_frames": num_frames,
             "success": bool(success) if success is not None else None, "task": attrs.get("task"),
             "split": assign_split(scene_key(path.name, seed)),
-            "frame_convention": frame_convention(attrs, images_key)}
+            "frame_convention": frame_convention(attrs, where)}
 
 
 def recorded_layout(ds: "EpisodeDataset") -> tuple[str | None, tuple[int, int]]:
@@ -46,7 +46,7 @@ def recorded_layout(ds: "EpisodeDataset") -> tuple[str | None, tuple[int, int]]:
         try:
             with h5py.File(path, "r") as f:
                 drive = f.attrs.get("drive")
-                shape = tuple(int(n) for n in f["images"].shape[1:3])
+                shape = tuple(int(n) for n in f[images_key(f)].shape[1:3])
         except (OSError, KeyError) as err:
             raise corrupt_episode_error(path, err) from err
         if drive is not None:
