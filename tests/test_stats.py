@@ -444,3 +444,14 @@ def test_statistics_page_planning_table_is_current():
         assert f"{minimum_detectable_difference(n):.3f}" == paired
         tight = minimum_detectable_difference(n, discordance=0.2)
         assert (f"{tight:.3f}" if tight == tight else "out of reach") == overlapping
+
+
+def test_method_detectable_difference_needs_a_spread():
+    """With every outcome alike the standard error is 0, and what could be detected is unknown, not 0."""
+    import math
+
+    from mobile_vla_sim.eval.stats import minimum_detectable_method_difference
+
+    assert math.isnan(minimum_detectable_method_difference(0.0, 2)) and math.isnan(
+        minimum_detectable_method_difference(0.1, 0))
+    assert 0 < minimum_detectable_method_difference(0.05, 2) < minimum_detectable_method_difference(0.1, 2)

@@ -435,10 +435,10 @@ def minimum_detectable_method_difference(se: float, df: float, alpha: float = 0.
     """Smallest difference in mean success between two training methods that `compare_methods` detects with the
     given power, when its standard error is ``se`` with ``df`` degrees of freedom: the t-test's detectable effect
     (statsmodels' `TTestPower`, n = df + 1 so that its degrees of freedom match) times se * sqrt(n). NaN without a
-    standard error (fewer than 2 seeds)."""
+    standard error (fewer than 2 seeds), or with a zero one (every outcome alike: the spread is unknown, not 0)."""
     _check_level(alpha, "alpha")
     _check_level(power, "power")
-    if not (math.isfinite(se) and math.isfinite(df) and df >= 1):
+    if not (math.isfinite(se) and se > 0 and math.isfinite(df) and df >= 1):
         return float("nan")
     n = df + 1
     effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)
