@@ -63,6 +63,7 @@ def test_tiny_tokenizer_knows_every_built_in_sentence(name):
     assert left != right
 
 
+@pytest.mark.slow  # slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_training_on_filename_instructions_is_what_eval_replays(tiny_dataset, tmp_path):
     """The real project's mismatch: Korean sentences rebuilt from file names in training, English at deployment."""
     import json

@@ -200,6 +200,7 @@ def test_drive_straight_is_forward_collapse_into_the_box(tmp_path):
     assert summary["perturbations"]["gain"]["labels"]["forward_collapse"]["perturbed"] == 1.0
 
 
+@pytest.mark.slow  # test_always_left_ignores_the_swap_and_the_text keeps a language probe in the default run; slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_expert_has_no_significant_drop_under_language(tmp_path):
     summary = _probe(tmp_path, "expert", "language", text_episodes=0)
     language = [p for p in summary["perturbations"].values() if p["kind"] == "language"]

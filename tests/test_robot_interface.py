@@ -228,6 +228,7 @@ def test_adapter_chunks_instruction_and_defaults():
     assert expert.inputs == ("state",)
 
 
+@pytest.mark.slow  # slow on 2 cores; CI runs it (.ci/run runs the slow tests)
 def test_deploy_file_loads_and_is_recorded(tmp_path):
     from mobile_vla_sim.eval.run import evaluate
 
